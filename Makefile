@@ -1,0 +1,58 @@
+# The verbs everyone runs: make run, make test, make check, make bench.
+# Every target installs what it needs on a fresh machine (as root).
+SHELL := /bin/bash
+PY_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+# Debian packages the tests drive for real (aria2c: a BitTorrent client nobody here wrote;
+# promtool; apt-ftparchive is not used: the fixture writes indexes itself).
+SYS_PACKAGES := aria2 prometheus gnupg apt dpkg-dev nginx-light wrk
+PYTEST_ARGS ?=
+
+.PHONY: all venv sysdeps proto proto-check test check run deb bench bench-swarm clean
+
+all: test
+
+$(VENV)/.stamp: requirements.lock pyproject.toml
+	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip install -q --python $(PY) --require-hashes -r requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# Installs the Debian packages the suite uses, only those missing.
+sysdeps:
+	@missing=$$(for p in $(SYS_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# Generated gRPC code is committed; this regenerates it (and proto-check proves it is current).
+proto: venv
+	$(PY) proto/generate.py
+
+proto-check: venv
+	$(PY) proto/generate.py --check
+
+test: venv sysdeps proto-check
+	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+check: venv
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+lock:
+	$(UV) pip compile -q pyproject.toml --group dev --generate-hashes --python-version 3.11 --universal -o requirements.lock
+
+clean:
+	rm -rf $(VENV) build dist
+
+# The aptmesh-apt-method Debian package (method, mesh+http/mesh+https links, apt.conf.d snippet).
+deb: venv
+	$(PY) -m aptmesh.aptmethod.package --out dist

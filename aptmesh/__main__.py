@@ -1,0 +1,5 @@
+import sys
+
+from aptmesh.cli import main
+
+sys.exit(main())

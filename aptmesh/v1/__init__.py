@@ -1,0 +1,1 @@
+"""Generated gRPC code for package aptmesh.v1 (see proto/generate.py)."""

@@ -1,0 +1,37 @@
+"""Starting aiohttp applications on a host and port, and the health routes they share."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from aiohttp import web
+
+
+@dataclass
+class Site:
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float = 5.0
+) -> Site:
+    """Binds `app` (port 0 picks a free port) and returns where it listens."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
+    sockets: list[socket.socket] = list(getattr(server, "sockets", []) or [])
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return Site(runner, host, bound)
