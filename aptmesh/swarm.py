@@ -1,0 +1,357 @@
+"""The project's only libtorrent module: one session wrapper the seeder and the edge share.
+
+Theory of operation. A `Swarm` owns one libtorrent session and pumps its
+alerts on the asyncio loop: libtorrent writes a byte to a socketpair when
+alerts are waiting (`set_alert_fd`; `set_alert_notify` can deadlock under
+Python), the loop reads it and dispatches each alert to the `SwarmTorrent`
+it concerns. Callers never poll libtorrent in a loop.
+
+Roles differ by wiring only: the seeder adds verified files in seed mode, the
+edge downloads into a scratch directory and streams verified pieces in order
+(`SwarmTorrent.pieces()`), then adds the finished, SHA-256-checked file back
+in seed mode. Pieces are read back through `read_piece`, so a byte reaches a
+client only after libtorrent checked the piece's hash. Peers that send bad
+data are banned by libtorrent's smart-ban; the piece is fetched again from
+others (or the web seed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import libtorrent as lt
+
+from aptmesh import __version__, logs
+
+log = logs.get(__name__)
+
+Role = Literal["seeder", "edge", "plain"]
+
+
+class SwarmError(Exception):
+    """A torrent failed in libtorrent (storage, metadata, an added torrent rejected)."""
+
+
+@dataclass(frozen=True)
+class SwarmSettings:
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 6881  # 0 picks a free port
+    # Public swarm: DHT, LSD, UPnP and NAT-PMP on. Off inside a data centre.
+    public: bool = False
+    utp: bool = False  # uTP is 15x slower than TCP here (reference notes); off by default
+    upload_rate_limit: int = 0  # bytes per second, 0 = unlimited
+    connections_limit: int = 500
+    # "seeder" and "edge" get the throughput tuning of the reference notes;
+    # "plain" is stock libtorrent, the benchmark's baseline.
+    role: Role = "edge"
+
+
+@dataclass
+class SwarmStats:
+    torrents: int
+    peers: int
+    payload_uploaded_bytes: int
+    payload_downloaded_bytes: int
+    upload_rate: int
+    download_rate: int
+
+
+def session_settings(settings: SwarmSettings) -> dict[str, Any]:
+    """The libtorrent settings pack for a role, as a plain dict (a pure function)."""
+    pack: dict[str, Any] = {}
+    if settings.role in ("seeder", "edge"):
+        pack.update(lt.high_performance_seed())
+    pack.update(
+        {
+            "listen_interfaces": f"{settings.listen_host}:{settings.listen_port}",
+            "enable_dht": settings.public,
+            "enable_lsd": settings.public,
+            "enable_upnp": settings.public,
+            "enable_natpmp": settings.public,
+            "enable_incoming_utp": settings.utp,
+            "enable_outgoing_utp": settings.utp,
+            "user_agent": f"aptmesh/{__version__}",
+            "peer_fingerprint": lt.generate_fingerprint("AM", 0, 1, 0, 0),
+            "alert_mask": (
+                lt.alert.category_t.error_notification
+                | lt.alert.category_t.status_notification
+                | lt.alert.category_t.storage_notification
+                | lt.alert.category_t.piece_progress_notification
+            ),
+            "upload_rate_limit": settings.upload_rate_limit,
+            "connections_limit": settings.connections_limit,
+            # Edges and seeders of one site often share an address (tests, NAT).
+            "allow_multiple_connections_per_ip": True,
+            "announce_to_all_trackers": True,
+            "announce_to_all_tiers": True,
+            # A torrent per package file: never queue torrents behind each other.
+            "active_limit": 100000,
+            "active_seeds": 100000,
+            "active_downloads": 1000,
+            "active_tracker_limit": 100000,
+            "dont_count_slow_torrents": False,
+            "auto_manage_startup": 0,
+        }
+    )
+    if not settings.public:
+        pack["dht_bootstrap_nodes"] = ""
+    return pack
+
+
+def _hex(info_hashes: Any) -> str:
+    return str(info_hashes.v1)
+
+
+class SwarmTorrent:
+    """One torrent in the session; its events arrive from the alert pump."""
+
+    def __init__(self, handle: Any, num_pieces: int, piece_length: int, size: int) -> None:
+        self.handle = handle
+        self.num_pieces = num_pieces
+        self.piece_length = piece_length
+        self.size = size
+        self.finished = asyncio.Event()
+        self.error: str | None = None
+        self.hash_failures = 0
+        self._have: set[int] = set()
+        self._changed = asyncio.Event()
+        self._reads: dict[int, asyncio.Future[bytes]] = {}
+        self._resume: asyncio.Future[bytes] | None = None
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    def _piece_done(self, index: int) -> None:
+        self._have.add(index)
+        self._notify()
+
+    def _failed(self, message: str) -> None:
+        self.error = message
+        for future in self._reads.values():
+            if not future.done():
+                future.set_exception(SwarmError(message))
+        self._notify()
+
+    def has_piece(self, index: int) -> bool:
+        return index in self._have or bool(self.handle.have_piece(index))
+
+    async def read_piece(self, index: int) -> bytes:
+        """The bytes of a piece libtorrent has verified."""
+        future = self._reads.get(index)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._reads[index] = future
+            self.handle.read_piece(index)
+        try:
+            return await future
+        finally:
+            self._reads.pop(index, None)
+
+    async def wait_changed(self, seconds: float) -> bool:
+        """Waits for a piece, an error or completion; False after `seconds`."""
+        try:
+            await asyncio.wait_for(self._changed.wait(), seconds)
+        except TimeoutError:
+            return False
+        self._changed.clear()
+        return True
+
+    async def pieces(self, first: int = 0, *, stall_timeout: float = 30.0) -> AsyncIterator[bytes]:
+        """Yields pieces `first`.. in order as each is verified.
+
+        Raises SwarmError if the torrent fails, TimeoutError if no piece arrives
+        for `stall_timeout` seconds.
+        """
+        for index in range(first, self.num_pieces):
+            while not self.has_piece(index):
+                if self.error:
+                    raise SwarmError(self.error)
+                if not await self.wait_changed(stall_timeout) and not self.has_piece(index):
+                    raise TimeoutError(f"swarm stalled: no piece for {stall_timeout:.0f}s")
+            yield await self.read_piece(index)
+
+    def status(self) -> Any:
+        return self.handle.status()
+
+    async def resume_data(self) -> bytes:
+        """libtorrent's resume data for this torrent (bencoded)."""
+        self._resume = asyncio.get_running_loop().create_future()
+        self.handle.save_resume_data(lt.save_resume_flags_t.save_info_dict)
+        return await self._resume
+
+
+@dataclass
+class _Totals:
+    uploaded: int = 0
+    downloaded: int = 0
+    by_torrent: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+class Swarm:
+    """A libtorrent session on the running asyncio loop."""
+
+    def __init__(self, settings: SwarmSettings) -> None:
+        self.settings = settings
+        params = lt.session_params()
+        params.settings = session_settings(settings)  # type: ignore[assignment]
+        self._session = lt.session(params)
+        self._torrents: dict[str, SwarmTorrent] = {}
+        self._totals = _Totals()
+        self._reader, writer = socket.socketpair()
+        self._writer = writer
+        self._reader.setblocking(False)
+        writer.setblocking(False)
+        self._session.set_alert_fd(writer.fileno())
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._reader.fileno(), self._drain)
+
+    @property
+    def listen_port(self) -> int:
+        return int(self._session.listen_port())
+
+    def _drain(self) -> None:
+        try:
+            while self._reader.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        for alert in self._session.pop_alerts():
+            self._dispatch(alert)
+
+    def _torrent_of(self, alert: Any) -> SwarmTorrent | None:
+        handle = getattr(alert, "handle", None)
+        if handle is None or not handle.is_valid():
+            return None
+        return self._torrents.get(_hex(handle.info_hashes()))
+
+    def _dispatch(self, alert: Any) -> None:
+        torrent = self._torrent_of(alert)
+        if torrent is None:
+            return
+        if isinstance(alert, lt.piece_finished_alert):
+            torrent._piece_done(alert.piece_index)
+        elif isinstance(alert, lt.read_piece_alert):
+            future = torrent._reads.get(alert.piece)
+            if future is not None and not future.done():
+                if alert.error.value():
+                    future.set_exception(SwarmError(f"reading piece: {alert.error.message()}"))
+                else:
+                    future.set_result(bytes(alert.buffer))
+        elif isinstance(alert, lt.torrent_finished_alert):
+            torrent.finished.set()
+            torrent._notify()
+        elif isinstance(alert, lt.hash_failed_alert):
+            torrent.hash_failures += 1
+            log.warning("swarm.hash_failed", torrent=torrent.handle.name(), piece=alert.piece_index)
+        elif isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
+            torrent._failed(alert.message())
+        elif torrent._resume is None or torrent._resume.done():
+            return
+        elif isinstance(alert, lt.save_resume_data_alert):
+            torrent._resume.set_result(lt.write_resume_data_buf(alert.params))
+        elif isinstance(alert, lt.save_resume_data_failed_alert):
+            torrent._resume.set_exception(SwarmError(alert.message()))
+
+    def add(
+        self,
+        metainfo: bytes,
+        save_path: Path,
+        *,
+        file_name: str | None = None,
+        seed: bool = False,
+        trackers: list[str] | tuple[str, ...] = (),
+        web_seeds: list[str] | tuple[str, ...] = (),
+        resume_data: bytes | None = None,
+        sequential: bool = True,
+    ) -> SwarmTorrent:
+        """Adds a torrent; `file_name` stores its single file under another name.
+
+        `seed=True` means the caller verified the file's SHA-256: libtorrent trusts
+        it (seed mode) instead of re-hashing it.
+        """
+        info = lt.torrent_info(metainfo)
+        key = _hex(info.info_hashes())
+        existing = self._torrents.get(key)
+        if existing is not None:
+            return existing
+        atp = lt.read_resume_data(resume_data) if resume_data else lt.add_torrent_params()
+        atp.ti = info
+        atp.save_path = str(save_path)
+        if file_name and file_name != info.name():
+            atp.renamed_files = {0: file_name}
+        atp.trackers = list(trackers)
+        atp.url_seeds = list(web_seeds)
+        flags = lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
+        if not self.settings.public:
+            flags |= lt.torrent_flags.disable_pex
+        if seed:
+            flags |= lt.torrent_flags.seed_mode
+        if sequential:
+            flags |= lt.torrent_flags.sequential_download
+        atp.flags = flags
+        try:
+            handle = self._session.add_torrent(atp)
+        except RuntimeError as exc:
+            raise SwarmError(f"adding torrent {info.name()}: {exc}") from None
+        torrent = SwarmTorrent(handle, info.num_pieces(), info.piece_length(), info.total_size())
+        self._torrents[key] = torrent
+        if seed:
+            torrent.finished.set()
+        return torrent
+
+    def get(self, info_hash_v1: str) -> SwarmTorrent | None:
+        return self._torrents.get(info_hash_v1)
+
+    def remove(self, torrent: SwarmTorrent, *, delete_files: bool = False) -> None:
+        key = _hex(torrent.handle.info_hashes())
+        status = torrent.handle.status()
+        self._totals.uploaded += status.total_payload_upload
+        self._totals.downloaded += status.total_payload_download
+        self._torrents.pop(key, None)
+        flags = lt.session.delete_files if delete_files else 0
+        self._session.remove_torrent(torrent.handle, flags)
+
+    def torrents(self) -> list[SwarmTorrent]:
+        return list(self._torrents.values())
+
+    def stats(self) -> SwarmStats:
+        """Totals over the session's life, including removed torrents."""
+        up, down, peers, up_rate, down_rate = (
+            self._totals.uploaded,
+            self._totals.downloaded,
+            0,
+            0,
+            0,
+        )
+        for torrent in self._torrents.values():
+            status = torrent.handle.status()
+            up += status.total_payload_upload
+            down += status.total_payload_download
+            peers += status.num_peers
+            up_rate += status.upload_payload_rate
+            down_rate += status.download_payload_rate
+        return SwarmStats(len(self._torrents), peers, up, down, up_rate, down_rate)
+
+    def connect_peer(self, torrent: SwarmTorrent, host: str, port: int) -> None:
+        """Adds a peer directly (benchmarks and tests of peer behaviour only)."""
+        torrent.handle.connect_peer((host, port))
+
+    def apply(self, **changes: Any) -> None:
+        """Changes session settings at run time (rate limits, benchmark tuning)."""
+        self._session.apply_settings(changes)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._reader.fileno())
+        self._session.pause()
+        for torrent in list(self._torrents.values()):
+            self._session.remove_torrent(torrent.handle)
+        self._torrents.clear()
+        # Dropping the last reference aborts the session and joins its threads.
+        del self._session
+        self._reader.close()
+        self._writer.close()

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aptmesh.bencode import BencodeError, Value, decode, encode
+
+values: st.SearchStrategy[Value] = st.recursive(
+    st.integers() | st.binary(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.binary(max_size=10), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@given(values)
+def test_round_trip(value: Value) -> None:
+    assert decode(encode(value)) == value
+
+
+def test_literal() -> None:
+    assert encode({b"b": [1, b"x"], b"a": -3}) == b"d1:ai-3e1:bli1e1:xee"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"i03e",
+        b"i-0e",
+        b"ie",
+        b"3:ab",
+        b"d1:bi1e1:ai2ee",
+        b"d1:ai1e1:ai1ee",
+        b"i1ei2e",
+        b"x",
+        b"05:abcde",
+    ],
+)
+def test_non_canonical_input_is_refused(data: bytes) -> None:
+    with pytest.raises(BencodeError):
+        decode(data)
+
+
+def test_depth_is_bounded() -> None:
+    with pytest.raises(BencodeError, match="deep"):
+        decode(b"l" * 100 + b"e" * 100)

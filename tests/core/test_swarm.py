@@ -1,0 +1,115 @@
+"""The libtorrent wrapper with real sessions on loopback: seed, stream in order, web seed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from aptmesh import web as webhelp
+from aptmesh.swarm import Swarm, SwarmError, SwarmSettings, session_settings
+from aptmesh.torrent import make_torrent
+
+LOOPBACK = SwarmSettings(listen_host="127.0.0.1", listen_port=0, role="edge")
+
+
+def _file(tmp_path: Path, name: str, size: int) -> Path:
+    path = tmp_path / "seed" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def test_datacentre_settings_turn_discovery_and_utp_off() -> None:
+    pack = session_settings(SwarmSettings())
+    assert pack["enable_dht"] is False and pack["enable_lsd"] is False
+    assert pack["enable_upnp"] is False and pack["enable_natpmp"] is False
+    assert pack["enable_incoming_utp"] is False and pack["dht_bootstrap_nodes"] == ""
+    assert session_settings(SwarmSettings(public=True))["enable_dht"] is True
+
+
+async def test_leech_streams_verified_pieces_in_order_from_a_seed(tmp_path: Path) -> None:
+    source = _file(tmp_path, "big_1.0+b1~x_amd64.deb", 3 * 1024 * 1024 + 123)
+    hashed = make_torrent(source)
+    seed, leech = Swarm(LOOPBACK), Swarm(LOOPBACK)
+    try:
+        # The seed holds the file under its content address, not its name.
+        stored = tmp_path / "cas" / hashed.sha256
+        stored.parent.mkdir()
+        source.rename(stored)
+        seeding = seed.add(hashed.torrent.metainfo, stored.parent, file_name=stored.name, seed=True)
+        assert seeding.finished.is_set()
+        fetching = leech.add(hashed.torrent.metainfo, tmp_path / "scratch")
+        leech.connect_peer(fetching, "127.0.0.1", seed.listen_port)
+        digest = hashlib.sha256()
+        sizes = []
+        async with asyncio.timeout(30):
+            async for piece in fetching.pieces(stall_timeout=20):
+                sizes.append(len(piece))
+                digest.update(piece)
+        assert digest.hexdigest() == hashed.sha256
+        assert sum(sizes) == hashed.torrent.size
+        assert len(sizes) == fetching.num_pieces
+        async with asyncio.timeout(10):
+            await fetching.finished.wait()
+        assert seed.stats().payload_uploaded_bytes >= hashed.torrent.size
+    finally:
+        seed.close()
+        leech.close()
+
+
+async def test_web_seed_alone_delivers_the_file(tmp_path: Path) -> None:
+    source = _file(tmp_path, "web_1_all.deb", 1_500_000)
+    hashed = make_torrent(source)
+    app = web.Application()
+    app.router.add_static("/pool/", source.parent)
+    site = await webhelp.start(app, "127.0.0.1", 0)
+    leech = Swarm(LOOPBACK)
+    try:
+        torrent = leech.add(
+            hashed.torrent.metainfo,
+            tmp_path / "scratch",
+            web_seeds=[f"{site.url}/pool/{source.name}"],
+        )
+        async with asyncio.timeout(30):
+            await torrent.finished.wait()
+        fetched = (tmp_path / "scratch" / source.name).read_bytes()
+        assert hashlib.sha256(fetched).hexdigest() == hashed.sha256
+    finally:
+        leech.close()
+        await site.stop()
+
+
+async def test_stall_is_reported_when_nobody_has_the_file(tmp_path: Path) -> None:
+    hashed = make_torrent(_file(tmp_path, "lonely.deb", 200_000))
+    leech = Swarm(LOOPBACK)
+    try:
+        torrent = leech.add(hashed.torrent.metainfo, tmp_path / "scratch")
+        with pytest.raises(TimeoutError, match="stalled"):
+            async for _ in torrent.pieces(stall_timeout=0.5):
+                pass
+    finally:
+        leech.close()
+
+
+async def test_resume_data_round_trips(tmp_path: Path) -> None:
+    path = _file(tmp_path, "r.deb", 300_000)
+    hashed = make_torrent(path)
+    swarm = Swarm(LOOPBACK)
+    try:
+        torrent = swarm.add(hashed.torrent.metainfo, path.parent, seed=True)
+        data = await asyncio.wait_for(torrent.resume_data(), 10)
+        assert data.startswith(b"d")
+        swarm.remove(torrent)
+        again = swarm.add(hashed.torrent.metainfo, path.parent, resume_data=data)
+        assert again.handle.is_valid()
+    finally:
+        swarm.close()
+
+
+def test_swarm_error_is_an_exception() -> None:
+    assert issubclass(SwarmError, Exception)
