@@ -136,7 +136,9 @@ class GrpcServerMetrics(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, fn: Any, kind: str, service: str, method: str) -> Any:
         labels = (kind, service, method)
 
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async def wrapped(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             self.started.labels(*labels).inc()
             self.received.labels(*labels).inc()
             start = time.perf_counter()
@@ -152,7 +154,9 @@ class GrpcServerMetrics(grpc.aio.ServerInterceptor):
         return wrapped
 
 
-def _code_of(context: grpc.aio.ServicerContext[Any, Any], default: grpc.StatusCode) -> grpc.StatusCode:
+def _code_of(
+    context: grpc.aio.ServicerContext[Any, Any], default: grpc.StatusCode
+) -> grpc.StatusCode:
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code
