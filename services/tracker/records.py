@@ -1,0 +1,85 @@
+"""The tracker's domain values (index records, edges) and their protobuf forms.
+
+The servicers and the client convert at the boundary with the functions here;
+everything behind them (store, logic) works on these frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aptmesh.v1 import index_pb2, registry_pb2
+
+
+@dataclass(frozen=True)
+class PackageRecord:
+    sha256: str  # lower-case hex, as in Packages
+    size: int
+    name: str
+    info_hash_v1: str  # lower-case hex SHA-1
+    info_hash_v2: str  # lower-case hex SHA-256 (full)
+    piece_length: int
+    torrent: bytes
+    upstream_urls: tuple[str, ...] = ()
+
+    def tracker_hashes(self) -> tuple[bytes, bytes]:
+        """The two 20-byte infohashes BitTorrent clients announce (v1, truncated v2)."""
+        return bytes.fromhex(self.info_hash_v1), bytes.fromhex(self.info_hash_v2[:40])
+
+    def same_torrent(self, other: PackageRecord) -> bool:
+        return (
+            self.size,
+            self.name,
+            self.info_hash_v1,
+            self.info_hash_v2,
+            self.piece_length,
+            self.torrent,
+        ) == (
+            other.size,
+            other.name,
+            other.info_hash_v1,
+            other.info_hash_v2,
+            other.piece_length,
+            other.torrent,
+        )
+
+
+@dataclass(frozen=True)
+class Edge:
+    id: str
+    url: str
+    zone: str = ""
+
+
+def record_to_proto(record: PackageRecord) -> index_pb2.PackageRecord:
+    return index_pb2.PackageRecord(
+        sha256=record.sha256,
+        size=record.size,
+        name=record.name,
+        info_hash_v1=record.info_hash_v1,
+        info_hash_v2=record.info_hash_v2,
+        piece_length=record.piece_length,
+        torrent=record.torrent,
+        upstream_urls=list(record.upstream_urls),
+    )
+
+
+def record_from_proto(message: index_pb2.PackageRecord) -> PackageRecord:
+    return PackageRecord(
+        sha256=message.sha256,
+        size=message.size,
+        name=message.name,
+        info_hash_v1=message.info_hash_v1,
+        info_hash_v2=message.info_hash_v2,
+        piece_length=message.piece_length,
+        torrent=message.torrent,
+        upstream_urls=tuple(message.upstream_urls),
+    )
+
+
+def edge_to_proto(edge: Edge) -> registry_pb2.Edge:
+    return registry_pb2.Edge(id=edge.id, url=edge.url, zone=edge.zone)
+
+
+def edge_from_proto(message: registry_pb2.Edge) -> Edge:
+    return Edge(id=message.id, url=message.url, zone=message.zone)

@@ -1,0 +1,126 @@
+"""Fixtures for the tracker's tests: a fake clock, a running tracker, published torrents."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from aptmesh.torrent import HashedFile
+from aptmesh.tracker import app
+from aptmesh.tracker.client import TrackerClient
+from aptmesh.tracker.config import TrackerConfig
+from aptmesh.tracker.records import PackageRecord
+
+TOKEN = "test-publish-token"
+
+
+class FakeClock:
+    """A clock tests move by hand; starts at a realistic epoch time."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make_config(tmp_path: Path, **overrides: object) -> TrackerConfig:
+    values: dict[str, object] = {
+        "grpc_bind": "127.0.0.1:0",
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        "db_path": tmp_path / "tracker.sqlite3",
+        "publish_token": TOKEN,
+        "announce_interval": 30,
+        "min_interval": 5,
+        "peer_ttl": 60,
+        "edge_lease_seconds": 60,
+    }
+    values.update(overrides)
+    return TrackerConfig(**values)  # type: ignore[arg-type]
+
+
+def record_of(hashed: HashedFile, urls: tuple[str, ...] = ()) -> PackageRecord:
+    t = hashed.torrent
+    return PackageRecord(
+        sha256=hashed.sha256,
+        size=t.size,
+        name=t.name,
+        info_hash_v1=t.info_hash_v1,
+        info_hash_v2=t.info_hash_v2,
+        piece_length=t.piece_length,
+        torrent=t.metainfo,
+        upstream_urls=urls,
+    )
+
+
+def make_file(directory: Path, name: str, size: int, seed: int = 0) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_bytes(random.Random(seed).randbytes(size))
+    return path
+
+
+@dataclass
+class Published:
+    path: Path
+    hashed: HashedFile
+    record: PackageRecord
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def tracker(tmp_path: Path, clock: FakeClock) -> AsyncIterator[app.RunningTracker]:
+    running = await app.start(make_config(tmp_path), clock=clock, maintain_every=0)
+    try:
+        yield running
+    finally:
+        await running.stop(grace=0)
+
+
+@pytest.fixture
+async def client(tracker: app.RunningTracker) -> AsyncIterator[TrackerClient]:
+    async with TrackerClient(tracker.grpc_target, token=TOKEN, timeout=5) as c:
+        yield c
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def get_bytes(session: aiohttp.ClientSession, url: str) -> bytes:
+    async with session.get(url) as response:
+        assert response.status == 200, await response.text()
+        return await response.read()
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], within: float = 30.0, what: str = ""
+) -> None:
+    """Polls `predicate` until it holds; fails after `timeout` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what or predicate}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,73 @@
+"""Swarms in memory: counts, selection, expiry on an injected clock."""
+
+from __future__ import annotations
+
+import random
+
+from aptmesh.tracker.peerstore import PeerEntry, PeerStore, select_peers
+from aptmesh.tracker.wire import Peer, compact_address
+from tests.tracker.conftest import FakeClock
+
+IH = b"i" * 20
+
+
+def peer(n: int, ip: str = "10.0.0.1") -> Peer:
+    return Peer(b"%020d" % n, compact_address(ip, 6000 + n))
+
+
+def test_counts_and_events() -> None:
+    clock = FakeClock()
+    store = PeerStore(ttl=60, clock=clock)
+    store.announce(IH, peer(1), seeder=True, event="started", numwant=50)
+    result = store.announce(IH, peer(2), seeder=False, event="started", numwant=50)
+    assert (result.complete, result.incomplete) == (1, 1)
+    assert result.peers == (peer(1),)  # never the requester itself
+    result = store.announce(IH, peer(2), seeder=True, event="completed", numwant=50)
+    assert (result.complete, result.incomplete) == (2, 0)
+    assert result.peers == ()  # a seeder is not given other seeders
+    assert store.scrape(IH).downloaded == 1
+    store.announce(IH, peer(1), seeder=True, event="stopped", numwant=50)
+    assert (store.scrape(IH).complete, store.peer_counts()) == (1, (1, 0))
+    store.announce(IH, peer(2), seeder=True, event="stopped", numwant=50)
+    assert store.swarm_count() == 0
+
+
+def test_same_peer_id_from_another_address_is_another_peer() -> None:
+    store = PeerStore(ttl=60, clock=FakeClock())
+    store.announce(IH, peer(1, "10.0.0.1"), seeder=False, event="none", numwant=0)
+    store.announce(
+        IH,
+        Peer(peer(1).peer_id, compact_address("10.9.9.9", 1)),
+        seeder=False,
+        event="stopped",
+        numwant=0,
+    )
+    assert store.scrape(IH).incomplete == 1
+
+
+def test_silent_peers_expire() -> None:
+    clock = FakeClock()
+    store = PeerStore(ttl=60, clock=clock)
+    store.announce(IH, peer(1), seeder=True, event="started", numwant=0)
+    clock.advance(30)
+    store.announce(IH, peer(2), seeder=False, event="started", numwant=0)
+    clock.advance(31)  # peer 1 is past its time, peer 2 is not
+    assert store.announce(IH, peer(3), seeder=False, event="none", numwant=10).peers == (peer(2),)
+    assert store.expire() == 1
+    assert store.peer_counts() == (0, 2)
+    clock.advance(100)
+    assert store.expire() == 2
+    assert store.swarm_count() == 0
+
+
+def test_selection_is_bounded_and_uniform_sample() -> None:
+    peers = {p.peer_id + p.address: PeerEntry(p, False, 100.0) for p in map(peer, range(100))}
+    chosen = select_peers(
+        peers, b"nobody", seeding=False, numwant=10, now=0.0, rng=random.Random(1)
+    )
+    assert len(set(chosen)) == 10
+    assert select_peers(peers, b"x", seeding=False, numwant=0, now=0.0, rng=random.Random()) == ()
+    assert (
+        len(select_peers(peers, b"x", seeding=False, numwant=500, now=0.0, rng=random.Random()))
+        == 100
+    )

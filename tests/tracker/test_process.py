@@ -1,0 +1,96 @@
+"""The real `aptmesh tracker` process: configuration errors, and the index surviving kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from aptmesh.torrent import make_torrent
+from aptmesh.tracker.client import TrackerClient
+from tests.tracker.conftest import TOKEN, make_file, record_of
+
+APTMESH = str(Path(sys.executable).with_name("aptmesh"))
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [APTMESH, "tracker", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_print_config_shows_defaults_and_masks_the_token() -> None:
+    done = run_cli("--print-config", env={"APTMESH_TRACKER_PUBLISH_TOKEN": "hush"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for expected in (
+        "APTMESH_TRACKER_GRPC_BIND=[::]:50051",
+        "APTMESH_TRACKER_HTTP_PORT=6969",
+        "APTMESH_TRACKER_ANNOUNCE_INTERVAL=1800",
+        "APTMESH_TRACKER_OPEN_TRACKER=false",
+        "APTMESH_TRACKER_PUBLISH_TOKEN=***",
+    ):
+        assert expected in lines
+    assert "hush" not in done.stdout
+
+
+def test_bad_values_are_one_line_errors_naming_the_option() -> None:
+    for env, names in (
+        ({"APTMESH_TRACKER_HTTP_PORT": "web"}, "APTMESH_TRACKER_HTTP_PORT"),
+        ({"APTMESH_TRACKER_PEER_TTL": "10"}, "APTMESH_TRACKER_PEER_TTL"),
+        ({"APTMESH_TRACKER_NUMWANT": "5"}, "unknown environment variable APTMESH_TRACKER_NUMWANT"),
+    ):
+        done = run_cli(env=env)
+        assert done.returncode == 2
+        assert names in done.stderr
+        assert "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
+async def start_process(db: Path) -> tuple[asyncio.subprocess.Process, dict[str, object]]:
+    process = await asyncio.create_subprocess_exec(
+        APTMESH,
+        "tracker",
+        "--grpc-bind=127.0.0.1:0",
+        "--http-host=127.0.0.1",
+        "--http-port=0",
+        f"--db-path={db}",
+        env={**os.environ, "APTMESH_TRACKER_PUBLISH_TOKEN": TOKEN},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    while True:
+        line = await asyncio.wait_for(process.stderr.readline(), timeout=20)
+        assert line, "the tracker exited before it started"
+        event = json.loads(line)
+        if event["event"] == "tracker started":
+            return process, event
+
+
+async def test_the_index_survives_kill_9(tmp_path: Path) -> None:
+    record = record_of(make_torrent(make_file(tmp_path, "k_1_all.deb", 90_000)))
+    db = tmp_path / "data" / "tracker.sqlite3"
+    process, started = await start_process(db)
+    try:
+        async with TrackerClient(str(started["grpc_target"]), token=TOKEN) as client:
+            assert await client.publish(record) is True
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+    assert process.returncode == -signal.SIGKILL
+    process, started = await start_process(db)
+    try:
+        assert started["index_records"] == 1
+        async with TrackerClient(str(started["grpc_target"])) as client:
+            assert await client.get(record.sha256) == record
+    finally:
+        process.send_signal(signal.SIGTERM)  # and a clean stop on SIGTERM
+        assert await asyncio.wait_for(process.wait(), timeout=20) == 0

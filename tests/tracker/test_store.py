@@ -1,0 +1,108 @@
+"""The storage contract, run against every implementation; SQLite's durability."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from aptmesh.torrent import make_torrent
+from aptmesh.tracker.records import Edge, PackageRecord
+from aptmesh.tracker.store import MemoryStore, SqliteStore, Store
+from tests.tracker.conftest import FakeClock, make_file, record_of
+
+Factory = Callable[[FakeClock], Store]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
+    opened: list[Store] = []
+
+    def factory(clock: FakeClock) -> Store:
+        store: Store = (
+            MemoryStore(clock)
+            if request.param == "memory"
+            else SqliteStore(tmp_path / "s.db", clock)
+        )
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory: pytest.TempPathFactory) -> list[PackageRecord]:
+    directory = tmp_path_factory.mktemp("files")
+    return [
+        record_of(make_torrent(make_file(directory, f"p{i}_1.0_amd64.deb", 70_000 + i, seed=i)))
+        for i in range(3)
+    ]
+
+
+def test_put_get_and_allow_list(new_store: Factory, records: list[PackageRecord]) -> None:
+    store = new_store(FakeClock())
+    first = records[0]
+    assert store.get(first.sha256) is None
+    assert store.put(first) is True
+    assert store.put(first) is False
+    assert store.get(first.sha256) == first
+    v1, v2 = first.tracker_hashes()
+    assert store.is_tracked(v1) and store.is_tracked(v2)
+    assert not store.is_tracked(bytes.fromhex(first.info_hash_v2)[20:40])
+    assert store.record_count() == 1
+
+
+def test_urls_merge_for_the_same_torrent(new_store: Factory, records: list[PackageRecord]) -> None:
+    store = new_store(FakeClock())
+    base = records[0]
+    a = PackageRecord(**{**base.__dict__, "upstream_urls": ("http://a/x.deb",)})
+    b = PackageRecord(**{**base.__dict__, "upstream_urls": ("http://b/x.deb", "http://a/x.deb")})
+    store.put(a)
+    assert store.put(b) is False
+    got = store.get(base.sha256)
+    assert got is not None and got.upstream_urls == ("http://a/x.deb", "http://b/x.deb")
+
+
+def test_batch_lookup(new_store: Factory, records: list[PackageRecord]) -> None:
+    store = new_store(FakeClock())
+    for record in records[:2]:
+        store.put(record)
+    wanted = [r.sha256 for r in records] + ["0" * 64]
+    assert store.get_many(wanted) == {r.sha256: r for r in records[:2]}
+    assert store.get_many([]) == {}
+
+
+def test_edge_leases_and_zone_order(new_store: Factory) -> None:
+    clock = FakeClock()
+    store = new_store(clock)
+    store.register_edge(Edge("b", "http://b:3142", "west"), 60)
+    store.register_edge(Edge("a", "http://a:3142", "east"), 60)
+    clock.advance(30)
+    store.register_edge(Edge("c", "http://c:3142", "west"), 60)
+    assert [e.id for e in store.live_edges("west")] == ["b", "c", "a"]
+    assert [e.id for e in store.live_edges("east")] == ["a", "b", "c"]
+    clock.advance(31)  # a and b ran out; c renewed at +30
+    assert [e.id for e in store.live_edges("east")] == ["c"]
+    assert store.edge_count() == 1
+    assert store.expire_edges() == 2
+    store.register_edge(Edge("c", "http://c2:3142", "west"), 60)  # renewal may move it
+    assert store.live_edges("") == [Edge("c", "http://c2:3142", "west")]
+
+
+def test_sqlite_reopens_with_records_allow_list_and_leases(
+    tmp_path: Path, records: list[PackageRecord]
+) -> None:
+    clock = FakeClock()
+    store = SqliteStore(tmp_path / "t.db", clock)
+    store.put(records[0])
+    store.register_edge(Edge("e", "http://e:3142", "z"), 60)
+    store.close()
+    again = SqliteStore(tmp_path / "t.db", clock)
+    assert again.get(records[0].sha256) == records[0]
+    assert again.is_tracked(records[0].tracker_hashes()[1])
+    assert again.record_count() == 1
+    assert again.live_edges("z") == [Edge("e", "http://e:3142", "z")]
+    again.close()
