@@ -96,6 +96,10 @@ def session_settings(settings: SwarmSettings) -> dict[str, Any]:
             "active_tracker_limit": 100000,
             "dont_count_slow_torrents": False,
             "auto_manage_startup": 0,
+            # Closing waits this long for trackers to acknowledge `stopped`. It blocks
+            # the caller (the binding holds the GIL), which stalls a tracker served on
+            # the same event loop (aptmesh up, tests): keep it short.
+            "stop_tracker_timeout": 1,
         }
     )
     if not settings.public:
