@@ -1,0 +1,94 @@
+"""Publishing held files to the tracker's index.
+
+`Publisher` is what a sync needs from the index: which records it lacks, and
+publishing one. `TrackerPublisher` talks to the tracker over gRPC (through
+`aptmesh.tracker.client`, which translates gRPC errors); `MemoryPublisher` is
+the in-memory fake for tests; `NoPublisher` is for a seeder configured
+without a tracker (it seeds, but nobody learns about it from the index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from aptmesh.tracker.client import TrackerClient, TrackerClientError
+from aptmesh.tracker.records import PackageRecord
+
+from .state import HeldFile
+
+
+class PublishError(Exception):
+    """The index could not be reached or refused a record."""
+
+
+def record_of(held: HeldFile) -> PackageRecord:
+    return PackageRecord(
+        sha256=held.sha256,
+        size=held.size,
+        name=held.name,
+        info_hash_v1=held.info_hash_v1,
+        info_hash_v2=held.info_hash_v2,
+        piece_length=held.piece_length,
+        torrent=held.torrent,
+        upstream_urls=held.upstream_urls,
+    )
+
+
+class Publisher(Protocol):
+    async def missing(self, sha256s: Sequence[str]) -> set[str]:
+        """Which of these the index has no record of."""
+
+    async def publish(self, record: PackageRecord) -> bool:
+        """Publishes a record; True when it was new to the index."""
+
+
+class TrackerPublisher:
+    def __init__(self, client: TrackerClient) -> None:
+        self.client = client
+
+    async def missing(self, sha256s: Sequence[str]) -> set[str]:
+        if not sha256s:
+            return set()
+        try:
+            result = await self.client.get_many(sha256s)
+        except TrackerClientError as exc:
+            raise PublishError(str(exc)) from None
+        return set(result.missing)
+
+    async def publish(self, record: PackageRecord) -> bool:
+        try:
+            return await self.client.publish(record)
+        except TrackerClientError as exc:
+            raise PublishError(str(exc)) from None
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class MemoryPublisher:
+    """An index in a dict; `fail` makes every call raise PublishError (tracker down)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, PackageRecord] = {}
+        self.fail = False
+
+    async def missing(self, sha256s: Sequence[str]) -> set[str]:
+        if self.fail:
+            raise PublishError("looking up packages: the fake index is down")
+        return {sha for sha in sha256s if sha not in self.records}
+
+    async def publish(self, record: PackageRecord) -> bool:
+        if self.fail:
+            raise PublishError(f"publishing {record.name}: the fake index is down")
+        created = record.sha256 not in self.records
+        self.records[record.sha256] = record
+        return created
+
+
+class NoPublisher:
+    async def missing(self, sha256s: Sequence[str]) -> set[str]:
+        return set()
+
+    async def publish(self, record: PackageRecord) -> bool:
+        return False
