@@ -11,7 +11,7 @@ UV_VERSION := 0.13.8
 SYS_PACKAGES := aria2 rtorrent prometheus gnupg apt dpkg-dev nginx-light wrk
 PYTEST_ARGS ?=
 
-.PHONY: all venv sysdeps proto proto-check test check run deb bench bench-swarm clean
+.PHONY: all venv sysdeps proto proto-check test check run deb bench bench-swarm lock clean
 
 all: test
 
@@ -39,6 +39,11 @@ proto: venv
 proto-check: venv
 	$(PY) proto/generate.py --check
 
+# A whole mesh on this machine and real apt through it (OFFLINE=1: a local signed repository).
+OFFLINE ?=
+run: venv sysdeps
+	OFFLINE=$(OFFLINE) $(PY) demo/run.py
+
 test: venv sysdeps proto-check
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
@@ -56,3 +61,17 @@ clean:
 # The aptmesh-apt-method Debian package (method, mesh+http/mesh+https links, apt.conf.d snippet).
 deb: venv
 	$(PY) -m aptmesh.aptmethod.package --out dist
+
+# Benchmarks: they measure and print figures; they never gate CI.
+bench: venv sysdeps
+	$(PY) bench/tracker_announce.py
+	$(PY) bench/seeder_hash.py
+	$(PY) bench/edge_vs_nginx.py
+
+# The swarm benchmark (issue 7), full configuration, as root.
+# Exit 3 means measured but some run was invalid (e.g. CPU-bound on a shared machine).
+BENCH_SWARM_ARGS ?=
+bench-swarm: venv
+	$(PY) -m bench.swarm --cleanup
+	$(PY) -m bench.swarm --edges 6 --size-mib 64 --scenario seed-bound --scenario peer-bound \
+	  --system http --system libtorrent-default --system aptmesh $(BENCH_SWARM_ARGS) || test $$? -eq 3
