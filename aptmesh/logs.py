@@ -13,6 +13,7 @@ from typing import Any, Literal
 import structlog
 
 LogFormat = Literal["json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 def configure(service: str, level: str = "info", fmt: LogFormat = "json") -> None:
