@@ -11,7 +11,7 @@ UV_VERSION := 0.13.8
 SYS_PACKAGES := aria2 rtorrent prometheus gnupg apt dpkg-dev nginx-light wrk
 PYTEST_ARGS ?=
 
-.PHONY: all venv sysdeps proto proto-check test check run deb bench bench-swarm lock clean
+.PHONY: all venv sysdeps proto proto-check test check run deb bench bench-swarm lock images deploy-generate clean
 
 all: test
 
@@ -32,6 +32,16 @@ sysdeps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# Container images (deploy/docker/build.sh): installs docker.io and debootstrap, starts
+# dockerd, builds a local base image and the images from wheels; never pulls an image.
+images: venv
+	deploy/docker/build.sh
+
+# Dashboards and the PrometheusRule are generated and committed; tests check they are current.
+deploy-generate: venv
+	$(PY) deploy/dashboards/generate.py
+	$(PY) deploy/alerts/generate.py
+
 # Generated gRPC code is committed; this regenerates it (and proto-check proves it is current).
 proto: venv
 	$(PY) proto/generate.py
@@ -44,7 +54,7 @@ OFFLINE ?=
 run: venv sysdeps
 	OFFLINE=$(OFFLINE) $(PY) demo/run.py
 
-test: venv sysdeps proto-check
+test: venv sysdeps proto-check images
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 check: venv

@@ -373,8 +373,10 @@ async def edge_get(args: argparse.Namespace) -> None:
     emit(
         "final",
         downloaded=got,
-        uploaded=_sum(samples, "aptmesh_torrent_payload_bytes_total", 'direction="up'),
-        swarm_downloaded=_sum(samples, "aptmesh_torrent_payload_bytes_total", 'direction="down'),
+        uploaded=_sum(samples, "aptmesh_torrent_payload_bytes_total", 'direction="upload"'),
+        swarm_downloaded=_sum(
+            samples, "aptmesh_torrent_payload_bytes_total", 'direction="download"'
+        ),
         served={
             source: _sum(samples, "aptmesh_edge_served_bytes_total", f'source="{source}"')
             for source in ("cache", "swarm", "upstream")
@@ -411,7 +413,7 @@ async def scrape(args: argparse.Namespace) -> None:
     await stdin_closed()
     samples = await _samples(args.base)
     emit("final", uploaded=_sum(samples, "aptmesh_torrent_payload_bytes_total",
-                                'direction="up'))  # fmt: skip
+                                'direction="upload"'))  # fmt: skip
 
 
 ROLES = {

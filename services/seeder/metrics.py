@@ -32,8 +32,8 @@ class _SwarmCollector(Collector):
             "BitTorrent payload bytes sent to and received from peers.",
             labels=["service", "direction"],
         )
-        payload.add_metric(["seeder", "up"], stats.payload_uploaded_bytes)
-        payload.add_metric(["seeder", "down"], stats.payload_downloaded_bytes)
+        payload.add_metric(["seeder", "upload"], stats.payload_uploaded_bytes)
+        payload.add_metric(["seeder", "download"], stats.payload_downloaded_bytes)
         yield payload
         yield GaugeMetricFamily(
             "aptmesh_seeder_torrents", "Torrents being seeded.", value=stats.torrents

@@ -111,7 +111,7 @@ async def test_metrics_pass_promtool(
     assert samples[("aptmesh_seeder_upstream_bytes_total", (("kind", "package"),))] == sum(
         p.size for p in large
     )
-    up = (("direction", "up"), ("service", "seeder"))
+    up = (("direction", "upload"), ("service", "seeder"))
     assert samples[("aptmesh_torrent_payload_bytes_total", up)] == 0
     signature = (("kind", "signature"), ("service", "seeder"))
     assert samples[("aptmesh_verification_failures_total", signature)] == 0

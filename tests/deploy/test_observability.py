@@ -1,0 +1,202 @@
+"""Alerts and dashboards: promtool checks and tests the rules, the generated
+files are current, and every PromQL expression names metrics the services
+really export (read back from the services' own metrics classes)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.exposition import generate_latest
+
+from tests.deploy.manifests import ROOT
+from tests.deploy.metricnames import (
+    SCRAPE_SERIES,
+    exported_names,
+    promql_metric_names,
+    registries,
+)
+
+ALERTS = ROOT / "deploy" / "alerts"
+RULES = ALERTS / "aptmesh.rules.yaml"
+DASHBOARDS = ROOT / "deploy" / "dashboards"
+SEVERITIES = {"critical", "warning", "info"}
+# The names DESIGN.md ("Metrics") says dashboards and alerts rely on.
+CONTRACT = {
+    "aptmesh_edge_served_bytes_total",
+    "aptmesh_edge_requests_total",
+    "aptmesh_edge_upstream_fallbacks_total",
+    "aptmesh_verification_failures_total",
+    "aptmesh_torrent_payload_bytes_total",
+    "aptmesh_tracker_announces_total",
+    "aptmesh_build_info",
+}
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool is missing: `make sysdeps` installs Debian's prometheus package")
+    return path
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+
+
+def all_exported() -> set[str]:
+    return set().union(*exported_names().values()) | SCRAPE_SERIES
+
+
+# -- alerts ----------------------------------------------------------------------
+
+
+def test_promtool_checks_the_rules() -> None:
+    result = run(promtool(), "check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_runs_the_rule_tests() -> None:
+    result = run(promtool(), "test", "rules", str(ALERTS / "aptmesh.rules.test.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load(RULES.read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+def test_alerts_follow_the_conventions() -> None:
+    names = [r["alert"] for r in rules()]
+    expected = {
+        "AptmeshTrackerDown",
+        "AptmeshEdgeFallingBackToUpstream",
+        "AptmeshVerificationFailures",
+        "AptmeshSeederSyncStale",
+    }
+    assert expected <= set(names)
+    for rule in rules():
+        assert re.fullmatch(r"Aptmesh[A-Z][A-Za-z]+", rule["alert"])
+        assert rule["labels"]["severity"] in SEVERITIES
+        assert rule["annotations"]["summary"].endswith(".")
+        assert "{{" not in rule["annotations"]["summary"], "summary must be static"
+        assert rule["annotations"]["description"]
+        assert rule["for"]
+
+
+def test_every_alert_is_tested() -> None:
+    tests = yaml.safe_load((ALERTS / "aptmesh.rules.test.yaml").read_text())["tests"]
+    tested = {
+        case["alertname"]
+        for test in tests
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    assert {r["alert"] for r in rules()} == tested
+
+
+def test_the_prometheusrule_is_generated_from_the_rule_file() -> None:
+    result = run(sys.executable, str(ALERTS / "generate.py"), "--check")
+    assert result.returncode == 0, result.stderr
+    path = ROOT / "deploy/k8s/components/prometheus-operator/prometheusrule.yaml"
+    wrapped = yaml.safe_load(path.read_text())
+    assert wrapped["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+
+
+def test_alert_expressions_use_exported_metrics() -> None:
+    exported = all_exported()
+    for rule in rules():
+        names = promql_metric_names(rule["expr"])
+        assert names, rule["alert"]
+        assert names <= exported, f"{rule['alert']}: not exported: {names - exported}"
+
+
+# -- dashboards ------------------------------------------------------------------
+
+
+def dashboards() -> dict[str, dict[str, Any]]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def expressions(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            yield panel["title"], target["expr"]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            query = variable["query"]
+            inner = re.fullmatch(r"label_values\((.*),\s*\w+\)", query)
+            yield f"${variable['name']}", inner.group(1) if inner else query
+
+
+def test_the_committed_dashboards_are_what_the_generator_writes() -> None:
+    result = run(sys.executable, str(DASHBOARDS / "generate.py"), "--check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_overview_and_one_dashboard_per_service() -> None:
+    found = dashboards()
+    assert set(found) == {f"aptmesh-{n}.json" for n in ("overview", "tracker", "seeder", "edge")}
+    uids = [d["uid"] for d in found.values()]
+    assert len(set(uids)) == len(uids)
+    for name, dashboard in found.items():
+        assert dashboard["uid"] == name.removesuffix(".json")  # stable, 8-40 characters
+        assert 8 <= len(dashboard["uid"]) <= 40
+        assert dashboard["id"] is None
+        variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource"
+        assert variables["datasource"]["query"] == "prometheus"
+        for panel in panels(dashboard):
+            if panel["type"] != "row":
+                assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+                for target in panel["targets"]:
+                    assert target["datasource"]["uid"] == "${datasource}"
+
+
+def test_the_overview_shows_what_operators_ask_first() -> None:
+    overview = dashboards()["aptmesh-overview.json"]
+    text = json.dumps([expr for _, expr in expressions(overview)])
+    assert 'source=\\"upstream\\"' in text  # origin offload
+    assert 'cache=\\"hit\\"' in text  # cache hit ratio
+    assert "sum by (reason)" in text  # fallbacks by reason
+    assert "aptmesh_tracker_peers" in text  # swarm health
+    assert "sum by (source)" in text  # bytes by source
+
+
+def test_dashboard_expressions_use_exported_metrics() -> None:
+    exported = all_exported()
+    used: set[str] = set()
+    for name, dashboard in dashboards().items():
+        for title, expr in expressions(dashboard):
+            names = promql_metric_names(expr)
+            assert names, f"{name} {title}: no metric in {expr}"
+            assert names <= exported, f"{name} {title}: not exported: {names - exported}"
+            used |= names
+    assert used >= CONTRACT
+
+
+def test_the_design_contract_metrics_are_exported() -> None:
+    assert all_exported() >= CONTRACT
+
+
+@pytest.mark.parametrize("service", ["tracker", "seeder", "edge"])
+def test_promtool_accepts_the_exposition(service: str, tmp_path: Path) -> None:
+    exposition = generate_latest(registries()[service])
+    result = subprocess.run(
+        [promtool(), "check", "metrics"], input=exposition, capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
