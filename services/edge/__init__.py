@@ -1,0 +1,1 @@
+"""The edge: the apt-facing cache that fetches large packages from the swarm."""

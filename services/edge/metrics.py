@@ -1,0 +1,98 @@
+"""The edge's Prometheus metrics (names fixed by DESIGN.md), on its own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from aptmesh.metrics import new_registry
+
+SOURCES = ("cache", "swarm", "upstream")
+FALLBACK_REASONS = (
+    "no_torrent",
+    "tracker_unreachable",
+    "no_peers",
+    "swarm_stalled",
+    "swarm_error",
+    "verification_failed",
+    "below_threshold",
+    "unverified",
+    "swarm_disabled",
+)
+
+
+class EdgeMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else new_registry("edge")
+        r = self.registry
+        self.served_bytes = Counter(
+            "aptmesh_edge_served_bytes_total",
+            "Bytes of file bodies sent to clients, by where the edge got them.",
+            ["source"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "aptmesh_edge_requests_total",
+            "File requests answered, by file class and cache outcome "
+            "(hit, miss, revalidated, stale, bypass, error).",
+            ["file_class", "cache"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "aptmesh_edge_upstream_fallbacks_total",
+            "Package fetches that went to the upstream over HTTP instead of the swarm, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.verification_failures = Counter(
+            "aptmesh_verification_failures_total",
+            "Files refused because a signature or hash did not verify, by kind.",
+            ["service", "kind"],
+            registry=r,
+        )
+        self.torrent_payload = Counter(
+            "aptmesh_torrent_payload_bytes_total",
+            "BitTorrent payload bytes, by direction.",
+            ["service", "direction"],
+            registry=r,
+        )
+        self.upstream_fetches = Counter(
+            "aptmesh_edge_upstream_fetches_total",
+            "HTTP requests the edge made to upstreams, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.stale_served = Counter(
+            "aptmesh_edge_stale_index_served_total",
+            "Index files served from cache because the upstream could not be reached.",
+            registry=r,
+        )
+        self.cache_size = Gauge(
+            "aptmesh_edge_cache_size_bytes", "Bytes of package files in the cache.", registry=r
+        )
+        self.cache_limit = Gauge(
+            "aptmesh_edge_cache_limit_bytes", "Size limit of the package cache.", registry=r
+        )
+        self.cache_entries = Gauge(
+            "aptmesh_edge_cache_entries", "Package files in the cache.", registry=r
+        )
+        self.cache_pinned = Gauge(
+            "aptmesh_edge_cache_pinned_entries", "Pinned package files in the cache.", registry=r
+        )
+        self.memory_bytes = Gauge(
+            "aptmesh_edge_memory_cache_bytes", "Bytes held by the in-memory tier.", registry=r
+        )
+        self.downloads_active = Gauge(
+            "aptmesh_edge_downloads_in_flight", "Package downloads in progress.", registry=r
+        )
+        self.swarm_peers = Gauge(
+            "aptmesh_edge_swarm_peers", "Peers connected across the edge's torrents.", registry=r
+        )
+        self.swarm_torrents = Gauge(
+            "aptmesh_edge_swarm_torrents", "Torrents the edge downloads or seeds.", registry=r
+        )
+        for source in SOURCES:
+            self.served_bytes.labels(source=source)
+        for reason in FALLBACK_REASONS:
+            self.fallbacks.labels(reason=reason)
+        for direction in ("upload", "download"):
+            self.torrent_payload.labels(service="edge", direction=direction)

@@ -1,0 +1,253 @@
+"""The edge's swarm side: torrent lookup, streaming verified pieces, publishing and seeding.
+
+Theory of operation. `EdgeSwarm` is the `SwarmFetcher` the package service
+is given when a tracker is configured (roles by wiring: without one, the
+service gets None and every package comes from the upstream).
+
+- `lookup` asks the tracker's index for the file's SHA-256 (the one the
+  verified Packages gives) and remembers the record for `source_for`.
+- `SwarmSource.fetch` adds the torrent (the tracker's announce URL, the
+  upstream's URLs as BEP 19 web seeds, so the swarm is never slower than the
+  mirror alone) and appends pieces to the download in order as libtorrent
+  verifies them. No piece in `swarm_timeout` seconds is `no_peers`; none for
+  `swarm_stall_seconds` later is `swarm_stalled`; both fall back to the
+  upstream, which resumes at the first byte not yet written.
+- Once the download is verified and committed, the scratch copy is dropped
+  and the cached blob is seeded (seed mode: its SHA-256 was just checked).
+- A verified file over the threshold that came from the upstream gets its
+  torrent made (the identity function), published when the edge holds a
+  token, and seeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from pathlib import Path
+
+from aptmesh import logs
+from aptmesh.edge.downloads import Download, Expected
+from aptmesh.edge.metrics import EdgeMetrics
+from aptmesh.edge.sources import Source, SwarmUnavailable, TorrentState
+from aptmesh.edge.urls import Resource
+from aptmesh.swarm import Swarm, SwarmError, SwarmTorrent
+from aptmesh.torrent import TorrentError, make_torrent, parse_torrent
+from aptmesh.tracker.client import IndexUnavailable, NotFound, Rejected, TrackerClient
+from aptmesh.tracker.records import PackageRecord
+
+log = logs.get(__name__)
+
+
+class SwarmSource:
+    name = "swarm"
+
+    def __init__(
+        self,
+        owner: EdgeSwarm,
+        record: PackageRecord,
+        resource: Resource,
+        expected: Expected,
+    ) -> None:
+        self._owner = owner
+        self._record = record
+        self._resource = resource
+        self._expected = expected
+
+    async def fetch(self, urls: list[str], download: Download) -> None:
+        owner = self._owner
+        try:
+            torrent = parse_torrent(self._record.torrent)
+        except TorrentError as exc:
+            raise SwarmUnavailable(
+                "swarm_error", f"the index's torrent is unusable: {exc}"
+            ) from None
+        if torrent.size != self._expected.size:
+            raise SwarmUnavailable("swarm_error", "the index's torrent has the wrong size")
+        scratch = owner.scratch_dir / self._expected.sha256
+        scratch.mkdir(parents=True, exist_ok=True)
+        trackers = owner.trackers
+        try:
+            handle = owner.swarm.add(
+                torrent.with_trackers(trackers, []),
+                scratch,
+                trackers=trackers,
+                web_seeds=urls,
+                sequential=True,
+            )
+        except SwarmError as exc:
+            raise SwarmUnavailable("swarm_error", str(exc)) from None
+        owner.downloading[self._expected.sha256] = handle
+        first = download.written // torrent.piece_length
+        skip = download.written - first * torrent.piece_length
+        loop = asyncio.get_running_loop()
+        started = False
+        try:
+            for index in range(first, handle.num_pieces):
+                wait = owner.stall_seconds if started else owner.first_piece_timeout
+                deadline = loop.time() + wait
+                while not handle.has_piece(index):
+                    if handle.error:
+                        raise SwarmError(handle.error)
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise TimeoutError
+                    await handle.wait_changed(remaining)
+                data = await handle.read_piece(index)
+                if not started:
+                    started = True
+                    download.begin(torrent.size, "", self.name)
+                download.write(data[skip:] if index == first else data)
+        except TimeoutError:
+            reason = "swarm_stalled" if started else "no_peers"
+            raise SwarmUnavailable(reason, f"swarm: no progress ({reason})") from None
+        except SwarmError as exc:
+            raise SwarmUnavailable("swarm_error", f"swarm: {exc}") from None
+        finally:
+            if download.written < torrent.size:
+                owner.drop_download(self._expected.sha256)
+
+
+class EdgeSwarm:
+    def __init__(
+        self,
+        swarm: Swarm,
+        tracker: TrackerClient,
+        *,
+        scratch_dir: Path,
+        announce: str,
+        can_publish: bool,
+        extra_trackers: tuple[str, ...] = (),
+        metrics: EdgeMetrics,
+        first_piece_timeout: float,
+        stall_seconds: float,
+        self_url: str = "",
+    ) -> None:
+        self.swarm = swarm
+        self.tracker = tracker
+        self.scratch_dir = scratch_dir
+        self.announce = announce
+        self.trackers = [announce, *extra_trackers] if announce else list(extra_trackers)
+        self.can_publish = can_publish
+        self.metrics = metrics
+        self.first_piece_timeout = first_piece_timeout
+        self.stall_seconds = stall_seconds
+        self.self_url = self_url
+        self._records: dict[str, PackageRecord] = {}
+        self.downloading: dict[str, SwarmTorrent] = {}
+        self.seeding: dict[str, SwarmTorrent] = {}
+        self._uploaded = 0
+        self._downloaded = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def open(self) -> None:
+        if self.scratch_dir.exists():
+            shutil.rmtree(self.scratch_dir)  # partial swarm downloads: the cache has what counts
+        self.scratch_dir.mkdir(parents=True)
+
+    async def lookup(self, expected: Expected) -> TorrentState:
+        try:
+            record = await self.tracker.get(expected.sha256)
+        except NotFound:
+            return TorrentState.ABSENT
+        except (IndexUnavailable, Rejected) as exc:
+            log.warning("tracker_lookup_failed", sha256=expected.sha256, error=str(exc))
+            return TorrentState.TRACKER_UNREACHABLE
+        if record.sha256 != expected.sha256 or record.size != expected.size:
+            return TorrentState.ABSENT
+        self._records[expected.sha256] = record
+        return TorrentState.FOUND
+
+    def source_for(self, resource: Resource, expected: Expected) -> Source:
+        return SwarmSource(self, self._records[expected.sha256], resource, expected)
+
+    def drop_download(self, sha256: str) -> None:
+        torrent = self.downloading.pop(sha256, None)
+        if torrent is not None:
+            self.swarm.remove(torrent, delete_files=True)
+        shutil.rmtree(self.scratch_dir / sha256, ignore_errors=True)
+
+    def _web_seeds(self, resource: Resource) -> list[str]:
+        seeds = resource.upstream_urls()
+        if self.self_url:
+            seeds.append(self.self_url + resource.prefix_url())
+        return seeds
+
+    def _seed(
+        self, resource: Resource, expected: Expected, blob_path: Path, metainfo: bytes
+    ) -> None:
+        if expected.sha256 in self.seeding:
+            return
+        trackers = self.trackers
+        try:
+            self.seeding[expected.sha256] = self.swarm.add(
+                metainfo,
+                blob_path.parent,
+                file_name=blob_path.name,
+                seed=True,
+                trackers=trackers,
+                web_seeds=self._web_seeds(resource),
+            )
+        except SwarmError as exc:
+            log.warning("seeding_failed", path=resource.path, error=str(exc))
+
+    async def seed_cached(self, resource: Resource, expected: Expected, blob_path: str) -> None:
+        record = self._records.get(expected.sha256)
+        self.drop_download(expected.sha256)
+        if record is not None:
+            self._seed(resource, expected, Path(blob_path), record.torrent)
+
+    async def after_upstream(self, resource: Resource, expected: Expected, blob_path: str) -> None:
+        path = Path(blob_path)
+        name = resource.path.rsplit("/", 1)[-1]
+        try:
+            hashed = await asyncio.to_thread(make_torrent, path, name)
+        except (OSError, TorrentError) as exc:
+            log.warning("torrent_not_made", path=resource.path, error=str(exc))
+            return
+        if hashed.sha256 != expected.sha256:
+            return  # the blob changed under us (evicted and replaced): nothing to publish
+        torrent = hashed.torrent
+        if self.can_publish:
+            record = PackageRecord(
+                sha256=expected.sha256,
+                size=expected.size,
+                name=name,
+                info_hash_v1=torrent.info_hash_v1,
+                info_hash_v2=torrent.info_hash_v2,
+                piece_length=torrent.piece_length,
+                torrent=torrent.metainfo,
+                upstream_urls=tuple(resource.upstream_urls()),
+            )
+            try:
+                created = await self.tracker.publish(record)
+                log.info("torrent_published", path=resource.path, created=created)
+            except (IndexUnavailable, Rejected) as exc:
+                log.warning("publish_failed", path=resource.path, error=str(exc))
+        self._seed(resource, expected, path, torrent.metainfo)
+
+    def evicted(self, sha256: str) -> None:
+        torrent = self.seeding.pop(sha256, None)
+        if torrent is not None:
+            self.swarm.remove(torrent)
+
+    def update_metrics(self) -> None:
+        stats = self.swarm.stats()
+        self.metrics.swarm_peers.set(stats.peers)
+        self.metrics.swarm_torrents.set(stats.torrents)
+        payload = self.metrics.torrent_payload
+        if stats.payload_uploaded_bytes > self._uploaded:
+            payload.labels(service="edge", direction="upload").inc(
+                stats.payload_uploaded_bytes - self._uploaded
+            )
+            self._uploaded = stats.payload_uploaded_bytes
+        if stats.payload_downloaded_bytes > self._downloaded:
+            payload.labels(service="edge", direction="download").inc(
+                stats.payload_downloaded_bytes - self._downloaded
+            )
+            self._downloaded = stats.payload_downloaded_bytes
+
+    def close(self) -> None:
+        for sha256 in list(self.downloading):
+            with contextlib.suppress(SwarmError, RuntimeError):
+                self.drop_download(sha256)

@@ -1,0 +1,144 @@
+"""Talking to upstream mirrors over HTTP; aiohttp's errors are translated here.
+
+A resource may have several backends (apt-cacher-ng's Remap): they are tried
+in order while they fail before sending a response (connection refused,
+timeout, 5xx). `UpstreamFailure` carries the status the edge answers with:
+502 when no backend could be reached or all failed, 504 when the last one
+timed out, or the upstream's own 4xx (404 stays 404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from aptmesh import logs
+from aptmesh.edge.downloads import Download, DownloadFailed
+from aptmesh.edge.metrics import EdgeMetrics
+
+log = logs.get(__name__)
+
+READ_CHUNK = 256 * 1024
+
+
+class UpstreamFailure(DownloadFailed):
+    """No usable response from any backend."""
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: aiohttp.StreamReader
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body, with aiohttp's errors translated into UpstreamFailure."""
+        try:
+            while data := await self.body.read(READ_CHUNK):
+                yield data
+        except TimeoutError:
+            raise UpstreamFailure(504, "fetching from upstream: it stopped sending") from None
+        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+            raise UpstreamFailure(
+                502, f"fetching from upstream: transfer broke ({type(exc).__name__})"
+            ) from None
+
+
+class UpstreamClient:
+    def __init__(self, metrics: EdgeMetrics, timeout: float) -> None:
+        self._metrics = metrics
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout,
+            auto_decompress=False,
+            connector=aiohttp.TCPConnector(limit=64, limit_per_host=16),
+            headers={"User-Agent": "aptmesh-edge"},
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @contextlib.asynccontextmanager
+    async def get(self, urls: list[str], headers: Mapping[str, str]) -> AsyncIterator[Response]:
+        """The first backend's usable response (2xx, 304 or 4xx); raises UpstreamFailure."""
+        assert self._session is not None, "UpstreamClient.start() was not called"
+        failure = UpstreamFailure(502, "no upstream backend configured")
+        for url in urls:
+            try:
+                resp = await self._session.get(url, headers=dict(headers))
+            except TimeoutError:
+                self._metrics.upstream_fetches.labels(outcome="timeout").inc()
+                failure = UpstreamFailure(504, "fetching from upstream: it did not answer in time")
+                log.warning("upstream_timeout", url=url)
+                continue
+            except aiohttp.ClientConnectorError as exc:
+                self._metrics.upstream_fetches.labels(outcome="unreachable").inc()
+                failure = UpstreamFailure(
+                    502, f"fetching from upstream: cannot connect ({exc.os_error.strerror})"
+                )
+                log.warning("upstream_unreachable", url=url, error=str(exc))
+                continue
+            except aiohttp.ClientError as exc:
+                self._metrics.upstream_fetches.labels(outcome="error").inc()
+                failure = UpstreamFailure(502, f"fetching from upstream: {type(exc).__name__}")
+                log.warning("upstream_failed", url=url, error=repr(exc))
+                continue
+            if resp.status >= 500:
+                resp.release()
+                self._metrics.upstream_fetches.labels(outcome="server_error").inc()
+                failure = UpstreamFailure(
+                    502, f"fetching from upstream: it answered {resp.status} {resp.reason}"
+                )
+                log.warning("upstream_error", url=url, status=resp.status)
+                continue
+            self._metrics.upstream_fetches.labels(outcome=f"{resp.status // 100}xx").inc()
+            try:
+                yield Response(resp.status, resp.headers, resp.content)
+            finally:
+                resp.release()
+            return
+        raise failure
+
+
+class HttpSource:
+    """Fills a Download from the upstream over HTTP, resuming at the download's end."""
+
+    name = "upstream"
+
+    def __init__(self, client: UpstreamClient) -> None:
+        self._client = client
+
+    async def fetch(self, urls: list[str], download: Download) -> None:
+        offset = download.written
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        async with self._client.get(urls, headers) as resp:
+            if resp.status == 206 and offset:
+                skip = 0
+            elif resp.status == 200:
+                skip = offset
+            else:
+                raise UpstreamFailure(
+                    resp.status if 400 <= resp.status < 500 else 502,
+                    f"fetching from upstream: it answered {resp.status}",
+                )
+            length = resp.headers.get("Content-Length")
+            size = int(length) + (offset if resp.status == 206 else 0) if length else None
+            download.begin(size, resp.headers.get("Last-Modified", ""), self.name)
+            async for data in resp.chunks():
+                if skip:
+                    cut = min(skip, len(data))
+                    data, skip = data[cut:], skip - cut
+                    if not data:
+                        continue
+                download.write(data)

@@ -1,0 +1,63 @@
+"""The edge's configuration and its command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aptmesh import config as aptconfig
+from aptmesh.edge import main as edge_main
+from aptmesh.edge.config import EdgeConfig
+
+
+def test_defaults_flags_and_environment(tmp_path: Path) -> None:
+    env = {
+        "APTMESH_EDGE_UPSTREAMS": "deb.example.org=http://127.0.0.1:1|http://127.0.0.1:2",
+        "APTMESH_EDGE_CACHE_MAX_BYTES": "2GiB",
+        "APTMESH_EDGE_KEYRING": str(tmp_path / "keyring.gpg"),
+        "APTMESH_EDGE_PUBLIC_SWARM": "true",
+    }
+    config = aptconfig.load(EdgeConfig, "edge", ["--http-port", "0"], env)
+    assert config.http_port == 0 and config.grpc_bind == "[::]:50051"
+    assert config.cache_max_bytes == 2 * 1024**3 and config.public_swarm
+    assert config.upstreams == ("deb.example.org=http://127.0.0.1:1|http://127.0.0.1:2",)
+    assert config.index_freeze_seconds == 27 and config.swarm_min_size == 1024**2
+    assert config.verify_mode == "enforce" and config.listen_port == 6881
+    rendered = aptconfig.render(EdgeConfig(publish_token="s3cret", verify_mode="off"), "edge")
+    assert "APTMESH_EDGE_PUBLISH_TOKEN=***" in rendered and "s3cret" not in rendered
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"APTMESH_EDGE_UPSTREAMS": "not a url"}, "APTMESH_EDGE_UPSTREAMS"),
+        (
+            {"APTMESH_EDGE_VERIFY_MODE": "enforce", "APTMESH_EDGE_UPSTREAMS": "http://h.example"},
+            "APTMESH_EDGE_KEYRING",
+        ),
+        ({"APTMESH_EDGE_VERIFY_MODE": "sometimes"}, "APTMESH_EDGE_VERIFY_MODE"),
+        ({"APTMESH_EDGE_CACHE_MAX_BYTES": "lots"}, "APTMESH_EDGE_CACHE_MAX_BYTES"),
+        ({"APTMESH_EDGE_CACHE_SIZE": "1"}, "APTMESH_EDGE_CACHE_SIZE"),
+    ],
+)
+def test_bad_values_name_the_option(env: dict[str, str], names: str) -> None:
+    with pytest.raises(aptconfig.ConfigError, match=names):
+        aptconfig.load(EdgeConfig, "edge", [], {"APTMESH_EDGE_VERIFY_MODE": "off", **env})
+
+
+def test_main_reports_a_config_error_in_one_line_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("APTMESH_EDGE_VERIFY_MODE", "sometimes")
+    assert edge_main.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "APTMESH_EDGE_VERIFY_MODE" in err
+
+
+def test_print_config_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        edge_main.main(["--print-config"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "APTMESH_EDGE_HTTP_PORT=3142\n" in out and "APTMESH_EDGE_VERIFY_MODE=enforce\n" in out

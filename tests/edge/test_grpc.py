@@ -1,0 +1,45 @@
+"""The EdgeService gRPC surface against a running edge."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from aptmesh.edge.app import Edge
+from aptmesh.v1 import edge_pb2, edge_pb2_grpc
+from tests.edge.conftest import HOST, EdgeFactory
+from tests.fixtures.debrepo import DebRepo
+
+
+async def test_prefetch_pin_and_stats(make_edge: EdgeFactory, debrepo: DebRepo) -> None:
+    edge: Edge = await make_edge(cache_max_bytes=5 * 1024 * 1024)
+    huge, large = debrepo.package("aptmesh-huge"), debrepo.package("aptmesh-large")
+    async with grpc.aio.insecure_channel(edge.grpc_target) as channel:
+        stub = edge_pb2_grpc.EdgeServiceStub(channel)
+        paths = [f"{HOST}/debian/{p}" for p in (debrepo.INRELEASE, debrepo.PACKAGES + ".xz")]
+        paths += [f"{HOST}/debian/{huge.filename}", "other.example.org/x.deb"]
+        response = await stub.Prefetch(edge_pb2.PrefetchRequest(paths=paths), timeout=10)
+        assert [r.ok for r in response.results] == [True, True, True, False]
+        assert response.results[2].source == "upstream"
+        assert "not configured" in response.results[3].error
+        assert edge.blobs.get(huge.sha256) is not None
+        again = await stub.Prefetch(edge_pb2.PrefetchRequest(paths=paths[2:3]), timeout=10)
+        assert again.results[0].source == "cache"
+
+        await stub.Pin(edge_pb2.PinRequest(sha256=huge.sha256), timeout=5)
+        # Pinned, then a second file: both fit the 5 MiB limit.
+        await stub.Prefetch(
+            edge_pb2.PrefetchRequest(paths=[f"{HOST}/debian/{large.filename}"]), timeout=10
+        )
+        stats = await stub.GetCacheStats(edge_pb2.GetCacheStatsRequest(), timeout=5)
+        assert (stats.entries, stats.pinned_entries) == (2, 1)
+        assert stats.size_bytes == huge.size + large.size
+        assert stats.limit_bytes == 5 * 1024 * 1024
+        assert (stats.hits, stats.misses) == (1, 2)
+
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Pin(edge_pb2.PinRequest(sha256="nope"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        await stub.Unpin(edge_pb2.UnpinRequest(sha256=huge.sha256), timeout=5)
+        stats = await stub.GetCacheStats(edge_pb2.GetCacheStatsRequest(), timeout=5)
+        assert stats.pinned_entries == 0
