@@ -10,7 +10,7 @@ from aiohttp import web
 
 @dataclass
 class Site:
-    runner: web.AppRunner
+    runner: web.BaseRunner
     host: str
     port: int
 
@@ -18,6 +18,13 @@ class Site:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def local_url(self) -> str:
+        """The URL a client on this machine uses: wildcard binds are reached on loopback."""
+        if self.host in ("", "0.0.0.0", "::"):
+            return f"http://127.0.0.1:{self.port}"
+        return self.url
 
     async def stop(self) -> None:
         await self.runner.cleanup()

@@ -74,50 +74,19 @@ start_dockerd() {
     done
 }
 
-# The archive URL this machine's apt already uses for $SUITE (deb822
-# .sources files first, then one-line .list files); never a built-in host.
+# The archive URL this machine's apt already uses for $SUITE (aptmesh.aptsources
+# reads its deb822 and one-line sources); never a built-in host.
 debian_mirror() {
     "$PYTHON" - "$SUITE" <<'PY'
-import glob, re, sys
+import sys
+
+from aptmesh.aptsources import read_sources
 
 suite = sys.argv[1]
-
-def deb822(path):
-    text = open(path, encoding="utf-8").read()
-    for stanza in re.split(r"\n\s*\n", text):
-        fields, key = {}, None
-        for line in stanza.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            if line[0].isspace() and key:
-                fields[key] += " " + line.strip()
-                continue
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            fields[key] = value.strip()
-        if fields.get("enabled", "yes").lower() == "no":
-            continue
-        if "deb" in fields.get("types", "").split() and suite in fields.get("suites", "").split():
-            yield from fields.get("uris", "").split()
-
-def one_line(path):
-    for line in open(path, encoding="utf-8"):
-        words = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
-        if len(words) >= 3 and words[0] == "deb" and words[2] == suite:
-            yield words[1]
-
-candidates = []
-for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-    candidates += deb822(path)
-for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
-    try:
-        candidates += one_line(path)
-    except FileNotFoundError:
-        pass
-urls = [u for u in candidates if u.startswith(("http://", "https://"))]
+urls = [s.uri for s in read_sources() if suite in s.suites and s.uri.startswith("http")]
 if not urls:
     sys.exit(f"no apt source for {suite} in /etc/apt/sources.list(.d)")
-print(urls[0].rstrip("/"))
+print(urls[0])
 PY
 }
 

@@ -180,10 +180,7 @@ class RunningSeeder:
 
     @property
     def http_url(self) -> str:
-        host = self.site.host
-        if host in ("", "0.0.0.0", "::"):
-            host = "127.0.0.1"
-        return f"http://{host}:{self.site.port}"
+        return self.site.local_url
 
     @property
     def listen_port(self) -> int:
