@@ -57,10 +57,12 @@ run: venv sysdeps
 test: venv sysdeps proto-check images
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
+BUF_VERSION := 1.75.0
 check: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	npx --yes @bufbuild/buf@$(BUF_VERSION) lint proto
 
 lock:
 	$(UV) pip compile -q pyproject.toml --group dev --generate-hashes --python-version 3.11 --universal -o requirements.lock
