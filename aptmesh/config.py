@@ -168,7 +168,7 @@ def build(
     )
     if unknown:
         raise ConfigError(
-            f"unknown environment variable {unknown[0]} for the {service} "
+            f"unknown environment variable {unknown[0]} for `aptmesh {service}` "
             f"(known: {', '.join(env_name(service, n) for n in fields)})"
         )
     values: dict[str, Any] = {}

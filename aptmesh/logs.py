@@ -43,6 +43,8 @@ def configure(service: str, level: str = "info", fmt: LogFormat = "json") -> Non
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # Records from aiohttp, grpc and asyncio carry exc_info too.
+                structlog.processors.format_exc_info,
                 renderer,
             ],
         )
