@@ -7,12 +7,16 @@ Python), the loop reads it and dispatches each alert to the `SwarmTorrent`
 it concerns. Callers never poll libtorrent in a loop.
 
 Roles differ by wiring only: the seeder adds verified files in seed mode, the
-edge downloads into a scratch directory and streams verified pieces in order
-(`SwarmTorrent.pieces()`), then adds the finished, SHA-256-checked file back
-in seed mode. Pieces are read back through `read_piece`, so a byte reaches a
-client only after libtorrent checked the piece's hash. Peers that send bad
-data are banned by libtorrent's smart-ban; the piece is fetched again from
-others (or the web seed).
+edge downloads into a scratch directory (rarest-first, with a short deadline
+window on the next pieces its client needs: `stream_window`) and streams
+verified pieces in order, then adds the finished, SHA-256-checked file back
+in seed mode. Web seeds can be added while a torrent runs (`add_web_seed`);
+`transfer()` splits what a torrent downloaded by source (BitTorrent peers or
+web seeds) from libtorrent's per-connection counters. Pieces are read back
+through `read_piece`, so a byte reaches a client only after libtorrent
+checked the piece's hash. Peers that send bad data are banned by
+libtorrent's smart-ban; the piece is fetched again from others (or the web
+seed).
 """
 
 from __future__ import annotations
@@ -56,9 +60,22 @@ class SwarmStats:
     torrents: int
     peers: int
     payload_uploaded_bytes: int
-    payload_downloaded_bytes: int
+    payload_downloaded_bytes: int  # from BitTorrent peers and web seeds
     upload_rate: int
     download_rate: int
+    web_seed_downloaded_bytes: int = 0  # the part of payload_downloaded_bytes from web seeds
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What one torrent downloaded so far, by source, and what its swarm looks like."""
+
+    peer_bytes: int  # payload from BitTorrent peers
+    web_seed_bytes: int  # payload from BEP 19 web seeds
+    peers: int  # connected BitTorrent peers (web seeds not counted)
+    seeds: int  # connected BitTorrent peers holding the whole file
+    peer_rate: int  # bytes per second from BitTorrent peers
+    done_bytes: int  # verified bytes held
 
 
 def session_settings(settings: SwarmSettings) -> dict[str, Any]:
@@ -123,15 +140,23 @@ class SwarmTorrent:
         self.error: str | None = None
         self.hash_failures = 0
         self._have: set[int] = set()
+        self.completed: list[int] = []  # piece indexes in the order they were verified
         self._changed = asyncio.Event()
         self._reads: dict[int, asyncio.Future[bytes]] = {}
         self._resume: asyncio.Future[bytes] | None = None
+        self.web_seeds: list[str] = []
+        # Payload per peer connection (key: endpoint): libtorrent's per-peer counters vanish
+        # with the connection, so the last value seen is kept, and a counter that went down
+        # means a new connection on the same endpoint.
+        self._last: dict[tuple[Any, ...], int] = {}
+        self._peer_bytes = 0
 
     def _notify(self) -> None:
         self._changed.set()
 
     def _piece_done(self, index: int) -> None:
         self._have.add(index)
+        self.completed.append(index)
         self._notify()
 
     def _failed(self, message: str) -> None:
@@ -182,6 +207,51 @@ class SwarmTorrent:
     def status(self) -> Any:
         return self.handle.status()
 
+    def add_web_seed(self, url: str) -> None:
+        """Adds a BEP 19 web seed to the running torrent."""
+        if url not in self.web_seeds:
+            self.web_seeds.append(url)
+            self.handle.add_url_seed(url)
+
+    def stream_window(self, first: int, count: int, first_ms: int, step_ms: int) -> None:
+        """Asks for pieces `first`..`first+count-1` by deadlines (first_ms, then step_ms
+        apart): libtorrent fetches them before others, from the fastest peers; every
+        other piece stays rarest-first. Setting a deadline again only moves it."""
+        for offset, index in enumerate(range(first, min(first + count, self.num_pieces))):
+            if index not in self._have:
+                self.handle.set_piece_deadline(index, first_ms + offset * step_ms)
+
+    def split(self, total: int) -> tuple[int, int]:
+        """(from peers, from web seeds) of `total` payload bytes downloaded. Without a web seed
+        every byte is a peer's. With one, a byte is a peer's only if a peer connection's counter
+        showed it (polled by `transfer`); the rest, bytes of connections that closed between
+        polls included, is counted as the web seed's: offload is never overstated."""
+        if not self.web_seeds:
+            return total, 0
+        peers = min(self._peer_bytes, total)
+        return peers, total - peers
+
+    def transfer(self) -> Transfer:
+        """Bytes downloaded by source, and the swarm as this torrent sees it now."""
+        status = self.handle.status()
+        peers = seeds = peer_rate = 0
+        web_types = (lt.peer_info.web_seed, lt.peer_info.http_seed)
+        for peer in self.handle.get_peer_info():
+            if peer.connection_type in web_types:
+                continue
+            key = tuple(peer.ip)
+            got = int(peer.total_download)
+            last = self._last.get(key, 0)
+            self._peer_bytes += got - last if got >= last else got
+            self._last[key] = got
+            peers += 1
+            seeds += bool(peer.flags & lt.peer_info.seed)
+            peer_rate += peer.payload_down_speed
+        from_peers, from_web = self.split(int(status.total_payload_download))
+        return Transfer(
+            from_peers, from_web, peers, seeds, peer_rate, int(status.total_wanted_done)
+        )
+
     async def resume_data(self) -> bytes:
         """libtorrent's resume data for this torrent (bencoded)."""
         self._resume = asyncio.get_running_loop().create_future()
@@ -193,6 +263,7 @@ class SwarmTorrent:
 class _Totals:
     uploaded: int = 0
     downloaded: int = 0
+    web_seed_downloaded: int = 0
     by_torrent: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
@@ -303,6 +374,7 @@ class Swarm:
         except RuntimeError as exc:
             raise SwarmError(f"adding torrent {info.name()}: {exc}") from None
         torrent = SwarmTorrent(handle, info.num_pieces(), info.piece_length(), info.total_size())
+        torrent.web_seeds = list(web_seeds)
         self._torrents[key] = torrent
         if seed:
             torrent.finished.set()
@@ -316,6 +388,7 @@ class Swarm:
         status = torrent.handle.status()
         self._totals.uploaded += status.total_payload_upload
         self._totals.downloaded += status.total_payload_download
+        self._totals.web_seed_downloaded += torrent.split(status.total_payload_download)[1]
         self._torrents.pop(key, None)
         flags = lt.session.delete_files if delete_files else 0
         self._session.remove_torrent(torrent.handle, flags)
@@ -325,13 +398,12 @@ class Swarm:
 
     def stats(self) -> SwarmStats:
         """Totals over the session's life, including removed torrents."""
-        up, down, peers, up_rate, down_rate = (
+        up, down, web = (
             self._totals.uploaded,
             self._totals.downloaded,
-            0,
-            0,
-            0,
+            self._totals.web_seed_downloaded,
         )
+        peers = up_rate = down_rate = 0
         for torrent in self._torrents.values():
             status = torrent.handle.status()
             up += status.total_payload_upload
@@ -339,7 +411,8 @@ class Swarm:
             peers += status.num_peers
             up_rate += status.upload_payload_rate
             down_rate += status.download_payload_rate
-        return SwarmStats(len(self._torrents), peers, up, down, up_rate, down_rate)
+            web += torrent.split(status.total_payload_download)[1]
+        return SwarmStats(len(self._torrents), peers, up, down, up_rate, down_rate, web)
 
     def connect_peer(self, torrent: SwarmTorrent, host: str, port: int) -> None:
         """Adds a peer directly (benchmarks and tests of peer behaviour only)."""

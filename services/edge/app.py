@@ -165,6 +165,7 @@ class Edge:
 
     def _start_swarm(self) -> None:
         # Imported here: libtorrent loads only for edges that use the swarm.
+        from aptmesh.edge.sources import WebSeedPolicy
         from aptmesh.edge.swarmfetch import EdgeSwarm
         from aptmesh.swarm import Swarm, SwarmSettings
         from aptmesh.tracker.client import TrackerClient
@@ -191,6 +192,11 @@ class Edge:
             first_piece_timeout=config.swarm_timeout,
             stall_seconds=config.swarm_stall_seconds,
             self_url=self.public_url(),
+            web_seed_policy=WebSeedPolicy(
+                delay=config.swarm_webseed_delay,
+                stall=config.swarm_webseed_stall_seconds,
+                min_rate=config.swarm_webseed_min_rate,
+            ),
         )
         side.open()
         self._tracker = tracker

@@ -73,6 +73,19 @@ class EdgeConfig:
     swarm_stall_seconds: float = option(
         15.0, "a swarm download without progress this long falls back to upstream"
     )
+    swarm_webseed_delay: float = option(
+        2.0,
+        "seconds a swarm download runs on peers alone before the upstream may join as web seed "
+        "(it joins when there are no peers, no seed, no new piece or too low a rate)",
+    )
+    swarm_webseed_stall_seconds: float = option(
+        2.0, "a swarm download without a new piece this long adds the upstream as web seed"
+    )
+    swarm_webseed_min_rate: int = option(
+        1024**2,
+        "bytes per second from peers below which the upstream joins as web seed",
+        size=True,
+    )
     log_level: str = option("info", "log level: debug, info, warning, error")
     log_format: LogFormat = option("json", "log format: json or console")
 
@@ -87,6 +100,13 @@ class EdgeConfig:
         require(self.upstream_timeout > 0, "upstream_timeout", "must be positive")
         require(self.swarm_timeout > 0, "swarm_timeout", "must be positive")
         require(self.swarm_stall_seconds > 0, "swarm_stall_seconds", "must be positive")
+        require(self.swarm_webseed_delay >= 0, "swarm_webseed_delay", "must not be negative")
+        require(
+            self.swarm_webseed_stall_seconds > 0,
+            "swarm_webseed_stall_seconds",
+            "must be positive",
+        )
+        require(self.swarm_webseed_min_rate >= 0, "swarm_webseed_min_rate", "must not be negative")
         require(self.upload_rate_limit >= 0, "upload_rate_limit", "must not be negative")
         require(
             self.log_level.lower() in {"debug", "info", "warning", "error"},

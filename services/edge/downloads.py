@@ -18,6 +18,7 @@ is not to be kept, unlinked).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import enum
 import hashlib
 import os
@@ -65,6 +66,10 @@ class Download:
         self.state = State.RUNNING
         self.error: DownloadFailed | None = None
         self._hash = hashlib.sha256()
+        # Where the bytes came from, in order: (end offset, source), for the served-bytes
+        # metric (a swarm download holds web-seed bytes, a fallback resumes from upstream).
+        self._ends: list[int] = []
+        self._sources: list[str] = []
         self._fd: int | None = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._changed = asyncio.Event()
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -88,7 +93,8 @@ class Download:
             self.started.set_result(None)
         self._notify()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, source: str = "") -> None:
+        """Appends bytes that came from `source` (default: the download's source)."""
         assert self._fd is not None
         if self.size is not None and self.written + len(data) > self.size:
             raise DownloadFailed(502, "upstream sent more bytes than the file has", kind="size")
@@ -98,7 +104,27 @@ class Download:
             view = view[done:]
         self._hash.update(data)
         self.written += len(data)
+        label = source or self.source
+        if self._sources and self._sources[-1] == label:
+            self._ends[-1] = self.written
+        else:
+            self._ends.append(self.written)
+            self._sources.append(label)
         self._notify()
+
+    def sources(self, start: int, end: int) -> list[tuple[str, int]]:
+        """How many of the bytes [start, end) came from each source, in order."""
+        out: list[tuple[str, int]] = []
+        i = bisect.bisect_right(self._ends, start)
+        pos = start
+        while pos < end and i < len(self._ends):
+            upto = min(end, self._ends[i])
+            out.append((self._sources[i], upto - pos))
+            pos = upto
+            i += 1
+        if pos < end:
+            out.append((self.source, end - pos))
+        return out
 
     def rewind(self, offset: int) -> None:
         """Drops bytes after `offset` (a new source resumes there); only before verification."""
@@ -111,6 +137,8 @@ class Download:
         os.lseek(self._fd, 0, os.SEEK_SET)
         self._hash = hashlib.sha256()
         self.written = 0
+        self._ends.clear()
+        self._sources.clear()
 
     async def finish(self) -> None:
         """Flushes and checks the file; raises DownloadFailed if it does not verify."""
@@ -197,6 +225,9 @@ class DownloadReader:
                 await download.changed()
         finally:
             self.close()
+
+    def sources(self, start: int, end: int) -> list[tuple[str, int]]:
+        return self._download.sources(start, end)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -147,7 +148,8 @@ class EdgeHttp:
     def server(self) -> web.Server:
         """The low-level aiohttp server: one handler, no router or middleware on the hot path
         (a cache hit of a 60 KB file is dominated by per-request overhead)."""
-        return web.Server(self.handle, handler_args={"max_field_size": 16384})
+        # Keyword arguments of web.Server go to each connection's RequestHandler as they are.
+        return web.Server(self.handle, max_field_size=16384)
 
     async def _metrics_page(self, request: web.BaseRequest) -> web.StreamResponse:
         body = generate_latest(self._metrics.registry)
@@ -253,9 +255,7 @@ class EdgeHttp:
             if end is not None:
                 headers["Content-Length"] = str(end - start)
             return web.Response(status=status, headers=headers)
-        served = self._served.get(body.source) or self._metrics.served_bytes.labels(
-            source=body.source
-        )
+        served = self._served_by(body.source)
         if body.data is not None:
             chunk = body.data if status == 200 else body.data[start:end]
             served.inc(len(chunk))
@@ -266,16 +266,19 @@ class EdgeHttp:
         if body.path is not None:
             assert end is not None
             await resp.prepare(request)
-            await _sendfile(request, body, start, end - start)
+            await _sendfile(request, resp, body, start, end - start)
             served.inc(end - start)
             await resp.write_eof()
             return resp
         assert body.reader is not None
         await resp.prepare(request)
+        pos = start
         try:
             async for chunk in body.reader.chunks(start, end):
                 await resp.write(chunk)
-                served.inc(len(chunk))
+                for source, count in body.reader.sources(pos, pos + len(chunk)):
+                    self._served_by(source).inc(count)
+                pos += len(chunk)
         except DownloadFailed as exc:
             # Bytes already went out: the only honest signal left is a cut connection.
             log.warning("response_cut", path=request.raw_path, reason=exc.text)
@@ -286,6 +289,9 @@ class EdgeHttp:
             body.reader.close()  # also when the client went away mid-file
         await resp.write_eof()
         return resp
+
+    def _served_by(self, source: str) -> Counter:
+        return self._served.get(source) or self._metrics.served_bytes.labels(source=source)
 
     async def _usage(self, request: web.BaseRequest) -> web.StreamResponse:
         page = USAGE_PAGE.format(hosts=", ".join(self._upstreams.hosts()) or "none")
@@ -309,13 +315,31 @@ class EdgeHttp:
         )
 
 
-async def _sendfile(request: web.BaseRequest, body: Body, offset: int, count: int) -> None:
+SENDFILE_FALLBACK_CHUNK = 1024 * 1024
+
+
+async def _sendfile(
+    request: web.BaseRequest, resp: web.StreamResponse, body: Body, offset: int, count: int
+) -> None:
+    """sendfile(2) through the event loop; on uvloop, which has no `loop.sendfile`, the file
+    is read from the page cache in large chunks and written through the response."""
     assert body.path is not None
     transport = request.transport
     if transport is None:
         raise ConnectionResetError("client went away")
     with body.path.open("rb") as stream:
-        await asyncio.get_running_loop().sendfile(transport, stream, offset, count)
+        try:
+            await asyncio.get_running_loop().sendfile(transport, stream, offset, count)
+            return
+        except NotImplementedError:
+            pass
+        end = offset + count
+        while offset < end:
+            data = os.pread(stream.fileno(), min(SENDFILE_FALLBACK_CHUNK, end - offset), offset)
+            if not data:
+                raise ConnectionResetError("cached file is shorter than announced")
+            await resp.write(data)
+            offset += len(data)
 
 
 def _close_reader(body: Body) -> None:

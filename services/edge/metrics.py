@@ -17,6 +17,11 @@ FALLBACK_REASONS = (
     "below_threshold",
     "unverified",
     "swarm_disabled",
+    # The upstream joined a swarm download as web seed (the swarm was not keeping up).
+    "webseed_no_peers",
+    "webseed_no_seed",
+    "webseed_stalled",
+    "webseed_slow",
 )
 
 
@@ -39,7 +44,8 @@ class EdgeMetrics:
         )
         self.fallbacks = Counter(
             "aptmesh_edge_upstream_fallbacks_total",
-            "Package fetches that went to the upstream over HTTP instead of the swarm, by reason.",
+            "Package fetches that went to the upstream over HTTP instead of the swarm, or that "
+            "added it as web seed to a swarm download (reasons webseed_*), by reason.",
             ["reason"],
             registry=r,
         )
@@ -51,7 +57,7 @@ class EdgeMetrics:
         )
         self.torrent_payload = Counter(
             "aptmesh_torrent_payload_bytes_total",
-            "BitTorrent payload bytes, by direction.",
+            "BitTorrent payload bytes exchanged with peers (not web seeds), by direction.",
             ["service", "direction"],
             registry=r,
         )

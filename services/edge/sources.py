@@ -1,9 +1,14 @@
-"""Where a package file's bytes come from: the swarm or the upstream, chosen by a pure policy.
+"""Where a package file's bytes come from: the swarm or the upstream, chosen by pure policies.
 
 Both sources fill a `Download` in order (`begin`, then `write`): the swarm with
 pieces libtorrent has verified, the upstream with an HTTP response body. The
-policy decides from plain facts; the caller does the I/O (the tracker lookup,
+policies decide from plain facts; the caller does the I/O (the tracker lookup,
 the fetch) and counts every fall back to the upstream with its reason.
+
+Inside a swarm download the upstream is a BEP 19 web seed of last resort:
+`web_seed_reason` adds it only when the swarm is not keeping up, so the
+mirror sends about one copy to a site, not one per edge; `web_seed_share`
+says how many bytes of each piece to count as the upstream's.
 """
 
 from __future__ import annotations
@@ -82,6 +87,56 @@ def after_fetch(source: str, expected: Expected | None, swarm_min_size: int) -> 
     if expected.size >= swarm_min_size:
         return "make_torrent"
     return ""
+
+
+@dataclass(frozen=True)
+class WebSeedPolicy:
+    """When a swarm download also pulls from the upstream (its BEP 19 web seed)."""
+
+    delay: float = 2.0  # seconds peers get to connect and ramp up before anything is judged
+    stall: float = 2.0  # seconds without any new piece
+    min_rate: float = 1024**2  # bytes per second from peers, judged after 2 x delay
+
+
+@dataclass(frozen=True)
+class SwarmProgress:
+    """What a running swarm download looks like now (from libtorrent's counters)."""
+
+    elapsed: float  # seconds since the download started
+    since_piece: float  # seconds since the last piece arrived (or since the start)
+    peers: int  # connected BitTorrent peers
+    seeds: int  # of them, holding the whole file
+    peer_rate: float  # bytes per second from peers
+    done: int  # verified bytes held
+    size: int
+
+
+def web_seed_reason(progress: SwarmProgress, policy: WebSeedPolicy) -> str:
+    """Why the upstream should join the download as web seed now; "" while the swarm keeps
+    up. The reason is the fallback metric's label."""
+    if progress.done >= progress.size or progress.elapsed < policy.delay:
+        return ""
+    if progress.peers == 0:
+        return "webseed_no_peers"
+    if progress.seeds == 0:
+        return "webseed_no_seed"  # no connected peer holds the whole file
+    if progress.since_piece >= policy.stall:
+        return "webseed_stalled"
+    if progress.elapsed >= 2 * policy.delay and progress.peer_rate < policy.min_rate:
+        return "webseed_slow"
+    return ""
+
+
+def web_seed_share(written: int, written_web: int, piece: int, peer: int, web: int) -> int:
+    """How many bytes of the next `piece` bytes (after `written`, of which `written_web` were
+    counted as the web seed's) to count as the web seed's, given libtorrent's totals `peer` and
+    `web`. Blocks of one piece may come from both, and libtorrent counts bytes, not pieces: the
+    bytes written are split in the proportion of the totals, never more than was received."""
+    total = peer + web
+    if web <= 0 or total <= 0:
+        return 0
+    target = min(web, (written + piece) * web // total)
+    return max(0, min(piece, target - written_web))
 
 
 class SwarmFetcher(Protocol):

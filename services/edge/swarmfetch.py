@@ -6,12 +6,17 @@ service gets None and every package comes from the upstream).
 
 - `lookup` asks the tracker's index for the file's SHA-256 (the one the
   verified Packages gives) and remembers the record for `source_for`.
-- `SwarmSource.fetch` adds the torrent (the tracker's announce URL, the
-  upstream's URLs as BEP 19 web seeds, so the swarm is never slower than the
-  mirror alone) and appends pieces to the download in order as libtorrent
-  verifies them. No piece in `swarm_timeout` seconds is `no_peers`; none for
-  `swarm_stall_seconds` later is `swarm_stalled`; both fall back to the
-  upstream, which resumes at the first byte not yet written.
+- `SwarmSource.fetch` adds the torrent (the tracker's announce URL) and
+  appends pieces to the download in order as libtorrent verifies them:
+  rarest-first, with deadlines on the next pieces the client needs. The
+  upstream joins as BEP 19 web seed only when `sources.web_seed_reason` says
+  the swarm is not keeping up (no peers, no seed, stalled or slow), so the
+  swarm is never much slower than the mirror alone and yet the mirror sends
+  about one copy per site. Bytes that came from the web seed are written
+  (and so served and counted) as `upstream`, the rest as `swarm`. No piece in
+  `swarm_timeout` seconds is `no_peers`; none for `swarm_stall_seconds` later
+  is `swarm_stalled`; both fall back to the upstream over HTTP, which resumes
+  at the first byte not yet written.
 - Once the download is verified and committed, the scratch copy is dropped
   and the cached blob is seeded (seed mode: its SHA-256 was just checked).
 - A verified file over the threshold that came from the upstream gets its
@@ -29,7 +34,15 @@ from pathlib import Path
 from aptmesh import logs
 from aptmesh.edge.downloads import Download, Expected
 from aptmesh.edge.metrics import EdgeMetrics
-from aptmesh.edge.sources import Source, SwarmUnavailable, TorrentState
+from aptmesh.edge.sources import (
+    Source,
+    SwarmProgress,
+    SwarmUnavailable,
+    TorrentState,
+    WebSeedPolicy,
+    web_seed_reason,
+    web_seed_share,
+)
 from aptmesh.edge.urls import Resource
 from aptmesh.swarm import Swarm, SwarmError, SwarmTorrent
 from aptmesh.torrent import TorrentError, make_torrent, parse_torrent
@@ -37,6 +50,15 @@ from aptmesh.tracker.client import IndexUnavailable, NotFound, Rejected, Tracker
 from aptmesh.tracker.records import PackageRecord
 
 log = logs.get(__name__)
+
+# The client's next pieces are asked for by deadline (at least this many, about this many
+# bytes), the first within STREAM_FIRST_MS and each further one STREAM_STEP_MS later; the
+# rest of the file is fetched rarest-first, so edges hold different pieces to trade.
+STREAM_WINDOW_BYTES = 1024**2
+STREAM_MIN_PIECES = 4
+STREAM_FIRST_MS = 1000
+STREAM_STEP_MS = 50
+WEB_SEED_CHECK_EVERY = 0.25  # seconds between looks at whether the swarm keeps up
 
 
 class SwarmSource:
@@ -72,40 +94,94 @@ class SwarmSource:
                 torrent.with_trackers(trackers, []),
                 scratch,
                 trackers=trackers,
-                web_seeds=urls,
-                sequential=True,
+                sequential=False,  # rarest-first; the client's next pieces go by deadline
             )
         except SwarmError as exc:
             raise SwarmUnavailable("swarm_error", str(exc)) from None
         owner.downloading[self._expected.sha256] = handle
-        first = download.written // torrent.piece_length
-        skip = download.written - first * torrent.piece_length
-        loop = asyncio.get_running_loop()
-        started = False
         try:
-            for index in range(first, handle.num_pieces):
-                wait = owner.stall_seconds if started else owner.first_piece_timeout
-                deadline = loop.time() + wait
-                while not handle.has_piece(index):
-                    if handle.error:
-                        raise SwarmError(handle.error)
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        raise TimeoutError
-                    await handle.wait_changed(remaining)
-                data = await handle.read_piece(index)
-                if not started:
-                    started = True
-                    download.begin(torrent.size, "", self.name)
-                download.write(data[skip:] if index == first else data)
-        except TimeoutError:
-            reason = "swarm_stalled" if started else "no_peers"
-            raise SwarmUnavailable(reason, f"swarm: no progress ({reason})") from None
-        except SwarmError as exc:
-            raise SwarmUnavailable("swarm_error", f"swarm: {exc}") from None
+            await self._stream(handle, torrent.piece_length, urls, download)
         finally:
             if download.written < torrent.size:
                 owner.drop_download(self._expected.sha256)
+
+    async def _stream(
+        self, handle: SwarmTorrent, piece_length: int, urls: list[str], download: Download
+    ) -> None:
+        """Writes verified pieces in order from `download.written` on, asking libtorrent for
+        the next few by deadline, and adds the upstream as web seed when the swarm lags."""
+        owner = self._owner
+        size = handle.size
+        first = download.written // piece_length
+        skip = download.written - first * piece_length
+        window = max(STREAM_MIN_PIECES, -(-STREAM_WINDOW_BYTES // piece_length))
+        loop = asyncio.get_running_loop()
+        start = last_piece = loop.time()
+        progressed = False
+        next_check = start
+        written_web = 0
+        try:
+            for index in range(first, handle.num_pieces):
+                handle.stream_window(index, window, STREAM_FIRST_MS, STREAM_STEP_MS)
+                while not handle.has_piece(index):
+                    if handle.error:
+                        raise SwarmError(handle.error)
+                    now = loop.time()
+                    limit = owner.stall_seconds if progressed else owner.first_piece_timeout
+                    if now - last_piece >= limit:
+                        raise TimeoutError
+                    if not handle.web_seeds and urls and now >= next_check:
+                        next_check = now + WEB_SEED_CHECK_EVERY
+                        self._consider_web_seed(handle, urls, now - start, now - last_piece)
+                    wait = min(WEB_SEED_CHECK_EVERY, last_piece + limit - now)
+                    if await handle.wait_changed(max(wait, 0.0)):
+                        last_piece = loop.time()
+                        progressed = True
+                data = await handle.read_piece(index)
+                if index == first:
+                    data = data[skip:]
+                    download.begin(size, "", self.name)
+                if handle.web_seeds:
+                    moved = handle.transfer()
+                    web = web_seed_share(
+                        download.written, written_web, len(data), moved.peer_bytes,
+                        moved.web_seed_bytes,
+                    )  # fmt: skip
+                    written_web += web
+                    download.write(data[: len(data) - web], self.name)
+                    download.write(data[len(data) - web :], "upstream")
+                else:
+                    download.write(data, self.name)
+        except TimeoutError:
+            reason = "swarm_stalled" if progressed else "no_peers"
+            raise SwarmUnavailable(reason, f"swarm: no progress ({reason})") from None
+        except SwarmError as exc:
+            raise SwarmUnavailable("swarm_error", f"swarm: {exc}") from None
+
+    def _consider_web_seed(
+        self, handle: SwarmTorrent, urls: list[str], elapsed: float, since_piece: float
+    ) -> None:
+        owner = self._owner
+        moved = handle.transfer()
+        progress = SwarmProgress(
+            elapsed, since_piece, moved.peers, moved.seeds, moved.peer_rate, moved.done_bytes,
+            handle.size,
+        )  # fmt: skip
+        reason = web_seed_reason(progress, owner.web_seed_policy)
+        if not reason:
+            return
+        for url in urls:
+            handle.add_web_seed(url)
+        owner.metrics.fallbacks.labels(reason=reason).inc()
+        log.info(
+            "web_seed_added",
+            path=self._resource.path,
+            reason=reason,
+            elapsed=round(elapsed, 2),
+            peers=moved.peers,
+            seeds=moved.seeds,
+            peer_rate=moved.peer_rate,
+        )
 
 
 class EdgeSwarm:
@@ -122,6 +198,7 @@ class EdgeSwarm:
         first_piece_timeout: float,
         stall_seconds: float,
         self_url: str = "",
+        web_seed_policy: WebSeedPolicy | None = None,
     ) -> None:
         self.swarm = swarm
         self.tracker = tracker
@@ -133,6 +210,7 @@ class EdgeSwarm:
         self.first_piece_timeout = first_piece_timeout
         self.stall_seconds = stall_seconds
         self.self_url = self_url
+        self.web_seed_policy = web_seed_policy or WebSeedPolicy()
         self._records: dict[str, PackageRecord] = {}
         self.downloading: dict[str, SwarmTorrent] = {}
         self.seeding: dict[str, SwarmTorrent] = {}
@@ -236,16 +314,15 @@ class EdgeSwarm:
         self.metrics.swarm_peers.set(stats.peers)
         self.metrics.swarm_torrents.set(stats.torrents)
         payload = self.metrics.torrent_payload
+        from_peers = stats.payload_downloaded_bytes - stats.web_seed_downloaded_bytes
         if stats.payload_uploaded_bytes > self._uploaded:
             payload.labels(service="edge", direction="upload").inc(
                 stats.payload_uploaded_bytes - self._uploaded
             )
             self._uploaded = stats.payload_uploaded_bytes
-        if stats.payload_downloaded_bytes > self._downloaded:
-            payload.labels(service="edge", direction="download").inc(
-                stats.payload_downloaded_bytes - self._downloaded
-            )
-            self._downloaded = stats.payload_downloaded_bytes
+        if from_peers > self._downloaded:
+            payload.labels(service="edge", direction="download").inc(from_peers - self._downloaded)
+            self._downloaded = from_peers
 
     def close(self) -> None:
         for sha256 in list(self.downloading):

@@ -5,14 +5,26 @@ in order while they fail before sending a response (connection refused,
 timeout, 5xx). `UpstreamFailure` carries the status the edge answers with:
 502 when no backend could be reached or all failed, 504 when the last one
 timed out, or the upstream's own 4xx (404 stays 404).
+
+Content codings: the edge asks for `Accept-Encoding: identity`, because it
+stores, hashes and serves the file's own bytes (aiohttp's default would
+invite `gzip`, which aiohttp's static handler and some CDNs then apply to
+`Packages`). A backend that codes the body anyway is handled by
+`coding_action`: gzip is decoded, except for a `.gz` file (a server that
+labels a gzip file with its own coding, as Apache's `AddEncoding` does,
+sends the file's bytes); any other coding, or a coded range, is refused
+like a failed backend.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -29,23 +41,65 @@ class UpstreamFailure(DownloadFailed):
     """No usable response from any backend."""
 
 
+CodingAction = Literal["raw", "gunzip", "refuse"]
+
+
+def coding_action(content_encoding: str, path: str, status: int) -> CodingAction:
+    """What to do with a body sent with `Content-Encoding: content_encoding` for `path`."""
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    if not codings:
+        return "raw"
+    if codings in (["gzip"], ["x-gzip"]):
+        if path.endswith(".gz"):
+            return "raw"
+        if status == 200:
+            return "gunzip"
+    return "refuse"
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
     headers: Mapping[str, str]
     body: aiohttp.StreamReader
+    gunzip: bool = False  # the body is gzip-coded; chunks() yields it decoded
+
+    @property
+    def length(self) -> int | None:
+        """Bytes chunks() will yield, if the upstream said (unknown for a decoded body)."""
+        value = self.headers.get("Content-Length")
+        if self.gunzip or value is None or not value.isdigit():
+            return None
+        return int(value)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body, with aiohttp's errors translated into UpstreamFailure."""
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if self.gunzip else None
         try:
             while data := await self.body.read(READ_CHUNK):
-                yield data
+                if decoder is None:
+                    yield data
+                    continue
+                try:
+                    data = decoder.decompress(data)
+                except zlib.error:
+                    raise UpstreamFailure(
+                        502, "fetching from upstream: its gzip-coded body does not decode"
+                    ) from None
+                if data:
+                    yield data
         except TimeoutError:
             raise UpstreamFailure(504, "fetching from upstream: it stopped sending") from None
         except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
             raise UpstreamFailure(
                 502, f"fetching from upstream: transfer broke ({type(exc).__name__})"
             ) from None
+        if decoder is not None:
+            if not decoder.eof:
+                raise UpstreamFailure(502, "fetching from upstream: its gzip-coded body is cut")
+            if tail := decoder.flush():
+                yield tail
 
 
 class UpstreamClient:
@@ -61,7 +115,7 @@ class UpstreamClient:
             timeout=self._timeout,
             auto_decompress=False,
             connector=aiohttp.TCPConnector(limit=64, limit_per_host=16),
-            headers={"User-Agent": "aptmesh-edge"},
+            headers={"User-Agent": "aptmesh-edge", "Accept-Encoding": "identity"},
         )
 
     async def close(self) -> None:
@@ -102,9 +156,21 @@ class UpstreamClient:
                 )
                 log.warning("upstream_error", url=url, status=resp.status)
                 continue
+            coding = resp.headers.get("Content-Encoding", "")
+            action = coding_action(coding, urlsplit(url).path, resp.status)
+            if action == "refuse":
+                resp.release()
+                self._metrics.upstream_fetches.labels(outcome="bad_encoding").inc()
+                failure = UpstreamFailure(
+                    502,
+                    f"fetching from upstream: it answered {resp.status} with Content-Encoding "
+                    f"{coding!r}, which the edge did not ask for and does not decode",
+                )
+                log.warning("upstream_content_coding", url=url, coding=coding, status=resp.status)
+                continue
             self._metrics.upstream_fetches.labels(outcome=f"{resp.status // 100}xx").inc()
             try:
-                yield Response(resp.status, resp.headers, resp.content)
+                yield Response(resp.status, resp.headers, resp.content, action == "gunzip")
             finally:
                 resp.release()
             return
@@ -132,8 +198,8 @@ class HttpSource:
                     resp.status if 400 <= resp.status < 500 else 502,
                     f"fetching from upstream: it answered {resp.status}",
                 )
-            length = resp.headers.get("Content-Length")
-            size = int(length) + (offset if resp.status == 206 else 0) if length else None
+            length = resp.length
+            size = None if length is None else length + (offset if resp.status == 206 else 0)
             download.begin(size, resp.headers.get("Last-Modified", ""), self.name)
             async for data in resp.chunks():
                 if skip:

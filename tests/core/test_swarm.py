@@ -63,6 +63,8 @@ async def test_leech_streams_verified_pieces_in_order_from_a_seed(tmp_path: Path
 
 
 async def test_web_seed_alone_delivers_the_file(tmp_path: Path) -> None:
+    """A web seed added to a running torrent delivers it; its bytes are counted as the web
+    seed's, not as peers'."""
     source = _file(tmp_path, "web_1_all.deb", 1_500_000)
     hashed = make_torrent(source)
     app = web.Application()
@@ -70,18 +72,48 @@ async def test_web_seed_alone_delivers_the_file(tmp_path: Path) -> None:
     site = await webhelp.start(app, "127.0.0.1", 0)
     leech = Swarm(LOOPBACK)
     try:
-        torrent = leech.add(
-            hashed.torrent.metainfo,
-            tmp_path / "scratch",
-            web_seeds=[f"{site.url}/pool/{source.name}"],
-        )
+        torrent = leech.add(hashed.torrent.metainfo, tmp_path / "scratch", sequential=False)
+        assert torrent.transfer().web_seed_bytes == 0
+        torrent.add_web_seed(f"{site.url}/pool/{source.name}")
         async with asyncio.timeout(30):
             await torrent.finished.wait()
         fetched = (tmp_path / "scratch" / source.name).read_bytes()
         assert hashlib.sha256(fetched).hexdigest() == hashed.sha256
+        moved = torrent.transfer()
+        assert moved.web_seed_bytes >= hashed.torrent.size and moved.peer_bytes == 0
+        stats = leech.stats()
+        assert stats.web_seed_downloaded_bytes == stats.payload_downloaded_bytes
+        leech.remove(torrent)
+        assert leech.stats().web_seed_downloaded_bytes == moved.web_seed_bytes
     finally:
         leech.close()
         await site.stop()
+
+
+async def test_deadline_window_comes_first_and_peer_bytes_are_peers(tmp_path: Path) -> None:
+    """Rarest-first with a deadline window: the pieces a client waits for arrive before the
+    rest; every byte came from a peer."""
+    source = _file(tmp_path, "window_1_all.deb", 8 * 1024 * 1024)
+    hashed = make_torrent(source)
+    seed, leech = Swarm(SwarmSettings(**{**LOOPBACK.__dict__, "role": "seeder"})), Swarm(LOOPBACK)
+    try:
+        seed.add(hashed.torrent.metainfo, source.parent, seed=True)
+        # A slow seed (libtorrent exempts loopback from rate limits unless told not to).
+        seed.apply(upload_rate_limit=4 << 20, ignore_limits_on_local_network=False)
+        fetching = leech.add(hashed.torrent.metainfo, tmp_path / "scratch", sequential=False)
+        assert not fetching.status().sequential_download
+        middle = fetching.num_pieces // 2
+        fetching.stream_window(middle, 4, 0, 10)
+        leech.connect_peer(fetching, "127.0.0.1", seed.listen_port)
+        async with asyncio.timeout(30):
+            await fetching.finished.wait()
+        early = fetching.completed[: fetching.num_pieces // 4]
+        assert set(range(middle, middle + 4)) <= set(early), fetching.completed[:16]
+        moved = fetching.transfer()
+        assert moved.web_seed_bytes == 0 and moved.peer_bytes >= hashed.torrent.size
+    finally:
+        seed.close()
+        leech.close()
 
 
 async def test_stall_is_reported_when_nobody_has_the_file(tmp_path: Path) -> None:

@@ -92,11 +92,6 @@ def test_update_and_download_through_mesh_http(mesh: Mesh, tmp_path: Path) -> No
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (edge): the upstream is added as a BEP 19 web seed as soon as the torrent "
-    "starts, and libtorrent fetches the whole file from it while the seeder holds it",
-)
 def test_the_mirror_sends_each_large_file_once(mesh: Mesh) -> None:
     """The seeder fetched each large file from the mirror; the edge must get it from the seeder.
 

@@ -397,3 +397,19 @@ async def test_accepted_connections_have_tcp_nodelay(edge: Edge) -> None:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     writer.close()
     await writer.wait_closed()
+
+
+async def test_long_header_fields_are_accepted_without_handler_fallback(
+    edge: Edge, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Header fields up to 16 KiB (long proxy/auth headers) are read, and every connection
+    gets the configured request handler, not aiohttp's warning-logging fallback."""
+    port = int(edge.http_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    long_value = "x" * 12000  # over aiohttp's default max_field_size of 8190
+    writer.write(f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: {long_value}\r\n\r\n".encode())
+    status_line = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    assert status_line.startswith(b"HTTP/1.1 200"), status_line
+    assert not [r for r in caplog.records if "Failed to create request handler" in r.message]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -43,14 +44,19 @@ async def tracker(tmp_path: Path) -> AsyncIterator[RunningTracker]:
     await running.stop(0)
 
 
-async def swarm_edge(make_edge: EdgeFactory, tracker: RunningTracker, zone: str) -> Edge:
+async def swarm_edge(
+    make_edge: EdgeFactory, tracker: RunningTracker, zone: str, **changes: Any
+) -> Edge:
     return await make_edge(
-        tracker_grpc=tracker.grpc_target,
-        tracker_announce=tracker.announce_url,
-        publish_token=TOKEN,
-        zone=zone,
-        swarm_timeout=5.0,
-        swarm_stall_seconds=5.0,
+        **{
+            "tracker_grpc": tracker.grpc_target,
+            "tracker_announce": tracker.announce_url,
+            "publish_token": TOKEN,
+            "zone": zone,
+            "swarm_timeout": 5.0,
+            "swarm_stall_seconds": 5.0,
+            **changes,
+        }
     )
 
 
@@ -185,23 +191,66 @@ async def test_swarm_bytes_reach_the_client_before_the_download_ends(
     debrepo: DebRepo,
     client: aiohttp.ClientSession,
 ) -> None:
-    """No peer holds the file, so libtorrent gets its pieces from the web seed (the upstream,
-    slowed down here); the client gets verified pieces while the rest is on its way."""
+    """No peer holds the file, so after the web-seed delay libtorrent gets its pieces from the
+    upstream as web seed (slowed down here); the client gets verified pieces while the rest is
+    on its way, and every byte counts as the upstream's, none as the swarm's."""
     pkg = debrepo.package("aptmesh-huge")
     await publish(tracker, pkg.path)
-    edge = await swarm_edge(make_edge, tracker, "zone-a")
+    edge = await swarm_edge(make_edge, tracker, "zone-a", swarm_webseed_delay=0.2)
     await fetch_indexes(client, edge, debrepo)
     debrepo.server.rate_limit = 2 << 20
     resource_key = f"http_deb.example.org_80/debian/{pkg.filename}"
+    indexes = metric(edge, "aptmesh_edge_served_bytes_total", source="upstream")
     async with client.get(prefix_url(edge, pkg.filename)) as resp:
         assert resp.status == 200
         head = await resp.content.readexactly(64 * 1024)
         download = edge.files.in_flight(resource_key)
         assert download is not None and download.source == "swarm"
         assert download.written < pkg.size
+        assert edge.swarm_side is not None
+        fetching = edge.swarm_side.downloading[pkg.sha256]
+        assert not fetching.status().sequential_download  # rarest-first + deadline window
         rest = await resp.read()
     assert hashlib.sha256(head + rest).hexdigest() == pkg.sha256
+    served_upstream = metric(edge, "aptmesh_edge_served_bytes_total", source="upstream")
+    assert served_upstream - indexes == pkg.size
+    assert metric(edge, "aptmesh_edge_served_bytes_total", source="swarm") == 0
+    reason = {"reason": "webseed_no_peers"}
+    assert metric(edge, "aptmesh_edge_upstream_fallbacks_total", **reason) == 1
+    await edge.files.wait_idle()
+    edge.swarm_side.update_metrics()
+    kind = {"service": "edge", "direction": "download"}
+    assert metric(edge, "aptmesh_torrent_payload_bytes_total", **kind) == 0
+
+
+async def test_with_a_seed_and_the_mirror_up_the_mirror_sends_nothing(
+    make_edge: EdgeFactory,
+    tracker: RunningTracker,
+    debrepo: DebRepo,
+    client: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """The web seed is a fallback: while a seed keeps up, the upstream is not asked for the
+    file at all, and every byte is the swarm's."""
+    pkg = debrepo.package("aptmesh-huge")
+    metainfo = await publish(tracker, pkg.path)
+    seedbox = Swarm(SwarmSettings(listen_host="127.0.0.1", listen_port=0, role="seeder"))
+    try:
+        seedbox.add(metainfo, pkg.path.parent, seed=True, trackers=[tracker.announce_url])
+        edge = await swarm_edge(make_edge, tracker, "zone-a")
+        await fetch_indexes(client, edge, debrepo)
+        debrepo.server.reset_counters()
+        indexes = metric(edge, "aptmesh_edge_served_bytes_total", source="upstream")
+        status, body, _ = await get(client, prefix_url(edge, pkg.filename))
+        assert status == 200 and hashlib.sha256(body).hexdigest() == pkg.sha256
+    finally:
+        seedbox.apply(stop_tracker_timeout=0)  # the tracker shares this loop
+        seedbox.close()
+    assert debrepo.server.requests(pkg.filename) == 0
     assert metric(edge, "aptmesh_edge_served_bytes_total", source="swarm") == pkg.size
+    assert metric(edge, "aptmesh_edge_served_bytes_total", source="upstream") == indexes
+    for reason in ("webseed_no_peers", "webseed_no_seed", "webseed_stalled", "webseed_slow"):
+        assert metric(edge, "aptmesh_edge_upstream_fallbacks_total", reason=reason) == 0
 
 
 async def test_stalled_swarm_falls_back_to_upstream_where_it_stopped(
