@@ -31,10 +31,21 @@ class Site:
 
 
 async def start(
-    app: web.Application, host: str, port: int, *, shutdown_timeout: float = 5.0
+    app: web.Application | web.Server,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout: float = 5.0,
 ) -> Site:
-    """Binds `app` (port 0 picks a free port) and returns where it listens."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    """Binds an application (or a low-level server) and returns where it listens.
+
+    Port 0 picks a free port.
+    """
+    runner: web.BaseRunner
+    if isinstance(app, web.Application):
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    else:
+        runner = web.ServerRunner(app, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

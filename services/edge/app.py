@@ -14,13 +14,10 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from aiohttp import web as aioweb
-
-from aptmesh import grpcserver, logs
+from aptmesh import grpcserver, logs, web
 from aptmesh.edge.cache import BlobStore, IndexStore, PathIndex
 from aptmesh.edge.config import EdgeConfig
 from aptmesh.edge.files import FileService
@@ -97,7 +94,7 @@ class Edge:
             ready=lambda: self._ready,
         )
         self._ready = False
-        self._site: HttpSite | None = None
+        self._site: web.Site | None = None
         self._grpc: grpcserver.GrpcServer | None = None
         self._tracker: TrackerClient | None = None
         self.swarm_side: EdgeSwarm | None = None
@@ -108,12 +105,10 @@ class Edge:
     @property
     def http_url(self) -> str:
         assert self._site is not None, "the edge is not started"
-        if self.config.http_host in {"0.0.0.0", "::", ""}:
-            return f"http://127.0.0.1:{self._site.port}"
-        return self._site.url
+        return self._site.local_url
 
     @property
-    def http_site(self) -> HttpSite | None:
+    def http_site(self) -> web.Site | None:
         return self._site
 
     @property
@@ -141,7 +136,9 @@ class Edge:
         await self.upstream.start()
         learned = await self.files.warm(self._resolve_url)
         log.info("indexes_loaded", verified=learned)
-        self._site = await start_http(self.http, self.config.http_host, self.config.http_port)
+        self._site = await web.start(
+            self.http.server(), self.config.http_host, self.config.http_port
+        )
         servicer = EdgeServicer(self.files, self.blobs, self.upstreams)
         self._grpc = await grpcserver.start(
             self.config.grpc_bind,
@@ -289,32 +286,6 @@ class Edge:
         if self._tracker is not None:
             await self._tracker.close()
             self._tracker = None
-
-
-@dataclass
-class HttpSite:
-    runner: aioweb.ServerRunner
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
-
-
-async def start_http(http: EdgeHttp, host: str, port: int) -> HttpSite:
-    """Binds the edge's low-level HTTP server (port 0 picks a free port)."""
-    runner = aioweb.ServerRunner(http.server(), shutdown_timeout=5.0)
-    await runner.setup()
-    site = aioweb.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
-    sockets: list[socket.socket] = list(getattr(server, "sockets", []) or [])
-    return HttpSite(runner, host, sockets[0].getsockname()[1] if sockets else port)
 
 
 def _listen_host(http_host: str) -> str:
