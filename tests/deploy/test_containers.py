@@ -294,5 +294,5 @@ def test_a_package_travels_through_the_swarm_in_containers(
                     >= package.size
                 ),
                 30,
-                logs,
+                lambda: f"seeder metrics:\n{_get(seeder_metrics).decode()}\n{logs()}",
             )
