@@ -79,8 +79,13 @@ class HttpSource:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
+            # The archive's bytes exactly as Release and Packages hash them: no
+            # content coding asked for, none undone (a `.gz` file served with
+            # `Content-Encoding: gzip` must stay compressed).
             self._session = aiohttp.ClientSession(
-                timeout=self._timeout, headers={"User-Agent": "aptmesh-seeder"}
+                timeout=self._timeout,
+                headers={"User-Agent": "aptmesh-seeder", "Accept-Encoding": "identity"},
+                auto_decompress=False,
             )
         return self._session
 
