@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61ptmesh/v1/edge.proto\x12\naptmesh.v1\" \n\x0fPrefetchRequest\x12\r\n\x05paths\x18\x01 \x03(\t\"I\n\x0ePrefetchResult\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"?\n\x10PrefetchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.aptmesh.v1.PrefetchResult\"\x1c\n\nPinRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\r\n\x0bPinResponse\"\x1e\n\x0cUnpinRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\x0f\n\rUnpinResponse\"\x16\n\x14GetCacheStatsRequest\"\x9d\x01\n\x15GetCacheStatsResponse\x12\x12\n\nsize_bytes\x18\x01 \x01(\x04\x12\x13\n\x0blimit_bytes\x18\x02 \x01(\x04\x12\x0f\n\x07\x65ntries\x18\x03 \x01(\x04\x12\x16\n\x0epinned_entries\x18\x04 \x01(\x04\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12\x0c\n\x04hits\x18\x06 \x01(\x04\x12\x0e\n\x06misses\x18\x07 \x01(\x04\x32\xa0\x02\n\x0b\x45\x64geService\x12\x45\n\x08Prefetch\x12\x1b.aptmesh.v1.PrefetchRequest\x1a\x1c.aptmesh.v1.PrefetchResponse\x12\x36\n\x03Pin\x12\x16.aptmesh.v1.PinRequest\x1a\x17.aptmesh.v1.PinResponse\x12<\n\x05Unpin\x12\x18.aptmesh.v1.UnpinRequest\x1a\x19.aptmesh.v1.UnpinResponse\x12T\n\rGetCacheStats\x12 .aptmesh.v1.GetCacheStatsRequest\x1a!.aptmesh.v1.GetCacheStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61ptmesh/v1/edge.proto\x12\naptmesh.v1\"1\n\x0fPrefetchRequest\x12\r\n\x05paths\x18\x01 \x03(\t\x12\x0f\n\x07sha256s\x18\x02 \x03(\t\"I\n\x0ePrefetchResult\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"?\n\x10PrefetchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.aptmesh.v1.PrefetchResult\"\x1c\n\nPinRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\r\n\x0bPinResponse\"\x1e\n\x0cUnpinRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\x0f\n\rUnpinResponse\"\x16\n\x14GetCacheStatsRequest\"\x9d\x01\n\x15GetCacheStatsResponse\x12\x12\n\nsize_bytes\x18\x01 \x01(\x04\x12\x13\n\x0blimit_bytes\x18\x02 \x01(\x04\x12\x0f\n\x07\x65ntries\x18\x03 \x01(\x04\x12\x16\n\x0epinned_entries\x18\x04 \x01(\x04\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12\x0c\n\x04hits\x18\x06 \x01(\x04\x12\x0e\n\x06misses\x18\x07 \x01(\x04\x32\xa0\x02\n\x0b\x45\x64geService\x12\x45\n\x08Prefetch\x12\x1b.aptmesh.v1.PrefetchRequest\x1a\x1c.aptmesh.v1.PrefetchResponse\x12\x36\n\x03Pin\x12\x16.aptmesh.v1.PinRequest\x1a\x17.aptmesh.v1.PinResponse\x12<\n\x05Unpin\x12\x18.aptmesh.v1.UnpinRequest\x1a\x19.aptmesh.v1.UnpinResponse\x12T\n\rGetCacheStats\x12 .aptmesh.v1.GetCacheStatsRequest\x1a!.aptmesh.v1.GetCacheStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,23 +32,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aptmesh.v1.edge_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PREFETCHREQUEST']._serialized_start=37
-  _globals['_PREFETCHREQUEST']._serialized_end=69
-  _globals['_PREFETCHRESULT']._serialized_start=71
-  _globals['_PREFETCHRESULT']._serialized_end=144
-  _globals['_PREFETCHRESPONSE']._serialized_start=146
-  _globals['_PREFETCHRESPONSE']._serialized_end=209
-  _globals['_PINREQUEST']._serialized_start=211
-  _globals['_PINREQUEST']._serialized_end=239
-  _globals['_PINRESPONSE']._serialized_start=241
-  _globals['_PINRESPONSE']._serialized_end=254
-  _globals['_UNPINREQUEST']._serialized_start=256
-  _globals['_UNPINREQUEST']._serialized_end=286
-  _globals['_UNPINRESPONSE']._serialized_start=288
-  _globals['_UNPINRESPONSE']._serialized_end=303
-  _globals['_GETCACHESTATSREQUEST']._serialized_start=305
-  _globals['_GETCACHESTATSREQUEST']._serialized_end=327
-  _globals['_GETCACHESTATSRESPONSE']._serialized_start=330
-  _globals['_GETCACHESTATSRESPONSE']._serialized_end=487
-  _globals['_EDGESERVICE']._serialized_start=490
-  _globals['_EDGESERVICE']._serialized_end=778
+  _globals['_PREFETCHREQUEST']._serialized_end=86
+  _globals['_PREFETCHRESULT']._serialized_start=88
+  _globals['_PREFETCHRESULT']._serialized_end=161
+  _globals['_PREFETCHRESPONSE']._serialized_start=163
+  _globals['_PREFETCHRESPONSE']._serialized_end=226
+  _globals['_PINREQUEST']._serialized_start=228
+  _globals['_PINREQUEST']._serialized_end=256
+  _globals['_PINRESPONSE']._serialized_start=258
+  _globals['_PINRESPONSE']._serialized_end=271
+  _globals['_UNPINREQUEST']._serialized_start=273
+  _globals['_UNPINREQUEST']._serialized_end=303
+  _globals['_UNPINRESPONSE']._serialized_start=305
+  _globals['_UNPINRESPONSE']._serialized_end=320
+  _globals['_GETCACHESTATSREQUEST']._serialized_start=322
+  _globals['_GETCACHESTATSREQUEST']._serialized_end=344
+  _globals['_GETCACHESTATSRESPONSE']._serialized_start=347
+  _globals['_GETCACHESTATSRESPONSE']._serialized_end=504
+  _globals['_EDGESERVICE']._serialized_start=507
+  _globals['_EDGESERVICE']._serialized_end=795
 # @@protoc_insertion_point(module_scope)

@@ -23,18 +23,24 @@ class PrefetchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PATHS_FIELD_NUMBER: _builtins.int
+    SHA256S_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Archive paths in path-prefix form (HOST/debian/pool/...)."""
+
+    @_builtins.property
+    def sha256s(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """SHA-256s of package files listed in a verified Packages index the edge has seen."""
 
     def __init__(
         self,
         *,
         paths: _abc.Iterable[_builtins.str] | None = ...,
+        sha256s: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["paths", b"paths"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["paths", b"paths", "sha256s", b"sha256s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -49,6 +55,7 @@ class PrefetchResult(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     path: _builtins.str
+    """The path or SHA-256 as requested."""
     ok: _builtins.bool
     source: _builtins.str
     """Where the bytes came from: cache, swarm or upstream."""

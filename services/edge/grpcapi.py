@@ -7,6 +7,7 @@ Protobuf types stop here: the servicer translates them to calls on
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -14,7 +15,7 @@ import grpc
 from aptmesh.edge.cache import BlobStore
 from aptmesh.edge.downloads import DownloadFailed
 from aptmesh.edge.files import FileService
-from aptmesh.edge.urls import Upstreams, UrlError, parse_target
+from aptmesh.edge.urls import Resource, Upstreams, UrlError, parse_target
 from aptmesh.v1 import edge_pb2, edge_pb2_grpc
 
 SERVICE_NAME = "aptmesh.v1.EdgeService"
@@ -31,19 +32,34 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
     async def Prefetch(  # noqa: N802 - gRPC method name
         self, request: edge_pb2.PrefetchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> edge_pb2.PrefetchResponse:
-        if len(request.paths) > MAX_PREFETCH:
+        if len(request.paths) + len(request.sha256s) > MAX_PREFETCH:
             await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_PREFETCH} paths per call"
+                grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_PREFETCH} files per call"
             )
-        results = [await self._prefetch(path) for path in request.paths]
+        results = [await self._prefetch(path, self._resolve_path) for path in request.paths]
+        results += [await self._prefetch(sha, self._resolve_sha256) for sha in request.sha256s]
         return edge_pb2.PrefetchResponse(results=results)
 
-    async def _prefetch(self, path: str) -> edge_pb2.PrefetchResult:
+    def _resolve_path(self, path: str) -> Resource:
+        target = parse_target("/" + path.lstrip("/"))
+        if target is None:
+            raise UrlError(400, "not HOST/path")
+        return self._upstreams.resolve(target)
+
+    def _resolve_sha256(self, sha256: str) -> Resource:
+        if not _HEX64.match(sha256):
+            raise UrlError(400, "sha256 must be 64 hex digits")
+        resource = self._files.verifier.locate(sha256)
+        if resource is None:
+            raise UrlError(404, "no verified Packages index this edge has seen lists it")
+        return resource
+
+    async def _prefetch(
+        self, path: str, resolve: Callable[[str], Resource]
+    ) -> edge_pb2.PrefetchResult:
+        """Fetches one file into the cache; `path` is a path or a SHA-256, as requested."""
         try:
-            target = parse_target("/" + path.lstrip("/"))
-            if target is None:
-                raise UrlError(400, "not HOST/path")
-            resource = self._upstreams.resolve(target)
+            resource = resolve(path)
             body = await self._files.get(resource)
             if body.reader is not None:
                 async for _ in body.reader.chunks(0, None):

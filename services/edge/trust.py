@@ -60,6 +60,7 @@ class ReleaseVerifier:
         self._mode = mode
         self._releases: dict[str, debian.Release] = {}  # origin key + suite dir -> Release
         self._expected: dict[str, Expected] = {}  # package cache key -> its index entry
+        self._located: dict[str, Resource] = {}  # package SHA-256 -> where an index lists it
 
     def release_for(self, resource: Resource) -> Resource | None:
         where = split_suite(resource.path)
@@ -69,6 +70,9 @@ class ReleaseVerifier:
 
     def expected(self, resource: Resource) -> Expected | None:
         return self._expected.get(resource.key)
+
+    def locate(self, sha256: str) -> Resource | None:
+        return self._located.get(sha256)
 
     def keeps_unverified(self) -> bool:
         return False
@@ -103,6 +107,9 @@ class ReleaseVerifier:
             prefix = f"{resource.origin.key}/{where.archive}"
             for entry in entries:
                 self._expected[prefix + entry.filename] = Expected(entry.sha256, entry.size)
+                self._located[entry.sha256] = Resource(
+                    resource.origin, where.archive + entry.filename, resource.backends
+                )
             log.info("packages_learned", index=resource.path, entries=len(entries))
         return True
 

@@ -39,6 +39,10 @@ class Verifier(Protocol):
         """A package file's SHA-256 and size from a verified index, if known."""
         ...
 
+    def locate(self, sha256: str) -> Resource | None:
+        """A package file the verified indexes list with this SHA-256."""
+        ...
+
     def keeps_unverified(self) -> bool:
         """Whether files no verified index vouches for may be cached (only with verify off)."""
         ...
@@ -54,6 +58,9 @@ class NullVerifier:
         return False
 
     def expected(self, resource: Resource) -> Expected | None:
+        return None
+
+    def locate(self, sha256: str) -> Resource | None:
         return None
 
     def keeps_unverified(self) -> bool:

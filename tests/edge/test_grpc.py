@@ -43,3 +43,25 @@ async def test_prefetch_pin_and_stats(make_edge: EdgeFactory, debrepo: DebRepo) 
         await stub.Unpin(edge_pb2.UnpinRequest(sha256=huge.sha256), timeout=5)
         stats = await stub.GetCacheStats(edge_pb2.GetCacheStatsRequest(), timeout=5)
         assert stats.pinned_entries == 0
+
+
+async def test_prefetch_by_sha256_of_a_verified_index(
+    make_edge: EdgeFactory, debrepo: DebRepo
+) -> None:
+    edge: Edge = await make_edge()
+    medium = debrepo.package("aptmesh-medium")
+    async with grpc.aio.insecure_channel(edge.grpc_target) as channel:
+        stub = edge_pb2_grpc.EdgeServiceStub(channel)
+        request = edge_pb2.PrefetchRequest(sha256s=[medium.sha256, "0" * 64, "nope"])
+        unknown = await stub.Prefetch(request, timeout=10)
+        assert [r.ok for r in unknown.results] == [False, False, False]
+        assert "no verified Packages index" in unknown.results[0].error
+        assert "64 hex digits" in unknown.results[2].error
+        # Once the edge has verified the indexes (as apt's update makes it), it knows where.
+        indexes = [f"{HOST}/debian/{p}" for p in (debrepo.INRELEASE, debrepo.PACKAGES + ".xz")]
+        await stub.Prefetch(edge_pb2.PrefetchRequest(paths=indexes), timeout=10)
+        response = await stub.Prefetch(request, timeout=10)
+        result = response.results[0]
+        assert (result.path, result.ok, result.source) == (medium.sha256, True, "upstream")
+        assert [r.ok for r in response.results[1:]] == [False, False]
+    assert edge.blobs.get(medium.sha256) is not None
