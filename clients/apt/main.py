@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             _send(Message(401, "General Failure", (("Message", clean_line(repr(exc))),)))
         return 100
+    finally:
+        # apt closes stdin and then sends SIGINT: one arriving while the interpreter
+        # shuts down would print a KeyboardInterrupt traceback into the user's terminal.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

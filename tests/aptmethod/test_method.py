@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import signal
+import sys
 from collections.abc import Callable
 
+import pytest
+
 from aptmesh.aptmethod.config import MeshConfig
+from aptmesh.aptmethod.main import main
 from aptmesh.aptmethod.message import Message, make, parse
 from aptmesh.aptmethod.method import Method
 
@@ -137,3 +143,17 @@ def test_uri_carrying_a_newline_yields_single_line_fields() -> None:
     [reply] = method.handle(incoming)
     assert reply.get("URI") == "mesh+http://h/a.deb201 URI Done"
     assert all("\n" not in value for name, value in reply.fields if name != "Alternate-URIs")
+
+
+def test_a_sigint_after_the_end_of_input_is_ignored(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """apt closes stdin, then sends SIGINT: one landing during interpreter exit stays quiet."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        assert main(["mesh"]) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert capfd.readouterr().out.startswith("100 Capabilities")
