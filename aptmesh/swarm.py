@@ -4,11 +4,12 @@ Theory of operation. A `Swarm` owns one libtorrent session and pumps its
 alerts on the asyncio loop: libtorrent writes a byte to a socketpair when
 alerts are waiting (`set_alert_fd`; `set_alert_notify` can deadlock under
 Python), the loop reads it and dispatches each alert to the `SwarmTorrent`
-it concerns. Callers never poll libtorrent in a loop.
+it concerns. Callers never poll libtorrent in a loop (the one timer is an
+adaptive seeder's look at its upload rate, below).
 
 Roles differ by wiring only: the seeder adds verified files in seed mode, the
-edge downloads into a scratch directory (rarest-first, with a short deadline
-window on the next pieces its client needs: `stream_window`) and streams
+edge downloads into a scratch directory (rarest-first; deadlines on its
+client's next pieces once the client has waited: `stream_window`) and streams
 verified pieces in order, then adds the finished, SHA-256-checked file back
 in seed mode. Web seeds can be added while a torrent runs (`add_web_seed`);
 `transfer()` splits what a torrent downloaded by source (BitTorrent peers or
@@ -17,6 +18,17 @@ through `read_piece`, so a byte reaches a client only after libtorrent
 checked the piece's hash. Peers that send bad data are banned by
 libtorrent's smart-ban; the piece is fetched again from others (or the web
 seed).
+
+A seeder that knows its uplink (`upload_capacity`, or its `upload_rate_limit`)
+adapts how many block requests each peer may queue at it
+(`max_allowed_in_request_queue`, `request_queue_depth`): shallow while its
+upload is full or a burst begins, so a piece one edge has asked for but not
+yet received is not handed to the others too (the duplicates that cost stock
+libtorrent about 2x the bound, bench/swarm/RESULTS.md), deep once it has had
+room to spare for a while. Peers learn the depth in the handshake and keep
+to it for the connection, so a change reaches the connections made after it.
+Neither role uses hps's read-cache piece suggestions: every peer would ask
+the seed for the same suggested pieces.
 """
 
 from __future__ import annotations
@@ -50,6 +62,9 @@ class SwarmSettings:
     utp: bool = False  # uTP is 15x slower than TCP here (reference notes); off by default
     upload_rate_limit: int = 0  # bytes per second, 0 = unlimited
     connections_limit: int = 500
+    # The uplink in bytes per second (0: unknown). A seeder that knows it (or has an
+    # upload_rate_limit) adapts its request-queue depth to it (`request_queue_depth`).
+    upload_capacity: int = 0
     # "seeder" and "edge" get the throughput tuning of the reference notes;
     # "plain" is stock libtorrent, the benchmark's baseline.
     role: Role = "edge"
@@ -78,11 +93,65 @@ class Transfer:
     done_bytes: int  # verified bytes held
 
 
+# Block requests (16 KiB) a peer may queue at an adaptive seeder. libtorrent tells each peer
+# this depth in the extension handshake ("reqq") and the peer keeps at most that many requests
+# outstanding for the life of the connection, so the depth a connection starts with is what
+# counts: a change reaches the connections made after it (the next torrents of a pulse); a
+# shallower depth also turns away the excess of older connections.
+QUEUE_MIN = 8
+QUEUE_MAX = 2000  # libtorrent's default
+SATURATED = 0.85  # payload upload at this fraction of the capacity counts as a full link
+QUEUE_EVERY = 0.25  # seconds between looks at the upload rate
+QUEUE_DEEPEN_AFTER = 4  # looks in a row with room to spare before the depth goes to QUEUE_MAX
+QUEUE_SHALLOW_AFTER = 2  # looks in a row with a full link before it goes back to QUEUE_MIN
+
+
+def upload_capacity(settings: SwarmSettings) -> int:
+    """The uplink the request-queue control aims at: the configured capacity, else the rate
+    limit (the link a limited session can fill); 0 means unknown (no control)."""
+    if settings.role != "seeder":
+        return 0
+    limits = [v for v in (settings.upload_capacity, settings.upload_rate_limit) if v > 0]
+    return min(limits) if limits else 0
+
+
+@dataclass(frozen=True)
+class QueueControl:
+    """A seeder's request-queue depth and how many looks in a row saw a full link / room."""
+
+    depth: int = QUEUE_MIN
+    full: int = 0
+    room: int = 0
+
+
+def request_queue_depth(state: QueueControl, rate: float, capacity: float) -> QueueControl:
+    """A seeder's next `max_allowed_in_request_queue` (a pure function) from the payload upload
+    rate just measured. A burst starts shallow: with a full link a shallow queue loses no
+    throughput and commits few pieces to one peer before the others can get them from it, so
+    the seeder sends each piece about once (seed-bound). Room to spare for a while (fast peers
+    could take more: peer-bound) makes it deep; a full link for a while makes it shallow again.
+    Idle, the next burst starts shallow."""
+    if capacity <= 0:
+        return QueueControl(QUEUE_MAX)
+    if rate <= 0:
+        return QueueControl(QUEUE_MIN)
+    if rate >= SATURATED * capacity:
+        full = state.full + 1
+        depth = QUEUE_MIN if full >= QUEUE_SHALLOW_AFTER else state.depth
+        return QueueControl(depth, full, 0)
+    room = state.room + 1
+    depth = QUEUE_MAX if room >= QUEUE_DEEPEN_AFTER else state.depth
+    return QueueControl(depth, 0, room)
+
+
 def session_settings(settings: SwarmSettings) -> dict[str, Any]:
     """The libtorrent settings pack for a role, as a plain dict (a pure function)."""
     pack: dict[str, Any] = {}
     if settings.role in ("seeder", "edge"):
         pack.update(lt.high_performance_seed())
+        # hps suggests the pieces in the read cache to every peer, so all of them ask the seed
+        # for the same pieces: the seeder then sends each about twice (bench/swarm/RESULTS.md).
+        pack["suggest_mode"] = lt.suggest_mode_t.no_piece_suggestions
     pack.update(
         {
             "listen_interfaces": f"{settings.listen_host}:{settings.listen_port}",
@@ -121,6 +190,8 @@ def session_settings(settings: SwarmSettings) -> dict[str, Any]:
     )
     if not settings.public:
         pack["dht_bootstrap_nodes"] = ""
+    if upload_capacity(settings):
+        pack["max_allowed_in_request_queue"] = QUEUE_MIN  # then `request_queue_depth`
     return pack
 
 
@@ -284,6 +355,27 @@ class Swarm:
         self._session.set_alert_fd(writer.fileno())
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._reader.fileno(), self._drain)
+        self.queue = QueueControl(
+            int(params.settings.get("max_allowed_in_request_queue", QUEUE_MAX))
+        )
+        self._queue_task: asyncio.Task[None] | None = None
+        capacity = upload_capacity(settings)
+        if capacity:
+            self._queue_task = self._loop.create_task(self._control_queue(capacity))
+
+    async def _control_queue(self, capacity: int) -> None:
+        """Applies `request_queue_depth` every QUEUE_EVERY seconds from the measured upload."""
+        last = self.stats().payload_uploaded_bytes
+        last_t = self._loop.time()
+        while True:
+            await asyncio.sleep(QUEUE_EVERY)
+            now, sent = self._loop.time(), self.stats().payload_uploaded_bytes
+            rate = max(0, sent - last) / max(now - last_t, 1e-6)
+            last, last_t = sent, now
+            control = request_queue_depth(self.queue, rate, capacity)
+            if control.depth != self.queue.depth:
+                self._session.apply_settings({"max_allowed_in_request_queue": control.depth})
+            self.queue = control
 
     @property
     def listen_port(self) -> int:
@@ -423,6 +515,8 @@ class Swarm:
         self._session.apply_settings(changes)  # type: ignore[arg-type]
 
     def close(self) -> None:
+        if self._queue_task is not None:
+            self._queue_task.cancel()
         self._loop.remove_reader(self._reader.fileno())
         self._session.pause()
         for torrent in list(self._torrents.values()):

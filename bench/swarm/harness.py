@@ -102,6 +102,7 @@ class Proc:
     ) -> None:
         self.host = host
         self.name = f"{host.name}:{argv[0]}"
+        self.service = False  # an `aptmesh` service (stopped by signal), not a bench worker
         self.log = log
         self._stderr = log.open("wb")
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
@@ -237,8 +238,15 @@ class BenchRun:
         """A real `aptmesh` service (its stdout is logs, not events; stopped by signal)."""
         log = self.tmp / f"{host.name}-aptmesh-{argv[0]}-{len(self.procs)}.log"
         proc = Proc(host, list(argv), log, module="aptmesh")
+        proc.service = True
         self.procs.append(proc)
         return proc
+
+    def stop_services(self) -> None:
+        """Stops every `aptmesh` service this run started (tracker, seeder, edges)."""
+        for proc in [p for p in self.procs if p.service]:
+            proc.kill()
+            self.procs.remove(proc)
 
     def finish(self, *procs: Proc, timeout: float = 20.0) -> list[dict[str, Any]]:
         for proc in procs:
@@ -452,6 +460,7 @@ class BenchRun:
                 "origin host; aptmesh edge per edge host, its client fetching every file "
                 "through it",
                 "upstream": UPSTREAM_NAME,
+                "seeder_upload_capacity": int(origin.up_mbit * MBIT) if origin.up_mbit else 0,
             }
         else:
             raise BenchError(f"unknown system {system!r}")
@@ -474,6 +483,7 @@ class BenchRun:
         origin_wire = topo.sent_bytes("origin") - wire_before
         finals = self.finish(*servers)
         edge_finals = self.finish(*fetchers)
+        self.stop_services()  # else they keep the ports (and seed the file) for the next system
         mirror_final = finals[0]
         seed_up = sum(int(f.get("uploaded", 0)) for f in finals[1:])
         bytes_ok = [self._verify(save) for save in saves]
@@ -560,6 +570,7 @@ class BenchRun:
             "--http-host", "127.0.0.1", "--http-port", str(SEEDER_HTTP_PORT),
             "--listen-host", origin.address, "--listen-port", str(BT_PORT),
             "--poll-interval", "3600",
+            "--upload-capacity", str(int(origin.up_mbit * MBIT)) if origin.up_mbit else "0",
         )  # fmt: skip
         waiter = self.start(
             origin, "wait-index", "--to", grpc, "--manifest", str(self.tmp / "manifest.json"),

@@ -89,6 +89,24 @@ def after_fetch(source: str, expected: Expected | None, swarm_min_size: int) -> 
     return ""
 
 
+# Streaming a swarm download to the client in order: rarest-first alone, until the client has
+# waited STREAM_PATIENCE seconds for its next piece; then the next pieces (at least
+# STREAM_MIN_PIECES, about STREAM_WINDOW_BYTES) are asked for by deadline. Deadlines from the
+# first second made every edge pull the same next pieces from the seeder at once, which sent
+# each ~2 times (bench/swarm/RESULTS.md).
+STREAM_PATIENCE = 2.0
+STREAM_WINDOW_BYTES = 1024**2
+STREAM_MIN_PIECES = 4
+
+
+def stream_window(waited: float, piece_length: int) -> int:
+    """How many of the client's next pieces to ask for by deadline after it has waited `waited`
+    seconds for the first of them: none before STREAM_PATIENCE."""
+    if waited < STREAM_PATIENCE:
+        return 0
+    return max(STREAM_MIN_PIECES, -(-STREAM_WINDOW_BYTES // piece_length))
+
+
 @dataclass(frozen=True)
 class WebSeedPolicy:
     """When a swarm download also pulls from the upstream (its BEP 19 web seed)."""

@@ -8,7 +8,9 @@ service gets None and every package comes from the upstream).
   verified Packages gives) and remembers the record for `source_for`.
 - `SwarmSource.fetch` adds the torrent (the tracker's announce URL) and
   appends pieces to the download in order as libtorrent verifies them:
-  rarest-first, with deadlines on the next pieces the client needs. The
+  rarest-first; only when the client has waited a while for its next piece
+  are the next few asked for by deadline (deadlines on every edge's next
+  pieces had all edges pull the same pieces from the seeder at once). The
   upstream joins as BEP 19 web seed only when `sources.web_seed_reason` says
   the swarm is not keeping up (no peers, no seed, stalled or slow), so the
   swarm is never much slower than the mirror alone and yet the mirror sends
@@ -40,6 +42,7 @@ from aptmesh.edge.sources import (
     SwarmUnavailable,
     TorrentState,
     WebSeedPolicy,
+    stream_window,
     web_seed_reason,
     web_seed_share,
 )
@@ -51,11 +54,9 @@ from aptmesh.tracker.records import PackageRecord
 
 log = logs.get(__name__)
 
-# The client's next pieces are asked for by deadline (at least this many, about this many
-# bytes), the first within STREAM_FIRST_MS and each further one STREAM_STEP_MS later; the
-# rest of the file is fetched rarest-first, so edges hold different pieces to trade.
-STREAM_WINDOW_BYTES = 1024**2
-STREAM_MIN_PIECES = 4
+# Once the client has waited `sources.STREAM_PATIENCE` for its next piece, the next few
+# (`sources.stream_window`) are asked for by deadline, the first within STREAM_FIRST_MS and
+# each further one STREAM_STEP_MS later; otherwise the whole file is fetched rarest-first.
 STREAM_FIRST_MS = 1000
 STREAM_STEP_MS = 50
 WEB_SEED_CHECK_EVERY = 0.25  # seconds between looks at whether the swarm keeps up
@@ -109,12 +110,12 @@ class SwarmSource:
         self, handle: SwarmTorrent, piece_length: int, urls: list[str], download: Download
     ) -> None:
         """Writes verified pieces in order from `download.written` on, asking libtorrent for
-        the next few by deadline, and adds the upstream as web seed when the swarm lags."""
+        the next few by deadline once the client has waited a while for one (`stream_window`),
+        and adds the upstream as web seed when the swarm lags."""
         owner = self._owner
         size = handle.size
         first = download.written // piece_length
         skip = download.written - first * piece_length
-        window = max(STREAM_MIN_PIECES, -(-STREAM_WINDOW_BYTES // piece_length))
         loop = asyncio.get_running_loop()
         start = last_piece = loop.time()
         progressed = False
@@ -122,11 +123,16 @@ class SwarmSource:
         written_web = 0
         try:
             for index in range(first, handle.num_pieces):
-                handle.stream_window(index, window, STREAM_FIRST_MS, STREAM_STEP_MS)
+                waiting_since = loop.time()
+                asked = False  # deadlines set once per piece waited for (setting them moves them)
                 while not handle.has_piece(index):
                     if handle.error:
                         raise SwarmError(handle.error)
                     now = loop.time()
+                    window = 0 if asked else stream_window(now - waiting_since, piece_length)
+                    if window:
+                        handle.stream_window(index, window, STREAM_FIRST_MS, STREAM_STEP_MS)
+                        asked = True
                     limit = owner.stall_seconds if progressed else owner.first_piece_timeout
                     if now - last_piece >= limit:
                         raise TimeoutError

@@ -119,6 +119,7 @@ def build(
                 public=config.public_swarm,
                 utp=config.utp,
                 upload_rate_limit=config.upload_rate_limit,
+                upload_capacity=config.upload_capacity,
                 connections_limit=config.connections_limit,
                 role="seeder",
             )

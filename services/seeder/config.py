@@ -210,6 +210,13 @@ class SeederConfig:
     upload_rate_limit: int = option(
         0, "BitTorrent upload cap in bytes per second (0: unlimited)", size=True
     )
+    upload_capacity: int = option(
+        0,
+        "the uplink in bytes per second (0: unknown); known, the seeder keeps each peer's "
+        "request queue shallow while the link is full (fewer duplicate pieces) and deepens "
+        "it while there is room",
+        size=True,
+    )
     connections_limit: int = option(2000, "most BitTorrent peer connections at once")
     grace_period: float = option(
         86400.0,
@@ -254,6 +261,7 @@ class SeederConfig:
         require(0 <= self.http_port <= 65535, "http_port", "must be between 0 and 65535")
         require(0 <= self.listen_port <= 65535, "listen_port", "must be between 0 and 65535")
         require(self.upload_rate_limit >= 0, "upload_rate_limit", "must not be negative")
+        require(self.upload_capacity >= 0, "upload_capacity", "must not be negative")
         require(self.connections_limit >= 1, "connections_limit", "must be at least 1")
         require(self.grace_period >= 0, "grace_period", "must not be negative")
         require(self.download_concurrency >= 1, "download_concurrency", "must be at least 1")

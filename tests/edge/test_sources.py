@@ -6,7 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from aptmesh.edge.downloads import Download, DownloadFailed
-from aptmesh.edge.sources import SwarmProgress, WebSeedPolicy, web_seed_reason, web_seed_share
+from aptmesh.edge.sources import (
+    STREAM_MIN_PIECES,
+    STREAM_PATIENCE,
+    SwarmProgress,
+    WebSeedPolicy,
+    stream_window,
+    web_seed_reason,
+    web_seed_share,
+)
 
 POLICY = WebSeedPolicy(delay=2.0, stall=2.0, min_rate=1_000_000)
 HEALTHY = SwarmProgress(
@@ -72,3 +80,12 @@ async def test_a_download_remembers_which_source_wrote_which_bytes(tmp_path: Pat
     download.write(b"e" * 4)
     assert download.sources(0, 4) == [("swarm", 4)]
     download.fail(DownloadFailed(502, "done"))
+
+
+def test_no_deadlines_until_the_client_has_waited() -> None:
+    """Rarest-first alone at first (deadlines on every edge's next pieces had them all pull the
+    same pieces from the seeder); after STREAM_PATIENCE the next ~1 MiB goes by deadline."""
+    assert stream_window(0.0, 64 * 1024) == 0
+    assert stream_window(STREAM_PATIENCE - 0.01, 64 * 1024) == 0
+    assert stream_window(STREAM_PATIENCE, 64 * 1024) == 16
+    assert stream_window(STREAM_PATIENCE + 5, 4 * 1024**2) == STREAM_MIN_PIECES
