@@ -4,44 +4,22 @@ repository as upstream and web seed."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from aptmesh.edge.app import Edge
 from aptmesh.seeder import app as seeder_app
 from aptmesh.seeder.config import SeederConfig
 from aptmesh.swarm import Swarm, SwarmSettings
 from aptmesh.torrent import make_torrent, parse_torrent
-from aptmesh.tracker import app as tracker_app
 from aptmesh.tracker.app import RunningTracker
 from aptmesh.tracker.client import NotFound, TrackerClient
-from aptmesh.tracker.config import TrackerConfig
 from aptmesh.tracker.records import PackageRecord
 from tests.edge.conftest import EdgeFactory, fetch_indexes, get, metric, prefix_url
 from tests.fixtures.debrepo import DebRepo
-
-TOKEN = "edge-test-token"
-
-
-@pytest.fixture
-async def tracker(tmp_path: Path) -> AsyncIterator[RunningTracker]:
-    config = TrackerConfig(
-        grpc_bind="127.0.0.1:0",
-        http_host="127.0.0.1",
-        http_port=0,
-        db_path=tmp_path / "tracker.sqlite3",
-        publish_token=TOKEN,
-        announce_interval=30,
-        min_interval=1,
-        peer_ttl=60,
-    )
-    running = await tracker_app.start(config, maintain_every=0)
-    yield running
-    await running.stop(0)
+from tests.fixtures.tracker import TOKEN
 
 
 async def swarm_edge(

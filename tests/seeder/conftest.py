@@ -12,10 +12,8 @@ from aptmesh.seeder import app
 from aptmesh.seeder.config import SeederConfig
 from aptmesh.seeder.publish import Publisher
 from aptmesh.tracker import app as tracker_app
-from aptmesh.tracker.config import TrackerConfig
 from tests.fixtures.debrepo import DebRepo
-
-TOKEN = "seeder-test-token"
+from tests.fixtures.tracker import TOKEN
 
 
 class FakeClock:
@@ -34,23 +32,6 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture
-async def tracker(tmp_path: Path) -> AsyncIterator[tracker_app.RunningTracker]:
-    config = TrackerConfig(
-        grpc_bind="127.0.0.1:0",
-        http_host="127.0.0.1",
-        http_port=0,
-        db_path=tmp_path / "tracker.sqlite3",
-        publish_token=TOKEN,
-        announce_interval=30,
-        min_interval=1,
-        peer_ttl=60,
-    )
-    running = await tracker_app.start(config, maintain_every=0)
-    yield running
-    await running.stop(0)
 
 
 def repo_spec(repo: DebRepo, name: str = "test", **extra: str) -> str:

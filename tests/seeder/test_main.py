@@ -18,8 +18,9 @@ from aptmesh.seeder.main import main
 from aptmesh.tracker.app import RunningTracker
 from aptmesh.tracker.client import TrackerClient
 from tests.fixtures.debrepo import DebRepo
+from tests.fixtures.tracker import TOKEN
 
-from .conftest import TOKEN, StartSeeder, repo_spec, seeder_config
+from .conftest import StartSeeder, repo_spec, seeder_config
 
 APTMESH = str(Path(sys.executable).with_name("aptmesh"))
 
