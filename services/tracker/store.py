@@ -90,6 +90,32 @@ def merge(existing: PackageRecord | None, record: PackageRecord) -> PackageRecor
     )
 
 
+class EdgeLeases:
+    """Live edges and when their leases end, in memory; both stores keep them here."""
+
+    def __init__(self, clock: Clock, leases: Iterable[tuple[Edge, float]] = ()) -> None:
+        self._clock = clock
+        self._edges = {edge.id: (edge, expires) for edge, expires in leases}
+
+    def put(self, edge: Edge, expires: float) -> None:
+        self._edges[edge.id] = (edge, expires)
+
+    def live(self, zone: str) -> list[Edge]:
+        now = self._clock()
+        return order_edges((e for e, exp in list(self._edges.values()) if exp > now), zone)
+
+    def count(self) -> int:
+        now = self._clock()
+        return sum(1 for _, exp in list(self._edges.values()) if exp > now)
+
+    def expire(self, now: float) -> int:
+        """Drops the leases ended by `now`; returns how many."""
+        gone = [edge_id for edge_id, (_, exp) in list(self._edges.items()) if exp <= now]
+        for edge_id in gone:
+            del self._edges[edge_id]
+        return len(gone)
+
+
 class MemoryStore:
     """The in-memory fake: same contract, nothing survives the process."""
 
@@ -97,7 +123,7 @@ class MemoryStore:
         self._clock = clock
         self._records: dict[str, PackageRecord] = {}
         self._tracked: set[bytes] = set()
-        self._edges: dict[str, tuple[Edge, float]] = {}
+        self._edges = EdgeLeases(clock)
 
     def put(self, record: PackageRecord) -> bool:
         existing = self._records.get(record.sha256)
@@ -121,23 +147,17 @@ class MemoryStore:
 
     def register_edge(self, edge: Edge, lease_seconds: float) -> float:
         expires = self._clock() + lease_seconds
-        self._edges[edge.id] = (edge, expires)
+        self._edges.put(edge, expires)
         return expires
 
     def live_edges(self, zone: str) -> list[Edge]:
-        now = self._clock()
-        return order_edges((e for e, exp in list(self._edges.values()) if exp > now), zone)
+        return self._edges.live(zone)
 
     def edge_count(self) -> int:
-        now = self._clock()
-        return sum(1 for _, exp in list(self._edges.values()) if exp > now)
+        return self._edges.count()
 
     def expire_edges(self) -> int:
-        now = self._clock()
-        gone = [edge_id for edge_id, (_, exp) in self._edges.items() if exp <= now]
-        for edge_id in gone:
-            del self._edges[edge_id]
-        return len(gone)
+        return self._edges.expire(self._clock())
 
     def close(self) -> None:
         pass
@@ -193,9 +213,9 @@ class SqliteStore:
             self._tracked.add(bytes.fromhex(v1))
             self._tracked.add(bytes.fromhex(v2[:40]))
         self._count = len(rows)
-        self._edges: dict[str, tuple[Edge, float]] = {
-            edge_id: (Edge(edge_id, url, zone), expires) for edge_id, url, zone, expires in edges
-        }
+        self._edges = EdgeLeases(
+            clock, ((Edge(edge_id, url, zone), exp) for edge_id, url, zone, exp in edges)
+        )
 
     def put(self, record: PackageRecord) -> bool:
         existing = self.get(record.sha256)
@@ -255,25 +275,21 @@ class SqliteStore:
             "INSERT OR REPLACE INTO edges (id, url, zone, expires) VALUES (?, ?, ?, ?)",
             (edge.id, edge.url, edge.zone, expires),
         )
-        self._edges[edge.id] = (edge, expires)
+        self._edges.put(edge, expires)
         return expires
 
     def live_edges(self, zone: str) -> list[Edge]:
-        now = self._clock()
-        return order_edges((e for e, exp in list(self._edges.values()) if exp > now), zone)
+        return self._edges.live(zone)
 
     def edge_count(self) -> int:
-        now = self._clock()
-        return sum(1 for _, exp in list(self._edges.values()) if exp > now)
+        return self._edges.count()
 
     def expire_edges(self) -> int:
         now = self._clock()
-        gone = [edge_id for edge_id, (_, exp) in list(self._edges.items()) if exp <= now]
-        if gone:
+        gone = self._edges.expire(now)
+        if gone:  # rows left by a failed delete are ended leases: never listed after a restart
             self._db.execute("DELETE FROM edges WHERE expires <= ?", (now,))
-            for edge_id in gone:
-                self._edges.pop(edge_id, None)
-        return len(gone)
+        return gone
 
     def close(self) -> None:
         self._db.close()
