@@ -21,11 +21,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from aptmesh import aptsources, config, lifecycle, logs
 from aptmesh.config import ConfigError, option, require
+from aptmesh.files import write_atomic
 from aptmesh.logs import LogFormat, LogLevel
 
 log = logs.get(__name__)
@@ -125,16 +125,6 @@ def apt_lines(p: Plan, edge_http: str, components: Sequence[str]) -> list[str]:
     return lines
 
 
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as out:
-        json.dump(data, out, indent=2)
-        out.write("\n")
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
-
-
 async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
     # Imported here: `aptmesh up --help` stays fast and light.
     from aptmesh.edge.app import Edge
@@ -219,7 +209,7 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
             "keyring": str(p.keyring),
             "pid": os.getpid(),
         }
-        write_json_atomically(data / "endpoints.json", endpoints)
+        write_atomic(data / "endpoints.json", (json.dumps(endpoints, indent=2) + "\n").encode())
         print_banner(p, edge.http_url, data, cfg.components)
         await stop.wait()
         print("aptmesh up: stopping", file=sys.stderr, flush=True)

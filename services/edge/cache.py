@@ -38,27 +38,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from aptmesh.files import fsync_dir, write_atomic
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
-    """Writes `data` to `path` under a temporary name, fsyncs, renames."""
-    tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
-    with tmp.open("wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 @dataclass

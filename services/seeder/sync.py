@@ -61,6 +61,7 @@ from aptmesh.debian import (
     pick_index_variant,
     verify_inrelease,
 )
+from aptmesh.files import fsync_dir
 from aptmesh.swarm import SwarmError
 from aptmesh.torrent import HashedFile, TorrentError, make_torrent
 
@@ -144,14 +145,6 @@ class SyncContext:
     def owned_path(self, sha256: str) -> Path:
         """Downloaded files live under their content address."""
         return self.files_dir / sha256[:2] / sha256
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def _bounded(jobs: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
@@ -392,7 +385,7 @@ class RepositorySync:
                 path, owned = ctx.owned_path(c.sha256), True
                 path.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, path)
-                await asyncio.to_thread(_fsync_dir, path.parent)
+                await asyncio.to_thread(fsync_dir, path.parent)
             finally:
                 tmp.unlink(missing_ok=True)
             counts.fetched_files += 1
