@@ -327,8 +327,16 @@ class IndexStore:
         data_path = self._data / key
         data_path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, data_path)
-        fsync_dir(data_path.parent)
-        self._write_meta(key, meta)
+        try:
+            fsync_dir(data_path.parent)
+            self._write_meta(key, meta)
+        except OSError:
+            # The data moved in but its metadata did not (a full disk): a data file must
+            # never stand beside an older file's metadata, so both go.
+            self._entries.pop(key, None)
+            data_path.unlink(missing_ok=True)
+            (self._meta / f"{key}.json").unlink(missing_ok=True)
+            raise
         entry = IndexEntry(key, data_path, meta)
         self._entries[key] = entry
         return entry

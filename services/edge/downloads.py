@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import bisect
 import enum
+import errno
 import hashlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 CHUNK = 256 * 1024
 
@@ -37,6 +39,17 @@ class DownloadFailed(Exception):
         self.status = status
         self.text = text
         self.kind = kind  # verification failure kind ("" for transport errors)
+
+
+class DiskFull(DownloadFailed):
+    """The cache's file system has no room left (ENOSPC, EDQUOT) for a file being stored."""
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+DISK_FULL_TEXT = "the edge's cache disk is full"
 
 
 @dataclass(frozen=True)
@@ -99,9 +112,14 @@ class Download:
         if self.size is not None and self.written + len(data) > self.size:
             raise DownloadFailed(502, "upstream sent more bytes than the file has", kind="size")
         view = memoryview(data)
-        while view:
-            done = os.write(self._fd, view)
-            view = view[done:]
+        try:
+            while view:
+                done = os.write(self._fd, view)
+                view = view[done:]
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFull(503, f"{DISK_FULL_TEXT}: {exc.strerror}") from None
+            raise
         self._hash.update(data)
         self.written += len(data)
         label = source or self.source
@@ -146,6 +164,10 @@ class Download:
         fd, self._fd = self._fd, None
         try:
             await asyncio.to_thread(os.fsync, fd)
+        except OSError as exc:
+            if is_disk_full(exc):  # delayed allocation: the blocks were wanted only now
+                raise DiskFull(503, f"{DISK_FULL_TEXT}: {exc.strerror}") from None
+            raise
         finally:
             os.close(fd)
         self.sha256 = self._hash.hexdigest()
@@ -193,6 +215,16 @@ class Download:
 
     async def changed(self) -> None:
         await self._changed.wait()
+
+
+class BodyReader(Protocol):
+    """What the HTTP layer streams a body from (a DownloadReader, or a pass-through)."""
+
+    def chunks(self, start: int, end: int | None) -> AsyncIterator[bytes]: ...
+
+    def sources(self, start: int, end: int) -> list[tuple[str, int]]: ...
+
+    def close(self) -> None: ...
 
 
 class DownloadReader:

@@ -25,6 +25,7 @@ import email.utils
 import functools
 import hashlib
 import os
+import shutil
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -33,7 +34,15 @@ from typing import Any
 
 from aptmesh import logs
 from aptmesh.edge.cache import BlobStore, IndexEntry, IndexMeta, IndexStore, PathIndex, PathRecord
-from aptmesh.edge.downloads import Download, DownloadFailed, DownloadReader, Expected
+from aptmesh.edge.downloads import (
+    DISK_FULL_TEXT,
+    BodyReader,
+    DiskFull,
+    Download,
+    DownloadFailed,
+    Expected,
+    is_disk_full,
+)
 from aptmesh.edge.metrics import EdgeMetrics
 from aptmesh.edge.sources import (
     Choice,
@@ -43,11 +52,14 @@ from aptmesh.edge.sources import (
     after_fetch,
     choose_source,
 )
-from aptmesh.edge.upstream import HttpSource, UpstreamClient, UpstreamFailure
+from aptmesh.edge.upstream import HttpSource, PassThrough, UpstreamClient, UpstreamFailure
 from aptmesh.edge.urls import FileClass, Resource
 from aptmesh.edge.verify import VerificationFailed, Verifier
 
 log = logs.get(__name__)
+
+# Free space kept beyond a download's size before the edge writes it to the cache.
+DISK_RESERVE = 256 * 1024
 
 
 @dataclass
@@ -60,7 +72,7 @@ class Body:
     outcome: str  # hit, miss, revalidated, stale, bypass (the requests label)
     data: bytes | None = None
     path: Path | None = None
-    reader: DownloadReader | None = None
+    reader: BodyReader | None = None
     content_type: str = "application/octet-stream"
     sha256: str = ""  # of a cached package file
 
@@ -204,7 +216,13 @@ class FileService:
         try:
             async with self.upstream.get(resource.upstream_urls(), headers) as resp:
                 if resp.status == 304 and entry is not None:
-                    touched = self.indexes.touch(resource.key, self.clock())
+                    try:
+                        touched = self.indexes.touch(resource.key, self.clock())
+                    except OSError as exc:  # the new fetch time is kept in memory only
+                        if not is_disk_full(exc):
+                            raise
+                        log.warning("index_meta_not_stored", key=resource.key, reason=exc.strerror)
+                        touched = entry
                     assert touched is not None
                     if resource.key not in self._fed and not await self._feed(resource, touched):
                         raise DownloadFailed(502, f"cached {resource.path} no longer verifies")
@@ -234,6 +252,11 @@ class FileService:
                     raise
                 return entry, "stale"
             raise
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise self._index_disk_full(resource, exc) from None
+            raise
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -253,9 +276,20 @@ class FileService:
         meta = IndexMeta(
             sha256, size, last_modified, etag, self.clock(), verified, url + resource.path
         )
-        stored = self.indexes.put(resource.key, tmp, meta)
+        try:
+            stored = self.indexes.put(resource.key, tmp, meta)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise self._index_disk_full(resource, exc) from None
+            raise
         self._fed.add(resource.key)
         return stored, "miss"
+
+    def _index_disk_full(self, resource: Resource, exc: OSError) -> DiskFull:
+        self.metrics.disk_full.labels(file_class="index", action="failed").inc()
+        log.error("index_not_stored", key=resource.key, reason=exc.strerror)
+        return DiskFull(503, f"{DISK_FULL_TEXT}: cannot store {resource.path} ({exc.strerror})")
 
     async def warm(self, resolve: Callable[[str], Resource | None]) -> int:
         """Teaches the verifier the verified indexes on disk (after a restart), InRelease
@@ -329,6 +363,8 @@ class FileService:
         self, resource: Resource, expected: Expected | None, *, keep: bool, outcome: str
     ) -> Body:
         download = self._downloads.get(resource.key)
+        if download is None and expected is not None and not self._room_for(expected.size):
+            return await self._pass_through(resource, expected, resource.file_class.value)
         if download is None:
             download = Download(resource.key, self.blobs.new_tmp(), expected)
             self._downloads[resource.key] = download
@@ -351,12 +387,41 @@ class FileService:
             content_type=content_type(resource.path),
         )
 
+    def _room_for(self, size: int) -> bool:
+        """Whether the cache's disk has room for `size` more bytes besides the downloads
+        already running."""
+        try:
+            free = shutil.disk_usage(self.blobs.tmp_dir).free
+        except OSError:
+            return True  # let the write itself tell
+        pending = sum(max(0, (d.size or 0) - d.written) for d in self._downloads.values())
+        return free >= size + pending + DISK_RESERVE
+
+    async def _pass_through(self, resource: Resource, expected: Expected, file_class: str) -> Body:
+        """The file does not fit on the cache's disk: stream it from upstream, uncached."""
+        self.metrics.disk_full.labels(file_class=file_class, action="pass_through").inc()
+        log.warning("cache_full_pass_through", key=resource.key, size=expected.size)
+        stream = await PassThrough.open(self.upstream, resource.upstream_urls(), expected)
+        return Body(
+            size=stream.size,
+            last_modified=stream.last_modified,
+            source="upstream",
+            outcome="bypass",
+            reader=stream,
+            content_type=content_type(resource.path),
+        )
+
     async def _run(self, resource: Resource, download: Download, keep: bool) -> None:
         try:
             await self._fill(resource, download)
             await download.finish()
         except DownloadFailed as exc:
             self._end(resource, download)
+            if isinstance(exc, DiskFull):
+                self.metrics.disk_full.labels(
+                    file_class=resource.file_class.value, action="failed"
+                ).inc()
+                log.error("download_not_stored", key=resource.key, reason=exc.text)
             if exc.kind:
                 self.metrics.verification_failures.labels(
                     service="edge", kind=f"package_{exc.kind}"
@@ -377,10 +442,26 @@ class FileService:
         self._downloads.pop(resource.key, None)
         self.metrics.downloads_active.dec()
         if keep and download.size is not None:
-            blob = self.blobs.commit(download.tmp, download.sha256, download.size)
-            self.paths.put(
-                resource.key, PathRecord(download.sha256, download.size, download.last_modified)
-            )
+            try:
+                blob = self.blobs.commit(download.tmp, download.sha256, download.size)
+                self.paths.put(
+                    resource.key,
+                    PathRecord(download.sha256, download.size, download.last_modified),
+                )
+            except OSError as exc:
+                # Verified, but not storable (a new directory or journal line needs a block):
+                # readers still get it through their open descriptors; the cache forgets it.
+                if not is_disk_full(exc):
+                    log.exception("commit_failed", key=resource.key)
+                else:
+                    self.metrics.disk_full.labels(
+                        file_class=resource.file_class.value, action="not_cached"
+                    ).inc()
+                    log.error("download_not_stored", key=resource.key, reason=exc.strerror)
+                self.blobs.discard(download.sha256)
+                download.tmp.unlink(missing_ok=True)
+                self.update_gauges()
+                return
             self.update_gauges()
             self._after_commit(resource, download, str(blob.path))
         else:

@@ -72,6 +72,14 @@ class EdgeMetrics:
             "Index files served from cache because the upstream could not be reached.",
             registry=r,
         )
+        self.disk_full = Counter(
+            "aptmesh_edge_disk_full_total",
+            "Files the cache had no disk space for, by file class and what the edge did "
+            "(pass_through: streamed from upstream uncached; failed: the request failed; "
+            "not_cached: served, not kept).",
+            ["file_class", "action"],
+            registry=r,
+        )
         self.cache_size = Gauge(
             "aptmesh_edge_cache_size_bytes", "Bytes of package files in the cache.", registry=r
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from aptmesh import logs
-from aptmesh.edge.downloads import Download, DownloadFailed
+from aptmesh.edge.downloads import Download, DownloadFailed, Expected
 from aptmesh.edge.metrics import EdgeMetrics
 
 log = logs.get(__name__)
@@ -208,3 +209,102 @@ class HttpSource:
                     if not data:
                         continue
                 download.write(data)
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+class PassThrough:
+    """A file streamed from the upstream to one client without touching the disk: what the
+    edge does when its cache has no room for the file (as apt-cacher-ng users expect).
+
+    Like a DownloadReader it holds back the last byte of the response until the whole
+    file has arrived with the expected size and SHA-256, so a client never receives a
+    complete response that did not verify; a failure raises DownloadFailed (the HTTP layer
+    cuts the connection). A range is served from the same single pass over the file."""
+
+    def __init__(
+        self,
+        stack: contextlib.AsyncExitStack,
+        resp: Response,
+        size: int | None,
+        expected: Expected | None,
+    ) -> None:
+        self._stack = stack
+        self._resp = resp
+        self.size = size
+        self.expected = expected
+        self.last_modified = resp.headers.get("Last-Modified", "")
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, client: UpstreamClient, urls: list[str], expected: Expected | None
+    ) -> PassThrough:
+        stack = contextlib.AsyncExitStack()
+        try:
+            resp = await stack.enter_async_context(client.get(urls, {}))
+            if resp.status != 200:
+                raise UpstreamFailure(
+                    resp.status if 400 <= resp.status < 500 else 502,
+                    f"fetching from upstream: it answered {resp.status}",
+                )
+            size = resp.length
+            if expected is not None:
+                if size is not None and size != expected.size:
+                    raise DownloadFailed(
+                        502,
+                        f"upstream announced {size} bytes for a file the index says has "
+                        f"{expected.size}",
+                        kind="size",
+                    )
+                size = expected.size
+        except BaseException:
+            await stack.aclose()
+            raise
+        return cls(stack, resp, size, expected)
+
+    async def chunks(self, start: int, end: int | None) -> AsyncIterator[bytes]:
+        digest = hashlib.sha256()
+        pos = 0
+        held = b""
+        try:
+            async for data in self._resp.chunks():
+                if self.size is not None and pos + len(data) > self.size:
+                    raise DownloadFailed(
+                        502, "upstream sent more bytes than the file has", kind="size"
+                    )
+                digest.update(data)
+                lo = max(0, start - pos)
+                hi = len(data) if end is None else max(0, min(len(data), end - pos))
+                pos += len(data)
+                if lo < hi:
+                    out = held + data[lo:hi]
+                    held = out[-1:]
+                    if len(out) > 1:
+                        yield out[:-1]
+            if self.size is not None and pos != self.size:
+                raise DownloadFailed(502, f"upstream sent {pos} of {self.size} bytes", kind="size")
+            if self.expected is not None and digest.hexdigest() != self.expected.sha256:
+                raise DownloadFailed(
+                    502, "the file's SHA-256 differs from the signed index's", kind="sha256"
+                )
+            if end is not None and pos < end:
+                raise DownloadFailed(502, "file is shorter than the requested range")
+            if held:
+                yield held
+        finally:
+            self._closed = True
+            await self._stack.aclose()
+
+    def sources(self, start: int, end: int) -> list[tuple[str, int]]:
+        return [("upstream", end - start)]
+
+    def close(self) -> None:
+        """Releases the upstream response (also when the body was never read: HEAD, 304)."""
+        if self._closed:
+            return
+        self._closed = True
+        task = asyncio.get_running_loop().create_task(self._stack.aclose())
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)

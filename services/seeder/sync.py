@@ -376,7 +376,12 @@ class RepositorySync:
                     counts.fetched_bytes += n
                     ctx.progress.advance(n)
 
-                await self.source.download(c.filename, tmp, c.size, advance)
+                try:
+                    await self.source.download(c.filename, tmp, c.size, advance)
+                except OSError as exc:  # the data directory's disk: say which file and where
+                    raise OSError(
+                        exc.errno, f"storing {c.filename} in {ctx.data_dir}: {exc.strerror}"
+                    ) from None
                 if received != c.size:
                     raise PackageHashError(
                         f"checking {c.filename}: size {received}, expected {c.size}"
