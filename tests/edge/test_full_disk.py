@@ -13,8 +13,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -30,20 +28,6 @@ from .conftest import EdgeFactory, fetch_indexes, get, metric, prefix_url
 pytestmark = pytest.mark.xdist_group("full_disk")
 
 DISK_FULL = "aptmesh_edge_disk_full_total"
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs, unmounted afterwards whatever happened (needs root, as CI has)."""
-    if os.geteuid() != 0:
-        pytest.fail("the full-disk tests mount a tmpfs: run them as root (CI does)")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def fill(disk: Path) -> Path:

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from aptmesh.edge.app import Edge
 from aptmesh.edge.upstream import coding_action
 from tests.edge.conftest import HOST, EdgeFactory, get, prefix_url
 from tests.fixtures.debrepo import DebRepo
@@ -62,6 +63,19 @@ def test_coding_action() -> None:
     assert coding_action("gzip, br", "dists/x/Packages", 200) == "refuse"
 
 
+async def assert_serves_the_archive_as_signed(
+    edge: Edge, debrepo: DebRepo, client: aiohttp.ClientSession
+) -> None:
+    """Indexes (a .gz one included) and a package reach the client byte for byte."""
+    for path in (debrepo.INRELEASE, debrepo.PACKAGES, debrepo.PACKAGES + ".gz"):
+        status, body, _ = await get(client, prefix_url(edge, path))
+        assert status == 200, body
+        assert body == debrepo.read(path)
+    pkg = debrepo.package("aptmesh-huge")
+    status, body, _ = await get(client, prefix_url(edge, pkg.filename))
+    assert status == 200 and hashlib.sha256(body).hexdigest() == pkg.sha256
+
+
 async def test_packages_from_aiohttp_static_handler(
     make_edge: EdgeFactory, debrepo: DebRepo, serve: Serve, client: aiohttp.ClientSession
 ) -> None:
@@ -70,26 +84,14 @@ async def test_packages_from_aiohttp_static_handler(
     app = web.Application()
     app.router.add_static("/debian", debrepo.root)
     edge = await make_edge(upstreams=(await serve(app),))
-    for path in (debrepo.INRELEASE, debrepo.PACKAGES, debrepo.PACKAGES + ".gz"):
-        status, body, _ = await get(client, prefix_url(edge, path))
-        assert status == 200, body
-        assert body == debrepo.read(path)
-    pkg = debrepo.package("aptmesh-huge")
-    status, body, _ = await get(client, prefix_url(edge, pkg.filename))
-    assert status == 200 and hashlib.sha256(body).hexdigest() == pkg.sha256
+    await assert_serves_the_archive_as_signed(edge, debrepo, client)
 
 
 async def test_gzip_coding_is_decoded_except_for_gz_files(
     make_edge: EdgeFactory, debrepo: DebRepo, serve: Serve, client: aiohttp.ClientSession
 ) -> None:
     edge = await make_edge(upstreams=(await serve(forced(debrepo, "gzip")),))
-    for path in (debrepo.INRELEASE, debrepo.PACKAGES, debrepo.PACKAGES + ".gz"):
-        status, body, _ = await get(client, prefix_url(edge, path))
-        assert status == 200, body
-        assert body == debrepo.read(path)
-    pkg = debrepo.package("aptmesh-huge")
-    status, body, _ = await get(client, prefix_url(edge, pkg.filename))
-    assert status == 200 and hashlib.sha256(body).hexdigest() == pkg.sha256
+    await assert_serves_the_archive_as_signed(edge, debrepo, client)
 
 
 async def test_other_codings_are_refused_with_a_clear_error(

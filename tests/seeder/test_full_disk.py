@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,20 +18,6 @@ from tests.fixtures.debrepo import DebRepo
 from .conftest import StartSeeder, seeder_config
 
 pytestmark = pytest.mark.xdist_group("full_disk")
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs, unmounted afterwards whatever happened (needs root, as CI has)."""
-    if os.geteuid() != 0:
-        pytest.fail("the full-disk tests mount a tmpfs: run them as root (CI does)")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def counter(registry: CollectorRegistry, name: str, **labels: str) -> float:
