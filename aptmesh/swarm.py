@@ -8,16 +8,24 @@ it concerns. Callers never poll libtorrent in a loop (the one timer is an
 adaptive seeder's look at its upload rate, below).
 
 Roles differ by wiring only: the seeder adds verified files in seed mode, the
-edge downloads into a scratch directory (rarest-first; deadlines on its
-client's next pieces once the client has waited: `stream_window`) and streams
-verified pieces in order, then adds the finished, SHA-256-checked file back
-in seed mode. Web seeds can be added while a torrent runs (`add_web_seed`);
-`transfer()` splits what a torrent downloaded by source (BitTorrent peers or
-web seeds) from libtorrent's per-connection counters. Pieces are read back
-through `read_piece`, so a byte reaches a client only after libtorrent
-checked the piece's hash. Peers that send bad data are banned by
-libtorrent's smart-ban; the piece is fetched again from others (or the web
-seed).
+edge downloads into a scratch directory (deadlines on its client's next pieces
+once the client has waited: `stream_window`) and streams verified pieces in
+order, then adds the finished, SHA-256-checked file back in seed mode. Web
+seeds can be added while a torrent runs (`add_web_seed`); `transfer()` splits
+what a torrent downloaded by source (BitTorrent peers or web seeds) from
+libtorrent's per-connection counters. Pieces are read back through
+`read_piece`, so a byte reaches a client only after libtorrent checked the
+piece's hash. Peers that send bad data are banned by libtorrent's smart-ban;
+the piece is fetched again from others (or the web seed).
+
+Edges share the work (`share_work`): an edge ranked r of the site's N live
+edges (the registry's, by id) puts its home pieces, every N-th from r, before
+all others, the next few of them in file order, so that each edge asks the
+seeder for different pieces and the edges trade the rest among themselves;
+pieces another edge holds are never home. Edges carry a role mark in their
+peer ids (`is_edge_peer`) so that each can tell the other edges from seeders.
+libtorrent's random first pieces and whole-piece runs ignore priorities, so
+edges turn them off.
 
 A seeder that knows its uplink (`upload_capacity`, or its `upload_rate_limit`)
 adapts how many block requests each peer may queue at it
@@ -27,15 +35,19 @@ yet received is not handed to the others too (the duplicates that cost stock
 libtorrent about 2x the bound, bench/swarm/RESULTS.md), deep once it has had
 room to spare for a while. Peers learn the depth in the handshake and keep
 to it for the connection, so a change reaches the connections made after it.
-Neither role uses hps's read-cache piece suggestions: every peer would ask
+Once told the uplinks the site's edges reported (`know_site`), the seeder
+knows before any handshake whether the site is seed-bound (shallow) or
+peer-bound (deep), and stops guessing (`site_queue_depth`). Neither role uses hps's read-cache piece suggestions: every peer would ask
 the seed for the same suggested pieces.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -70,6 +82,9 @@ class SwarmSettings:
     role: Role = "edge"
 
 
+QUEUE_MAX = 2000  # libtorrent's default max_allowed_in_request_queue
+
+
 @dataclass
 class SwarmStats:
     torrents: int
@@ -79,6 +94,7 @@ class SwarmStats:
     upload_rate: int
     download_rate: int
     web_seed_downloaded_bytes: int = 0  # the part of payload_downloaded_bytes from web seeds
+    request_queue_depth: int = QUEUE_MAX  # block requests a peer may queue here
 
 
 @dataclass(frozen=True)
@@ -98,8 +114,7 @@ class Transfer:
 # outstanding for the life of the connection, so the depth a connection starts with is what
 # counts: a change reaches the connections made after it (the next torrents of a pulse); a
 # shallower depth also turns away the excess of older connections.
-QUEUE_MIN = 8
-QUEUE_MAX = 2000  # libtorrent's default
+QUEUE_MIN = 4
 SATURATED = 0.85  # payload upload at this fraction of the capacity counts as a full link
 QUEUE_EVERY = 0.25  # seconds between looks at the upload rate
 QUEUE_DEEPEN_AFTER = 4  # looks in a row with room to spare before the depth goes to QUEUE_MAX
@@ -144,8 +159,92 @@ def request_queue_depth(state: QueueControl, rate: float, capacity: float) -> Qu
     return QueueControl(depth, 0, room)
 
 
-def session_settings(settings: SwarmSettings) -> dict[str, Any]:
+BLOCK = 16 * 1024  # bytes per block request
+LOADED_RTT = 0.05  # seconds: a request's round trip over loaded links (5-50 ms in bench/swarm)
+
+
+def site_queue_depth(capacity: float, edge_uplinks: Sequence[int]) -> int:
+    """The request-queue depth a seeder with uplink `capacity` gives its peers, from the uplinks
+    the live edges reported to the registry (a pure function; 0: it cannot tell).
+
+    A site is seed-bound when the edges together could pass on what the seeder sends,
+    N * mean(u_i) >= (N - 1) * u_s (Kumar-Ross). Then the seeder's link is full whatever the
+    depth, and a shallow queue, just deep enough for the seeder's share of each edge over a
+    loaded round trip, keeps edges from asking it for pieces others have asked for too. With
+    room to spare (peer-bound), duplicates cost nothing and each edge may ask for as much as
+    it can take. Uplinks of 0 are unknown; the known ones stand for them."""
+    known = [u for u in edge_uplinks if u > 0]
+    if capacity <= 0 or not known:
+        return 0
+    edges = len(edge_uplinks)
+    if edges * sum(known) / len(known) < (edges - 1) * capacity:
+        return QUEUE_MAX
+    return max(QUEUE_MIN, math.ceil(capacity / edges * LOADED_RTT / BLOCK))
+
+
+def new_peer_id(role: Role) -> str:
+    """A whole 20-byte peer id: the client's fingerprint, a role mark ("e" for an edge), then
+    random characters. libtorrent uses a 20-byte fingerprint as the peer id itself, so every
+    peer sees the mark (`is_edge_peer`)."""
+    return (
+        lt.generate_fingerprint("AM", 0, 1, 0, 0)
+        + ("e" if role == "edge" else "s")
+        + (secrets.token_hex(6)[:11])
+    )
+
+
+def is_edge_peer(peer_id: bytes) -> bool:
+    """Whether a peer id is an aptmesh edge's (`new_peer_id`)."""
+    return peer_id.startswith(b"-AM") and peer_id[8:9] == b"e"
+
+
+NEXT = 7  # libtorrent's top priority, whatever the availability: the next home pieces in order
+HOME = 6  # the rest of the home pieces: before any other piece the seeder holds
+SOON = 5  # other pieces the client's stream needs next: before the rest, rarest-first
+OTHER = 4  # libtorrent's default priority: rarest-first
+HOME_WINDOW = 16  # home pieces asked for in file order ahead of the rest
+SOON_WINDOW = 64  # pieces after the stream's next one that count as needed soon
+
+
+def home_priorities(
+    num_pieces: int,
+    rank: int,
+    count: int,
+    elsewhere: Sequence[bool] = (),
+    have: Sequence[bool] = (),
+    stream: int = 0,
+) -> list[int]:
+    """Piece priorities of the edge ranked `rank` of the site's `count` edges (a pure
+    function). Its home pieces (every `count`-th, from `rank`) come first, so each edge asks the
+    seeder for different pieces and gets the rest from the others, rarest-first; the first
+    HOME_WINDOW home pieces it lacks come first of all, in file order, so every edge's pieces
+    arrive about in file order and its client's in-order stream keeps up with the download.
+    A home piece another edge already holds (`elsewhere[index]`: it took it from the seeder
+    after running out of its own, or it has the file) is home no more: asking the seeder for
+    it again would be a duplicate. Of the other pieces, the SOON_WINDOW from `stream` (the
+    piece the client waits for) come before the rest, for the same reason."""
+
+    def flag(flags: Sequence[bool], index: int) -> bool:
+        return index < len(flags) and flags[index]
+
+    priorities = [OTHER] * num_pieces
+    soon = range(max(0, stream), min(num_pieces, stream + SOON_WINDOW))
+    priorities[soon.start : soon.stop] = [SOON] * len(soon)
+    window = HOME_WINDOW
+    for index in range(rank, num_pieces, count):
+        if flag(elsewhere, index):
+            continue
+        if window and not flag(have, index):
+            priorities[index] = NEXT
+            window -= 1
+        else:
+            priorities[index] = HOME
+    return priorities
+
+
+def session_settings(settings: SwarmSettings, peer_id: str = "") -> dict[str, Any]:
     """The libtorrent settings pack for a role, as a plain dict (a pure function)."""
+    peer_id = peer_id or lt.generate_fingerprint("AM", 0, 1, 0, 0)
     pack: dict[str, Any] = {}
     if settings.role in ("seeder", "edge"):
         pack.update(lt.high_performance_seed())
@@ -162,7 +261,7 @@ def session_settings(settings: SwarmSettings) -> dict[str, Any]:
             "enable_incoming_utp": settings.utp,
             "enable_outgoing_utp": settings.utp,
             "user_agent": f"aptmesh/{__version__}",
-            "peer_fingerprint": lt.generate_fingerprint("AM", 0, 1, 0, 0),
+            "peer_fingerprint": peer_id,
             "alert_mask": (
                 lt.alert.category_t.error_notification
                 | lt.alert.category_t.status_notification
@@ -188,6 +287,13 @@ def session_settings(settings: SwarmSettings) -> dict[str, Any]:
             "stop_tracker_timeout": 1,
         }
     )
+    if settings.role == "edge":
+        # Each edge asks the seeder for its own home pieces first (`home_priorities`). By default
+        # libtorrent picks random pieces until it has 4, and then runs of contiguous pieces
+        # (up to 8 MiB) from a fast peer: both ignore piece priorities, and with them the edges
+        # asked the seeder for the same pieces again.
+        pack["initial_picker_threshold"] = 0
+        pack["whole_pieces_threshold"] = 0
     if not settings.public:
         pack["dht_bootstrap_nodes"] = ""
     if upload_capacity(settings):
@@ -221,6 +327,7 @@ class SwarmTorrent:
         # means a new connection on the same endpoint.
         self._last: dict[tuple[Any, ...], int] = {}
         self._peer_bytes = 0
+        self._priorities: list[int] = []
 
     def _notify(self) -> None:
         self._changed.set()
@@ -240,17 +347,30 @@ class SwarmTorrent:
     def has_piece(self, index: int) -> bool:
         return index in self._have or bool(self.handle.have_piece(index))
 
-    async def read_piece(self, index: int) -> bytes:
-        """The bytes of a piece libtorrent has verified."""
+    def _start_read(self, index: int) -> asyncio.Future[bytes]:
         future = self._reads.get(index)
         if future is None:
             future = asyncio.get_running_loop().create_future()
+            # A read ahead nobody awaits (the stream ended) must not log an unretrieved error.
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
             self._reads[index] = future
             self.handle.read_piece(index)
+        return future
+
+    async def read_piece(self, index: int) -> bytes:
+        """The bytes of a piece libtorrent has verified."""
         try:
-            return await future
+            return await self._start_read(index)
         finally:
             self._reads.pop(index, None)
+
+    def read_ahead(self, first: int, count: int) -> None:
+        """Starts reading the verified pieces among `first`..`first+count-1`, so that a stream
+        that fell behind the download (pieces arrive out of order) catches up in parallel
+        reads, not one libtorrent round trip per piece."""
+        for index in range(first, min(first + count, self.num_pieces)):
+            if index in self._have:
+                self._start_read(index)
 
     async def wait_changed(self, seconds: float) -> bool:
         """Waits for a piece, an error or completion; False after `seconds`."""
@@ -291,6 +411,21 @@ class SwarmTorrent:
         for offset, index in enumerate(range(first, min(first + count, self.num_pieces))):
             if index not in self._have:
                 self.handle.set_piece_deadline(index, first_ms + offset * step_ms)
+
+    def share_work(self, rank: int, count: int, stream: int = 0) -> None:
+        """Puts this edge's home pieces first (`home_priorities`): it is `rank` of the site's
+        `count` edges, and `stream` is the piece its client waits for. A home piece is home no
+        more once another edge holds it (one took it from the seeder, or finished the file)."""
+        elsewhere = [False] * self.num_pieces
+        for peer in self.handle.get_peer_info():
+            if is_edge_peer(peer.pid.to_bytes()):
+                for index, held in enumerate(peer.pieces[: self.num_pieces]):
+                    elsewhere[index] = elsewhere[index] or held
+        have = [index in self._have for index in range(self.num_pieces)]
+        priorities = home_priorities(self.num_pieces, rank, count, elsewhere, have, stream)
+        if priorities != self._priorities:
+            self._priorities = priorities
+            self.handle.prioritize_pieces(priorities)
 
     def split(self, total: int) -> tuple[int, int]:
         """(from peers, from web seeds) of `total` payload bytes downloaded. Without a web seed
@@ -343,8 +478,9 @@ class Swarm:
 
     def __init__(self, settings: SwarmSettings) -> None:
         self.settings = settings
+        self.peer_id = new_peer_id(settings.role)
         params = lt.session_params()
-        params.settings = session_settings(settings)  # type: ignore[assignment]
+        params.settings = session_settings(settings, self.peer_id)  # type: ignore[assignment]
         self._session = lt.session(params)
         self._torrents: dict[str, SwarmTorrent] = {}
         self._totals = _Totals()
@@ -358,6 +494,7 @@ class Swarm:
         self.queue = QueueControl(
             int(params.settings.get("max_allowed_in_request_queue", QUEUE_MAX))
         )
+        self.site_depth = 0  # set by `know_site`; while set, it replaces `request_queue_depth`
         self._queue_task: asyncio.Task[None] | None = None
         capacity = upload_capacity(settings)
         if capacity:
@@ -372,10 +509,28 @@ class Swarm:
             now, sent = self._loop.time(), self.stats().payload_uploaded_bytes
             rate = max(0, sent - last) / max(now - last_t, 1e-6)
             last, last_t = sent, now
-            control = request_queue_depth(self.queue, rate, capacity)
-            if control.depth != self.queue.depth:
-                self._session.apply_settings({"max_allowed_in_request_queue": control.depth})
-            self.queue = control
+            if not self.site_depth:
+                self._set_queue(request_queue_depth(self.queue, rate, capacity))
+
+    def _set_queue(self, control: QueueControl) -> None:
+        if control.depth != self.queue.depth:
+            self._session.apply_settings({"max_allowed_in_request_queue": control.depth})
+        self.queue = control
+
+    def know_site(self, edge_uplinks: Sequence[int]) -> int:
+        """Tells an adaptive seeder the uplinks of the site's live edges (the registry's); from
+        then on its request-queue depth is `site_queue_depth` of them, not learned from its
+        own upload. Returns the depth (0: the site cannot tell; the seeder adapts as before)."""
+        capacity = upload_capacity(self.settings)
+        self.site_depth = site_queue_depth(capacity, edge_uplinks) if capacity else 0
+        if self.site_depth:
+            self._set_queue(QueueControl(self.site_depth))
+        return self.site_depth
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether this session adapts its request-queue depth (a seeder that knows its uplink)."""
+        return self._queue_task is not None
 
     @property
     def listen_port(self) -> int:
@@ -504,7 +659,9 @@ class Swarm:
             up_rate += status.upload_payload_rate
             down_rate += status.download_payload_rate
             web += torrent.split(status.total_payload_download)[1]
-        return SwarmStats(len(self._torrents), peers, up, down, up_rate, down_rate, web)
+        return SwarmStats(
+            len(self._torrents), peers, up, down, up_rate, down_rate, web, self.queue.depth
+        )
 
     def connect_peer(self, torrent: SwarmTorrent, host: str, port: int) -> None:
         """Adds a peer directly (benchmarks and tests of peer behaviour only)."""

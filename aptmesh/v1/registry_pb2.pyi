@@ -25,22 +25,28 @@ class Edge(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     ZONE_FIELD_NUMBER: _builtins.int
+    UPLOAD_CAPACITY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable identifier chosen by the edge (its host name, a pod name)."""
     url: _builtins.str
     """Public base URL clients use, e.g. http://edge-a.site.example:3142."""
     zone: _builtins.str
     """Free-form locality label (a site, a rack, a Kubernetes zone)."""
+    upload_capacity: _builtins.int
+    """The edge's BitTorrent uplink in bytes per second, 0 when unknown. Seeders
+    use it to choose how deep a request queue each peer gets.
+    """
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         url: _builtins.str = ...,
         zone: _builtins.str = ...,
+        upload_capacity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "url", b"url", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "upload_capacity", b"upload_capacity", "url", b"url", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -39,6 +39,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed-settings", type=_settings, default={}, help="JSON, the seed")
     parser.add_argument("--super-seed", action="store_true")
     parser.add_argument("--sequential", action="store_true")
+    parser.add_argument(
+        "--no-edge-uplinks",
+        action="store_true",
+        help="aptmesh edges do not report their uplink (the seeder adapts on its own)",
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--keep-logs", default="", help="copy worker logs to this directory")
     parser.add_argument("--out", help="append the JSON lines to this file too")
@@ -74,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_settings=args.seed_settings,
         super_seed=args.super_seed,
         sequential=args.sequential,
+        edge_uplinks=not args.no_edge_uplinks,
         keep_logs=args.keep_logs,
     )
     results: list[dict[str, Any]] = []

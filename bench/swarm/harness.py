@@ -82,6 +82,8 @@ class BenchConfig:
     seed_settings: dict[str, Any] = field(default_factory=dict)
     super_seed: bool = False
     sequential: bool = False
+    # aptmesh edges report their nominal uplink to the registry (the seeder's queue depth)
+    edge_uplinks: bool = True
     keep_logs: str = ""  # copy the workers' logs here before the temp directory goes
     cpu_threshold: float = 0.90
     cpu_max_fraction: float = 0.25
@@ -452,15 +454,16 @@ class BenchRun:
                 "seed_settings": cfg.seed_settings,
             }
         elif system == "aptmesh":
-            servers += self._aptmesh_servers(origin, mirror_url)
+            servers += self._aptmesh_servers(origin, mirror_url, len(edges))
             for edge, save in zip(edges, saves, strict=True):
-                fetchers.append(self._aptmesh_edge(origin, edge, save, mirror_url))
+                fetchers.append(self._aptmesh_edge(origin, edge, save, mirror_url, len(edges)))
             settings = {
                 "services": "aptmesh tracker + seeder (local mirror dir, webseed = mirror) on the "
                 "origin host; aptmesh edge per edge host, its client fetching every file "
                 "through it",
                 "upstream": UPSTREAM_NAME,
                 "seeder_upload_capacity": int(origin.up_mbit * MBIT) if origin.up_mbit else 0,
+                "edge_upload_capacity": self._edge_uplink(edges[0]),
             }
         else:
             raise BenchError(f"unknown system {system!r}")
@@ -546,8 +549,10 @@ class BenchRun:
             "pulse": cfg.pulse,
         }
 
-    def _aptmesh_servers(self, origin: netns.Host, mirror_url: str) -> list[Proc]:
-        """Tracker and seeder on the origin host; returns the servers that report at the end."""
+    def _aptmesh_servers(self, origin: netns.Host, mirror_url: str, edges: int) -> list[Proc]:
+        """Tracker and seeder on the origin host; returns the servers that report at the end:
+        the seeder's scraper, ready once the seeder has seen the `edges` edges registered (a
+        pulse reaches a site whose seeder has looked at the registry since its edges came)."""
         if self.keyring is None:
             raise BenchError("the aptmesh system needs the signed repository (make_payload)")
         state = self.tmp / "aptmesh-origin"
@@ -578,15 +583,27 @@ class BenchRun:
         )  # fmt: skip
         self.finish(waiter, timeout=130)
         return [
-            self.start(origin, "scrape", "--base", f"http://127.0.0.1:{SEEDER_HTTP_PORT}/metrics")
+            self.start(
+                origin,
+                "scrape",
+                "--base",
+                f"http://127.0.0.1:{SEEDER_HTTP_PORT}/metrics",
+                "--site-edges",
+                str(edges),
+            )  # fmt: skip
         ]
+
+    def _edge_uplink(self, edge: netns.Host) -> int:
+        """What an aptmesh edge reports as its uplink: its nominal cap (0: unknown)."""
+        return int(edge.up_mbit * MBIT) if edge.up_mbit and self.config.edge_uplinks else 0
 
     def _announce(self, origin: netns.Host) -> str:
         return f"http://{origin.address}:{TRACKER_HTTP_PORT}/announce"
 
     def _aptmesh_edge(
-        self, origin: netns.Host, edge: netns.Host, save: Path, mirror_url: str
+        self, origin: netns.Host, edge: netns.Host, save: Path, mirror_url: str, edges: int
     ) -> Proc:
+        """An aptmesh edge and its client, ready once the edge lists all `edges` edges."""
         cache = self.tmp / f"aptmesh-{edge.name}"
         shutil.rmtree(cache, ignore_errors=True)
         url = f"http://{edge.address}:{EDGE_HTTP_PORT}"
@@ -597,11 +614,13 @@ class BenchRun:
             "--tracker-grpc", f"{origin.address}:{TRACKER_GRPC_PORT}",
             "--tracker-announce", self._announce(origin), "--publish-token", TOKEN,
             "--edge-id", edge.name, "--public-url", url, "--listen-port", str(BT_PORT),
+            "--upload-capacity", str(self._edge_uplink(edge)),
         )  # fmt: skip
         return self.start(
             edge, "edge-get", "--edge", url, "--upstream", UPSTREAM_NAME,
             "--indexes", f"{repo.INRELEASE},{repo.PACKAGES}.xz",
             "--manifest", str(self.tmp / "manifest-http.json"), "--save", str(save),
+            "--site-edges", str(edges),
         )  # fmt: skip
 
     def _verify(self, save: Path) -> bool:

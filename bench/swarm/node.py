@@ -357,10 +357,28 @@ def _sum(samples: dict[str, float], name: str, *labels: str) -> int:
     )
 
 
+async def _wait_edges(edge: str, count: int, seconds: float) -> None:
+    """Waits until the edge lists `count` live edges (itself included): the steady state of a
+    site, where every edge knows the others (small files go through their owner edge)."""
+    import aiohttp
+
+    deadline = time.time() + seconds
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"{edge}/_aptmesh/edges") as response:
+                listed = (await response.json())["edges"]
+            if len(listed) >= count:
+                return
+            if time.time() > deadline:
+                raise SystemExit(f"{edge} lists {len(listed)} of {count} edges")
+            await asyncio.sleep(0.2)
+
+
 async def edge_get(args: argparse.Namespace) -> None:
     """An apt client of one aptmesh edge: indexes first (apt-get update), then, timed, the files."""
     items = Item.load(args.manifest)
     await _wait_http(f"{args.edge}/readyz", 60)
+    await _wait_edges(args.edge, args.site_edges, 60)
     base = f"{args.edge}/{args.upstream}"
     await _fetch_all(base, [Item(p, 0, None) for p in args.indexes.split(",")],
                      Path(args.save) / "indexes", 1)  # fmt: skip
@@ -407,8 +425,17 @@ async def wait_index(args: argparse.Namespace) -> None:
 
 
 async def scrape(args: argparse.Namespace) -> None:
-    """Reports a service's payload upload (from its /metrics) when the run stops."""
+    """Reports a service's payload upload (from its /metrics) when the run stops; with
+    `--site-edges N`, ready only once the seeder has seen N live edges in the registry."""
     await _wait_http(args.base, 60)
+    deadline = time.time() + 60
+    while (
+        args.site_edges
+        and (await _samples(args.base)).get("aptmesh_seeder_site_edges", -1) < args.site_edges
+    ):
+        if time.time() > deadline:
+            raise SystemExit(f"the seeder did not see {args.site_edges} edges in time")
+        await asyncio.sleep(0.2)
     emit("ready")
     await stdin_closed()
     samples = await _samples(args.base)
@@ -448,6 +475,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--web-seed", default="")
     parser.add_argument("--peers", default="")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--site-edges", type=int, default=0)
     parser.add_argument("--lt-role", default="plain", choices=["plain", "seeder", "edge"])
     parser.add_argument("--settings", default="")
     parser.add_argument("--super-seed", action="store_true")

@@ -22,8 +22,9 @@ from aptmesh.edge.cache import BlobStore, IndexStore, PathIndex
 from aptmesh.edge.config import EdgeConfig
 from aptmesh.edge.files import FileService
 from aptmesh.edge.grpcapi import SERVICE_NAME, EdgeServicer
-from aptmesh.edge.http import EdgeHttp, EdgeInfo
+from aptmesh.edge.http import EdgeHttp
 from aptmesh.edge.metrics import EdgeMetrics
+from aptmesh.edge.site import EdgeInfo, SiteFetch
 from aptmesh.edge.trust import ReleaseVerifier
 from aptmesh.edge.upstream import UpstreamClient
 from aptmesh.edge.urls import Resource, UrlError, parse_target, parse_upstreams
@@ -38,6 +39,9 @@ log = logs.get(__name__)
 
 METRICS_EVERY = 2.0  # seconds between swarm statistics updates
 EDGES_EVERY = 10.0  # seconds between refreshes of the edge list
+# A list not refreshed for this long (the tracker is unreachable) no longer routes small files
+# through other edges.
+EDGES_STALE_AFTER = 3 * EDGES_EVERY
 
 
 def make_verifier(config: EdgeConfig) -> Verifier:
@@ -49,6 +53,13 @@ def make_verifier(config: EdgeConfig) -> Verifier:
 def renew_after(lease_seconds: int) -> float:
     """Renew a registration at a third of its lease (two chances before it ends)."""
     return max(1.0, lease_seconds / 3)
+
+
+def reported_upload_capacity(config: EdgeConfig) -> int:
+    """The uplink the registry hears of: the configured capacity or the upload cap (the link a
+    limited edge can fill), the lower if both are set; 0: unknown."""
+    known = [v for v in (config.upload_capacity, config.upload_rate_limit) if v > 0]
+    return min(known) if known else 0
 
 
 class Edge:
@@ -74,6 +85,17 @@ class Edge:
         self.paths = PathIndex(root)
         self.indexes = IndexStore(root)
         self.upstream = UpstreamClient(self.metrics, config.upstream_timeout)
+        # Small files through the zone's owner edge: only with a registry to list the edges.
+        self.site_fetch = (
+            SiteFetch(
+                self.metrics,
+                zone=config.zone,
+                read_timeout=config.upstream_timeout,
+                stale_after=EDGES_STALE_AFTER,
+            )
+            if config.site_fetch and config.tracker_grpc
+            else None
+        )
         self.files = FileService(
             blobs=self.blobs,
             paths=self.paths,
@@ -83,6 +105,7 @@ class Edge:
             metrics=self.metrics,
             freeze_seconds=config.index_freeze_seconds,
             swarm_min_size=config.swarm_min_size,
+            site=self.site_fetch,
             clock=clock,
         )
         self.other_edges: list[EdgeInfo] = []
@@ -134,6 +157,8 @@ class Edge:
         await asyncio.to_thread(self._open_stores)
         self.files.update_gauges()
         await self.upstream.start()
+        if self.site_fetch is not None:
+            await self.site_fetch.start()
         learned = await self.files.warm(self._resolve_url)
         log.info("indexes_loaded", verified=learned)
         self._site = await web.start(
@@ -218,7 +243,12 @@ class Edge:
         from aptmesh.tracker.client import TrackerClientError
         from aptmesh.tracker.records import Edge as EdgeRecord
 
-        me = EdgeRecord(self.edge_id(), self.public_url(), self.config.zone)
+        me = EdgeRecord(
+            self.edge_id(),
+            self.public_url(),
+            self.config.zone,
+            upload_capacity=reported_upload_capacity(self.config),
+        )
         while True:
             try:
                 lease = await tracker.register_edge(me)
@@ -240,6 +270,10 @@ class Edge:
             log.info("edge_list_unavailable", error=str(exc))
             return
         self.other_edges = [EdgeInfo(e.id, e.url, e.zone) for e in edges]
+        if self.site_fetch is not None:
+            self.site_fetch.set_edges(self.edge_id(), self.other_edges)
+        if self.swarm_side is not None:
+            self.swarm_side.set_site(self.edge_id(), [e.id for e in edges])
 
     async def _list_edges(self) -> None:
         while True:
@@ -279,6 +313,8 @@ class Edge:
             self._grpc = None
         await self.files.close()
         await self.upstream.close()
+        if self.site_fetch is not None:
+            await self.site_fetch.close()
         if self.swarm_side is not None:
             self.swarm_side.close()
             self.swarm_side.swarm.close()

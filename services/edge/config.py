@@ -48,6 +48,11 @@ class EdgeConfig:
     swarm_min_size: int = option(
         1024**2, "package files at least this size are fetched through the swarm", size=True
     )
+    site_fetch: bool = option(
+        True,
+        "fetch package files below swarm_min_size through the edge of the zone that owns them "
+        "(rendezvous hash over live edges), so a site fetches each from outside once",
+    )
     upstream_timeout: float = option(
         30.0, "seconds to wait for an upstream to connect or send its headers (then 504)"
     )
@@ -66,6 +71,12 @@ class EdgeConfig:
     )
     upload_rate_limit: int = option(
         0, "BitTorrent upload cap in bytes per second (0: unlimited)", size=True
+    )
+    upload_capacity: int = option(
+        0,
+        "BitTorrent uplink in bytes per second, reported to the tracker's registry so seeders "
+        "can tell a seed-bound site (0: unknown)",
+        size=True,
     )
     swarm_timeout: float = option(
         10.0, "seconds to wait for the first swarm bytes before falling back to upstream"
@@ -108,6 +119,7 @@ class EdgeConfig:
         )
         require(self.swarm_webseed_min_rate >= 0, "swarm_webseed_min_rate", "must not be negative")
         require(self.upload_rate_limit >= 0, "upload_rate_limit", "must not be negative")
+        require(self.upload_capacity >= 0, "upload_capacity", "must not be negative")
         require(
             self.log_level.lower() in {"debug", "info", "warning", "error"},
             "log_level",

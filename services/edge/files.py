@@ -12,9 +12,11 @@ served (counted); with nothing cached the client gets 502 or 504.
 
 Package files: a blob whose SHA-256 the verified index names is served from
 the cache; otherwise one `Download` per file is started and every client
-joins it (see downloads.py). The source (swarm or upstream) is chosen by
-`sources.choose_source`. A download is kept only if it matches the index (or,
-with verification off, by the hash of its bytes).
+joins it (see downloads.py). A verified file below `swarm_min_size` is first
+asked of the edge of the zone that owns it (site.py), unless the request came
+from another edge; otherwise, or if that fails, the source (swarm or upstream)
+is chosen by `sources.choose_source`. A download is kept only if it matches the
+index (or, with verification off, by the hash of its bytes).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from aptmesh.edge.downloads import (
     is_disk_full,
 )
 from aptmesh.edge.metrics import EdgeMetrics
+from aptmesh.edge.site import SiteFetch
 from aptmesh.edge.sources import (
     Choice,
     Facts,
@@ -68,7 +71,7 @@ class Body:
 
     size: int | None
     last_modified: str
-    source: str  # cache, upstream or swarm (the served-bytes label)
+    source: str  # cache, upstream, swarm or edge (the served-bytes label)
     outcome: str  # hit, miss, revalidated, stale, bypass (the requests label)
     data: bytes | None = None
     path: Path | None = None
@@ -111,6 +114,7 @@ class FileService:
         freeze_seconds: float,
         swarm_min_size: int,
         swarm: SwarmFetcher | None = None,
+        site: SiteFetch | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.blobs = blobs
@@ -123,10 +127,13 @@ class FileService:
         self.freeze_seconds = freeze_seconds
         self.swarm_min_size = swarm_min_size
         self.swarm = swarm
+        self.site = site
         self.clock = clock
         self._index_tasks: dict[str, asyncio.Task[tuple[IndexEntry, str]]] = {}
         self._fed: set[str] = set()  # index keys the verifier has seen in this process
         self._downloads: dict[str, Download] = {}
+        # Downloads waiting for the owner edge, by key: set to make them use the upstream.
+        self._site_waits: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._counts = {"hit": 0, "miss": 0}
 
@@ -138,11 +145,12 @@ class FileService:
         """(hits, misses) of package requests since start-up."""
         return self._counts["hit"], self._counts["miss"]
 
-    async def get(self, resource: Resource) -> Body:
+    async def get(self, resource: Resource, *, from_edge: bool = False) -> Body:
+        """`from_edge`: another edge asks (`X-Aptmesh-Via`); never sent on to an edge."""
         if resource.file_class is FileClass.INDEX:
             return await self.get_index(resource)
         if resource.file_class is FileClass.PACKAGE:
-            return await self.get_package(resource)
+            return await self.get_package(resource, from_edge=from_edge)
         return await self.get_other(resource)
 
     # -- indexes ------------------------------------------------------------------
@@ -349,7 +357,7 @@ class FileService:
         self._counts["hit"] += 1
         return True
 
-    async def get_package(self, resource: Resource) -> Body:
+    async def get_package(self, resource: Resource, *, from_edge: bool = False) -> Body:
         cached = self.cached_package(resource)
         if cached is not None:
             self._counts["hit"] += 1
@@ -357,19 +365,36 @@ class FileService:
         self._counts["miss"] += 1
         expected = self.verifier.expected(resource)
         keep = expected is not None or self.verifier.keeps_unverified()
-        return await self._join(resource, expected, keep=keep, outcome="miss" if keep else "bypass")
+        return await self._join(
+            resource,
+            expected,
+            keep=keep,
+            outcome="miss" if keep else "bypass",
+            from_edge=from_edge,
+        )
 
     async def _join(
-        self, resource: Resource, expected: Expected | None, *, keep: bool, outcome: str
+        self,
+        resource: Resource,
+        expected: Expected | None,
+        *,
+        keep: bool,
+        outcome: str,
+        from_edge: bool = False,
     ) -> Body:
         download = self._downloads.get(resource.key)
+        waiting = self._site_waits.get(resource.key) if from_edge else None
+        if waiting is not None:
+            # This edge is the owner in the asking edge's view of the zone but not in its own:
+            # the lists disagree, and waiting for the owner could close a circle.
+            waiting.set()
         if download is None and expected is not None and not self._room_for(expected.size):
             return await self._pass_through(resource, expected, resource.file_class.value)
         if download is None:
             download = Download(resource.key, self.blobs.new_tmp(), expected)
             self._downloads[resource.key] = download
             self.metrics.downloads_active.inc()
-            task = asyncio.create_task(self._run(resource, download, keep))
+            task = asyncio.create_task(self._run(resource, download, keep, from_edge))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         reader = download.open_reader()
@@ -411,9 +436,11 @@ class FileService:
             content_type=content_type(resource.path),
         )
 
-    async def _run(self, resource: Resource, download: Download, keep: bool) -> None:
+    async def _run(
+        self, resource: Resource, download: Download, keep: bool, from_edge: bool
+    ) -> None:
         try:
-            await self._fill(resource, download)
+            await self._fill(resource, download, from_edge)
             await download.finish()
         except DownloadFailed as exc:
             self._end(resource, download)
@@ -493,7 +520,9 @@ class FileService:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _fill(self, resource: Resource, download: Download) -> None:
+    async def _fill(self, resource: Resource, download: Download, from_edge: bool) -> None:
+        if not from_edge and await self._from_site(resource, download):
+            return
         expected = download.expected
         swarm = self.swarm
         facts = Facts(swarm is not None, self.swarm_min_size, expected)
@@ -510,6 +539,24 @@ class FileService:
                 log.info("swarm_fallback", key=resource.key, reason=exc.reason, error=exc.text)
         self._count_fallback(resource, choice)
         await self.http_source.fetch(resource.upstream_urls(), download)
+
+    async def _from_site(self, resource: Resource, download: Download) -> bool:
+        """Whether the file came from the edge of the zone that owns it (a small, verified
+        package file that this edge does not own); False: nothing was written or begun."""
+        site, expected = self.site, download.expected
+        if site is None or expected is None or expected.size >= self.swarm_min_size:
+            return False
+        if resource.file_class is not FileClass.PACKAGE:
+            return False
+        owner = site.owner_for(expected.sha256)
+        if owner is None:
+            return False
+        abandon = asyncio.Event()
+        self._site_waits[resource.key] = abandon
+        try:
+            return await site.fetch(owner, resource, download, abandon)
+        finally:
+            self._site_waits.pop(resource.key, None)
 
     def _count_fallback(self, resource: Resource, choice: Choice) -> None:
         if choice.fallback_reason and resource.file_class is FileClass.PACKAGE:

@@ -29,6 +29,7 @@ from aptmesh import logs
 from aptmesh.edge.downloads import DownloadFailed
 from aptmesh.edge.files import Body, FileService
 from aptmesh.edge.metrics import SOURCES, EdgeMetrics
+from aptmesh.edge.site import VIA_HEADER, EdgeInfo
 from aptmesh.edge.urls import Resource, Upstreams, UrlError, parse_target
 
 log = logs.get(__name__)
@@ -57,13 +58,6 @@ class HotEntry:
     headers: dict[str, str]
     requests: Counter
     served: Counter
-
-
-@dataclass(frozen=True)
-class EdgeInfo:
-    id: str
-    url: str
-    zone: str
 
 
 EdgesProvider = Callable[[], Awaitable[list[EdgeInfo]]]
@@ -192,7 +186,7 @@ class EdgeHttp:
             self._resolved[raw] = resource
         file_class = resource.file_class.value
         try:
-            body = await self._files.get(resource)
+            body = await self._files.get(resource, from_edge=VIA_HEADER in request.headers)
         except DownloadFailed as exc:
             self._count(file_class, "error")
             return _text(exc.status, exc.text + "\n")

@@ -6,7 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from aptmesh.metrics import new_registry
 
-SOURCES = ("cache", "swarm", "upstream")
+# edge: a small file fetched from the edge of the zone that owns it (site.py)
+SOURCES = ("cache", "swarm", "upstream", "edge")
 FALLBACK_REASONS = (
     "no_torrent",
     "tracker_unreachable",
@@ -67,6 +68,13 @@ class EdgeMetrics:
             ["outcome"],
             registry=r,
         )
+        self.site_fetches = Counter(
+            "aptmesh_edge_site_fetches_total",
+            "Small package files asked of the edge of the zone that owns them, by result "
+            "(failed: fetched from the upstream instead).",
+            ["result"],
+            registry=r,
+        )
         self.stale_served = Counter(
             "aptmesh_edge_stale_index_served_total",
             "Index files served from cache because the upstream could not be reached.",
@@ -108,5 +116,7 @@ class EdgeMetrics:
             self.served_bytes.labels(source=source)
         for reason in FALLBACK_REASONS:
             self.fallbacks.labels(reason=reason)
+        for result in ("ok", "failed"):
+            self.site_fetches.labels(result=result)
         for direction in ("upload", "download"):
             self.torrent_payload.labels(service="edge", direction=direction)

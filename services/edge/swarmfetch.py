@@ -60,6 +60,7 @@ log = logs.get(__name__)
 STREAM_FIRST_MS = 1000
 STREAM_STEP_MS = 50
 WEB_SEED_CHECK_EVERY = 0.25  # seconds between looks at whether the swarm keeps up
+READ_AHEAD = 4 << 20  # bytes of verified pieces read in parallel ahead of the stream
 
 
 class SwarmSource:
@@ -119,7 +120,7 @@ class SwarmSource:
         loop = asyncio.get_running_loop()
         start = last_piece = loop.time()
         progressed = False
-        next_check = start
+        next_check = next_share = start
         written_web = 0
         try:
             for index in range(first, handle.num_pieces):
@@ -136,6 +137,9 @@ class SwarmSource:
                     limit = owner.stall_seconds if progressed else owner.first_piece_timeout
                     if now - last_piece >= limit:
                         raise TimeoutError
+                    if now >= next_share:
+                        next_share = now + WEB_SEED_CHECK_EVERY
+                        handle.share_work(*owner.site, index)
                     if not handle.web_seeds and urls and now >= next_check:
                         next_check = now + WEB_SEED_CHECK_EVERY
                         self._consider_web_seed(handle, urls, now - start, now - last_piece)
@@ -143,6 +147,7 @@ class SwarmSource:
                     if await handle.wait_changed(max(wait, 0.0)):
                         last_piece = loop.time()
                         progressed = True
+                handle.read_ahead(index + 1, max(1, READ_AHEAD // piece_length))
                 data = await handle.read_piece(index)
                 if index == first:
                     data = data[skip:]
@@ -218,11 +223,19 @@ class EdgeSwarm:
         self.self_url = self_url
         self.web_seed_policy = web_seed_policy or WebSeedPolicy()
         self._records: dict[str, PackageRecord] = {}
+        # (rank, count) of this edge among the site's live edges, by id: which pieces of every
+        # torrent are its own to ask the seeder for (`SwarmTorrent.share_work`).
+        self.site = (0, 1)
         self.downloading: dict[str, SwarmTorrent] = {}
         self.seeding: dict[str, SwarmTorrent] = {}
         self._uploaded = 0
         self._downloaded = 0
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def set_site(self, self_id: str, edge_ids: list[str]) -> None:
+        """The live edges of the registry (this edge among them, once registered)."""
+        ids = sorted(set(edge_ids))
+        self.site = (ids.index(self_id), len(ids)) if self_id in ids else (0, 1)
 
     def open(self) -> None:
         if self.scratch_dir.exists():

@@ -41,6 +41,7 @@ log = logs.get(__name__)
 
 Clock = Callable[[], float]
 STATE_FILE = "state.sqlite3"
+SITE_EVERY = 5.0  # seconds between looks at the edge registry (`watch_site`)
 
 
 def check_runnable(config: SeederConfig) -> tuple[RepositorySpec, ...]:
@@ -170,6 +171,7 @@ class RunningSeeder:
     site: web.Site
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     poller: asyncio.Task[None] | None = None
+    site_watch: asyncio.Task[None] | None = None
 
     @property
     def box(self) -> SeedBox:
@@ -189,15 +191,34 @@ class RunningSeeder:
 
     async def stop(self, grace: float = 2.0) -> None:
         self.stop_event.set()
-        if self.poller is not None:
-            self.poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.poller
+        for task in (self.poller, self.site_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.site.stop()
         await self.grpc.stop(grace)
         saved = await self.box.save_resume_data()
         log.info("seeder.stopped", resume_data_saved=saved)
         await self.seeder.close()
+
+
+async def watch_site(
+    swarm: Swarm, publisher: Publisher, metrics: SeederMetrics, every: float
+) -> None:
+    """Keeps the swarm's request-queue depth matched to the site: every `every` seconds it
+    reads the live edges' uplinks from the registry (`Swarm.know_site`); an unreachable
+    registry leaves the last answer in place."""
+    known = -1
+    while True:
+        uplinks = await publisher.edge_uplinks()
+        if uplinks is not None:
+            metrics.site_edges.set(len(uplinks))
+            depth = swarm.know_site(uplinks)
+            if depth != known:
+                log.info("seeder.site", edges=len(uplinks), request_queue_depth=depth)
+                known = depth
+        await asyncio.sleep(every)
 
 
 async def start(
@@ -206,6 +227,7 @@ async def start(
     clock: Clock = time.time,
     publisher: Publisher | None = None,
     poll: bool = True,
+    site_every: float = SITE_EVERY,
 ) -> RunningSeeder:
     """Builds, restores (re-seeds held files), serves, and (with `poll`) starts polling.
 
@@ -245,6 +267,10 @@ async def start(
     running = RunningSeeder(seeder, grpc_server, site)
     if poll:
         running.poller = asyncio.create_task(seeder.box.run(running.stop_event))
+    if seeder.swarm is not None and seeder.swarm.adaptive:
+        running.site_watch = asyncio.create_task(
+            watch_site(seeder.swarm, seeder.publisher, seeder.metrics, site_every)
+        )
     log.info(
         "seeder.started",
         grpc=running.grpc_target,

@@ -39,6 +39,11 @@ class _SwarmCollector(Collector):
             "aptmesh_seeder_torrents", "Torrents being seeded.", value=stats.torrents
         )
         yield GaugeMetricFamily(
+            "aptmesh_seeder_request_queue_depth",
+            "Block requests each peer may queue at the seeder (told to peers at handshake).",
+            value=stats.request_queue_depth,
+        )
+        yield GaugeMetricFamily(
             "aptmesh_seeder_peers", "Peers connected over all torrents.", value=stats.peers
         )
         yield GaugeMetricFamily(
@@ -110,6 +115,12 @@ class SeederMetrics:
             ["repository"],
             registry=registry,
         )
+        self.site_edges = Gauge(
+            "aptmesh_seeder_site_edges",
+            "Live edges the registry listed at the seeder's last look (-1: not read yet).",
+            registry=registry,
+        )
+        self.site_edges.set(-1)
         self.fetched_files = Counter(
             "aptmesh_seeder_fetched_files_total",
             "Package files fetched from upstream and verified.",

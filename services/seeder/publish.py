@@ -1,7 +1,8 @@
 """Publishing held files to the tracker's index.
 
 `Publisher` is what a sync needs from the index: which records it lacks, and
-publishing one. `TrackerPublisher` talks to the tracker over gRPC (through
+publishing one; and what the seeder's swarm needs from the edge registry: the
+uplinks of the live edges. `TrackerPublisher` talks to the tracker over gRPC (through
 `aptmesh.tracker.client`, which translates gRPC errors); `MemoryPublisher` is
 the in-memory fake for tests; `NoPublisher` is for a seeder configured
 without a tracker (it seeds, but nobody learns about it from the index).
@@ -42,6 +43,10 @@ class Publisher(Protocol):
     async def publish(self, record: PackageRecord) -> bool:
         """Publishes a record; True when it was new to the index."""
 
+    async def edge_uplinks(self) -> list[int] | None:
+        """The upload capacities the live edges reported (0: unknown); None when the
+        registry cannot be reached."""
+
 
 class TrackerPublisher:
     def __init__(self, client: TrackerClient) -> None:
@@ -62,6 +67,13 @@ class TrackerPublisher:
         except TrackerClientError as exc:
             raise PublishError(str(exc)) from None
 
+    async def edge_uplinks(self) -> list[int] | None:
+        try:
+            edges = await self.client.list_edges()
+        except TrackerClientError:
+            return None
+        return [edge.upload_capacity for edge in edges]
+
     async def close(self) -> None:
         await self.client.close()
 
@@ -71,6 +83,7 @@ class MemoryPublisher:
 
     def __init__(self) -> None:
         self.records: dict[str, PackageRecord] = {}
+        self.uplinks: list[int] = []
         self.fail = False
 
     async def missing(self, sha256s: Sequence[str]) -> set[str]:
@@ -85,6 +98,9 @@ class MemoryPublisher:
         self.records[record.sha256] = record
         return created
 
+    async def edge_uplinks(self) -> list[int] | None:
+        return None if self.fail else list(self.uplinks)
+
 
 class NoPublisher:
     async def missing(self, sha256s: Sequence[str]) -> set[str]:
@@ -92,3 +108,6 @@ class NoPublisher:
 
     async def publish(self, record: PackageRecord) -> bool:
         return False
+
+    async def edge_uplinks(self) -> list[int] | None:
+        return None

@@ -49,6 +49,7 @@ class Edge:
     id: str
     url: str
     zone: str = ""
+    upload_capacity: int = 0  # BitTorrent uplink in bytes per second; 0: unknown
 
 
 def record_to_proto(record: PackageRecord) -> index_pb2.PackageRecord:
@@ -78,8 +79,12 @@ def record_from_proto(message: index_pb2.PackageRecord) -> PackageRecord:
 
 
 def edge_to_proto(edge: Edge) -> registry_pb2.Edge:
-    return registry_pb2.Edge(id=edge.id, url=edge.url, zone=edge.zone)
+    return registry_pb2.Edge(
+        id=edge.id, url=edge.url, zone=edge.zone, upload_capacity=edge.upload_capacity
+    )
 
 
 def edge_from_proto(message: registry_pb2.Edge) -> Edge:
-    return Edge(id=message.id, url=message.url, zone=message.zone)
+    return Edge(
+        id=message.id, url=message.url, zone=message.zone, upload_capacity=message.upload_capacity
+    )

@@ -21,6 +21,7 @@ log = logs.get(__name__)
 SERVICE_NAME = "aptmesh.v1.EdgeRegistryService"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 _ZONE = re.compile(r"[A-Za-z0-9._:/@-]{0,128}")
+MAX_UPLOAD_CAPACITY = 2**63 - 1  # SQLite's INTEGER is signed; no real uplink comes near it
 
 
 def check_edge(edge: Edge) -> None:
@@ -31,6 +32,8 @@ def check_edge(edge: Edge) -> None:
     check_url(edge.url, "edge url")
     if not _ZONE.fullmatch(edge.zone):
         raise InvalidRecord("edge zone must be at most 128 letters, digits or . _ : / @ -")
+    if not 0 <= edge.upload_capacity <= MAX_UPLOAD_CAPACITY:
+        raise InvalidRecord(f"edge upload_capacity must be at most {MAX_UPLOAD_CAPACITY}")
 
 
 class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
@@ -58,7 +61,13 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
         )
         if edge.id not in self._seen:
             self._seen.add(edge.id)
-            log.info("edge registered", edge_id=edge.id, url=edge.url, zone=edge.zone)
+            log.info(
+                "edge registered",
+                edge_id=edge.id,
+                url=edge.url,
+                zone=edge.zone,
+                upload_capacity=edge.upload_capacity,
+            )
         return registry_pb2.RegisterEdgeResponse(lease_seconds=self._lease)
 
     async def ListEdges(  # noqa: N802 - gRPC method name

@@ -178,7 +178,8 @@ CREATE TABLE IF NOT EXISTS edges (
     id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
     zone TEXT NOT NULL,
-    expires REAL NOT NULL
+    expires REAL NOT NULL,
+    upload_capacity INTEGER NOT NULL DEFAULT 0
 );
 """
 _COLUMNS = "sha256, size, name, info_hash_v1, info_hash_v2, piece_length, torrent, upstream_urls"
@@ -187,6 +188,14 @@ _CHUNK = 500  # below SQLite's default limit of bound parameters
 
 class StoreError(Exception):
     """The database cannot be opened or is not an aptmesh tracker database."""
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Brings a database made by an earlier schema up to this one (CREATE TABLE IF NOT EXISTS
+    leaves an existing table as it was)."""
+    edge_columns = {row[1] for row in db.execute("PRAGMA table_info(edges)")}
+    if "upload_capacity" not in edge_columns:
+        db.execute("ALTER TABLE edges ADD COLUMN upload_capacity INTEGER NOT NULL DEFAULT 0")
 
 
 def _record(row: tuple[str, int, str, str, str, int, bytes, str]) -> PackageRecord:
@@ -204,8 +213,11 @@ class SqliteStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
+            _add_missing_columns(self._db)
             rows = self._db.execute("SELECT info_hash_v1, info_hash_v2 FROM packages").fetchall()
-            edges = self._db.execute("SELECT id, url, zone, expires FROM edges").fetchall()
+            edges = self._db.execute(
+                "SELECT id, url, zone, upload_capacity, expires FROM edges"
+            ).fetchall()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"opening the tracker database {path}: {exc}") from None
         self._tracked: set[bytes] = set()
@@ -214,7 +226,11 @@ class SqliteStore:
             self._tracked.add(bytes.fromhex(v2[:40]))
         self._count = len(rows)
         self._edges = EdgeLeases(
-            clock, ((Edge(edge_id, url, zone), exp) for edge_id, url, zone, exp in edges)
+            clock,
+            (
+                (Edge(edge_id, url, zone, capacity), exp)
+                for edge_id, url, zone, capacity, exp in edges
+            ),
         )
 
     def put(self, record: PackageRecord) -> bool:
@@ -272,8 +288,9 @@ class SqliteStore:
     def register_edge(self, edge: Edge, lease_seconds: float) -> float:
         expires = self._clock() + lease_seconds
         self._db.execute(
-            "INSERT OR REPLACE INTO edges (id, url, zone, expires) VALUES (?, ?, ?, ?)",
-            (edge.id, edge.url, edge.zone, expires),
+            "INSERT OR REPLACE INTO edges (id, url, zone, upload_capacity, expires)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (edge.id, edge.url, edge.zone, edge.upload_capacity, expires),
         )
         self._edges.put(edge, expires)
         return expires

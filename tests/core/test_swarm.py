@@ -13,16 +13,25 @@ from aiohttp import web
 
 from aptmesh import web as webhelp
 from aptmesh.swarm import (
+    HOME,
+    HOME_WINDOW,
+    NEXT,
+    OTHER,
     QUEUE_DEEPEN_AFTER,
     QUEUE_MAX,
     QUEUE_MIN,
     QUEUE_SHALLOW_AFTER,
+    SOON,
     QueueControl,
     Swarm,
     SwarmError,
     SwarmSettings,
+    home_priorities,
+    is_edge_peer,
+    new_peer_id,
     request_queue_depth,
     session_settings,
+    site_queue_depth,
     upload_capacity,
 )
 from aptmesh.torrent import make_torrent
@@ -108,6 +117,146 @@ async def test_a_seeder_with_a_known_uplink_applies_the_depth(tmp_path: Path) ->
         swarm.close()
     await asyncio.sleep(0)
     assert swarm._queue_task.cancelled() or swarm._queue_task.done()
+
+
+MBIT = 125_000  # bytes per second
+
+
+def test_a_seed_bound_site_gets_a_shallow_queue_and_a_peer_bound_one_a_deep_one() -> None:
+    """Kumar-Ross: seed-bound when N * mean(u_i) >= (N - 1) * u_s."""
+    seeder = 80 * MBIT
+    # Six edges as fast as the seeder: its link is the limit; just enough depth for its share
+    # of each edge over a loaded round trip: 10 MB/s / 6 * 50 ms = 5.1 blocks.
+    assert site_queue_depth(seeder, [80 * MBIT] * 6) == 6
+    assert site_queue_depth(seeder / 4, [80 * MBIT] * 6) == QUEUE_MIN
+    # A fast seeder and slow edges: room to spare, duplicates cost nothing.
+    assert site_queue_depth(200 * MBIT, [40 * MBIT] * 6) == QUEUE_MAX
+    # A 10 Gbit/s seeder with two faster edges: 625 MB/s each over 50 ms is 1908 blocks.
+    assert site_queue_depth(1250 * 10**6, [2500 * 10**6] * 2) == 1908
+    # Edges that did not say are taken to be like those that did; none known, none decided.
+    assert site_queue_depth(seeder, [80 * MBIT, 0, 0, 0, 0, 0]) == 6
+    assert site_queue_depth(200 * MBIT, [40 * MBIT, 0, 0, 0, 0, 0]) == QUEUE_MAX
+    assert site_queue_depth(seeder, [0, 0]) == 0
+    assert site_queue_depth(seeder, []) == 0
+    assert site_queue_depth(0, [80 * MBIT]) == 0
+
+
+async def test_a_seeder_told_its_site_keeps_to_it(tmp_path: Path) -> None:
+    swarm = Swarm(
+        SwarmSettings(listen_host="127.0.0.1", listen_port=0, role="seeder", upload_capacity=10**7)
+    )
+    plain = Swarm(LOOPBACK)
+    try:
+        assert swarm.adaptive and not plain.adaptive
+        assert swarm.know_site([10**6] * 6) == QUEUE_MAX
+        assert swarm._session.get_settings()["max_allowed_in_request_queue"] == QUEUE_MAX
+        assert swarm.stats().request_queue_depth == QUEUE_MAX
+        # The control task no longer moves it, even with the link full.
+        for _ in range(QUEUE_SHALLOW_AFTER + 1):
+            await asyncio.sleep(0.3)
+        assert swarm.queue.depth == QUEUE_MAX
+        assert swarm.know_site([10**7] * 6) == 6  # 10 MB/s / 6 * 50 ms = 5.1 blocks
+        assert swarm._session.get_settings()["max_allowed_in_request_queue"] == 6
+        assert swarm.know_site([]) == 0 and swarm.site_depth == 0  # back to adapting
+        assert plain.know_site([10**6] * 6) == 0  # an edge has no capacity of its own here
+    finally:
+        swarm.close()
+        plain.close()
+
+
+def test_home_pieces_interleave_and_cover_the_file_once() -> None:
+    """Every third piece is an edge's own; the first HOME_WINDOW of those it lacks come first
+    of all, in order; the pieces its client's stream needs next come before the rest."""
+    pieces = 3 * (HOME_WINDOW + 4)
+    shares = [home_priorities(pieces, rank, 3, stream=pieces) for rank in range(3)]
+    for index in range(pieces):
+        assert sum(share[index] in (NEXT, HOME) for share in shares) == 1
+    first = shares[1]
+    assert [first[i] for i in range(1, pieces, 3)] == [NEXT] * HOME_WINDOW + [HOME] * 4
+    assert {first[i] for i in range(pieces) if i % 3 != 1} == {OTHER}
+    # Held pieces leave the window to the next ones.
+    have = [index < 3 * 4 for index in range(pieces)]
+    held = home_priorities(pieces, 1, 3, have=have, stream=pieces)
+    assert [held[i] for i in range(1, pieces, 3)] == [HOME] * 4 + [NEXT] * HOME_WINDOW
+    # The stream's next pieces: SOON unless they are home.
+    soon = home_priorities(pieces, 1, 3, stream=3)
+    assert soon[:3] == [OTHER, NEXT, OTHER]
+    assert soon[3:6] == [SOON, NEXT, SOON]
+    assert home_priorities(4, 0, 1, stream=4) == [NEXT] * 4
+
+
+def test_a_home_piece_another_edge_holds_is_fetched_like_any_other() -> None:
+    elsewhere = [False, True, False, False, True, False]
+    priorities = home_priorities(6, 1, 3, elsewhere, stream=6)
+    assert priorities == [OTHER] * 6
+    assert home_priorities(6, 1, 3, [True] + [False] * 5, stream=6) == [
+        OTHER, NEXT, OTHER, OTHER, NEXT, OTHER,
+    ]  # fmt: skip
+
+
+def test_peer_ids_mark_edges() -> None:
+    edge, seeder = new_peer_id("edge"), new_peer_id("seeder")
+    assert len(edge) == len(seeder) == 20 and edge != new_peer_id("edge")
+    assert is_edge_peer(edge.encode()) and not is_edge_peer(seeder.encode())
+    assert not is_edge_peer(b"-qB4650-" + b"e" * 12)
+
+
+async def test_edges_split_the_seeders_pieces_and_it_sends_each_about_once(
+    tmp_path: Path,
+) -> None:
+    """Three edges of a site put different thirds of the pieces first (`share_work`), so a
+    slow seeder (one that knows its uplink is full: a shallow request queue) sends about one
+    copy of the file and the edges trade the rest."""
+    source = _file(tmp_path, "split_1_all.deb", 6 * 1024 * 1024)
+    hashed = make_torrent(source)
+    seed = Swarm(
+        SwarmSettings(**{**LOOPBACK.__dict__, "role": "seeder", "upload_capacity": 2 << 20})
+    )
+    edges = [Swarm(LOOPBACK) for _ in range(3)]
+    try:
+        seeding = seed.add(hashed.torrent.metainfo, source.parent, seed=True)
+        # Nothing moves until every edge has its priorities (libtorrent exempts loopback from
+        # rate limits unless told not to).
+        seed.apply(upload_rate_limit=1, ignore_limits_on_local_network=False)
+        # Which piece the seed sent to whom: its block-uploaded alerts, read beside the pump.
+        sent_to: dict[bytes, list[int]] = {}
+        dispatch = seed._dispatch
+
+        def record(alert: object) -> None:
+            if isinstance(alert, lt.block_uploaded_alert):
+                sent_to.setdefault(alert.pid.to_bytes(), []).append(alert.piece_index)
+            else:
+                dispatch(alert)
+
+        seed._dispatch = record  # type: ignore[method-assign]
+        mask = seed._session.get_settings()["alert_mask"]
+        seed.apply(alert_mask=mask | lt.alert.category_t.upload_notification)
+        torrents = []
+        for rank, edge in enumerate(edges):
+            torrent = edge.add(hashed.torrent.metainfo, tmp_path / f"edge{rank}", sequential=False)
+            edge.connect_peer(torrent, "127.0.0.1", seed.listen_port)
+            for other in edges[:rank]:
+                edge.connect_peer(torrent, "127.0.0.1", other.listen_port)
+            torrent.share_work(rank, 3)
+            expected = home_priorities(torrent.num_pieces, rank, 3)
+            assert list(torrent.handle.get_piece_priorities()) == expected
+            torrents.append(torrent)
+        seed.apply(upload_rate_limit=2 << 20)
+        async with asyncio.timeout(60):
+            while not all(t.finished.is_set() for t in torrents):
+                for rank, torrent in enumerate(torrents):
+                    torrent.share_work(rank, 3)
+                await asyncio.sleep(0.1)
+        sent = seeding.handle.status().total_payload_upload
+        assert sent < 1.5 * hashed.torrent.size, sent / hashed.torrent.size
+        for rank, edge in enumerate(edges):
+            pieces = sent_to[edge.peer_id.encode()]
+            home = sum(1 for index in pieces if index % 3 == rank)
+            assert home >= 0.6 * len(pieces), (rank, home, len(pieces))  # random: a third
+    finally:
+        seed.close()
+        for edge in edges:
+            edge.close()
 
 
 async def test_leech_streams_verified_pieces_in_order_from_a_seed(tmp_path: Path) -> None:
@@ -227,3 +376,12 @@ async def test_resume_data_round_trips(tmp_path: Path) -> None:
 
 def test_swarm_error_is_an_exception() -> None:
     assert issubclass(SwarmError, Exception)
+
+
+def test_edges_pick_by_priority_from_the_first_piece() -> None:
+    """libtorrent's random first pieces and runs of contiguous pieces ignore priorities; an
+    edge turns both off so that its home pieces come first (the other roles keep them)."""
+    edge = session_settings(SwarmSettings(role="edge"))
+    assert edge["initial_picker_threshold"] == 0 and edge["whole_pieces_threshold"] == 0
+    seeder = session_settings(SwarmSettings(role="seeder"))
+    assert "initial_picker_threshold" not in seeder and "whole_pieces_threshold" not in seeder

@@ -46,6 +46,17 @@ def test_bad_values_name_the_option(env: dict[str, str], names: str) -> None:
         aptconfig.load(EdgeConfig, "edge", [], {"APTMESH_EDGE_VERIFY_MODE": "off", **env})
 
 
+def test_upload_capacity_is_a_size_and_never_negative() -> None:
+    flags = ["--upload-capacity", "10M", "--upload-rate-limit", "4MiB"]
+    config = aptconfig.load(EdgeConfig, "edge", flags, {"APTMESH_EDGE_VERIFY_MODE": "off"})
+    assert (config.upload_capacity, config.upload_rate_limit) == (10_000_000, 4 * 1024**2)
+    assert EdgeConfig().upload_capacity == 0
+    with pytest.raises(aptconfig.ConfigError, match="APTMESH_EDGE_UPLOAD_CAPACITY"):
+        aptconfig.load(EdgeConfig, "edge", ["--upload-capacity", "-1"], {})
+    with pytest.raises(aptconfig.InvalidOption, match="must not be negative"):
+        EdgeConfig(upload_capacity=-1)
+
+
 def test_main_reports_a_config_error_in_one_line_and_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

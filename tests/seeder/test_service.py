@@ -11,10 +11,18 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from aptmesh.metrics import new_registry
+from aptmesh.seeder import app
+from aptmesh.seeder.metrics import SeederMetrics
 from aptmesh.seeder.publish import MemoryPublisher
 from aptmesh.seeder.service import SERVICE_NAME
+from aptmesh.swarm import QUEUE_MAX, Swarm, SwarmSettings
+from aptmesh.tracker import app as tracker_app
+from aptmesh.tracker.client import TrackerClient
+from aptmesh.tracker.records import Edge
 from aptmesh.v1 import seeder_pb2, seeder_pb2_grpc
 from tests.fixtures.debrepo import DebRepo
+from tests.fixtures.tracker import TOKEN
 
 from .conftest import StartSeeder, seeder_config
 
@@ -119,3 +127,85 @@ async def test_metrics_pass_promtool(
     assert samples[("aptmesh_seeder_last_good_sync_timestamp_seconds", repo)] > 0
     assert samples[("aptmesh_seeder_sync_duration_seconds_count", repo)] == 1
     assert samples[("aptmesh_seeder_syncs_total", (*repo, ("result", "ok")))] == 1
+
+
+async def _samples(url: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
+    }
+
+
+async def test_the_seeder_reads_the_site_from_the_registry(
+    tmp_path: Path,
+    debrepo: DebRepo,
+    tracker: tracker_app.RunningTracker,
+    start_seeder: StartSeeder,
+) -> None:
+    """Edges as fast as the seeder (seed-bound): a shallow request queue, told to peers at
+    handshake. Edges registered with slow uplinks (peer-bound): deep. A seeder that does not
+    know its own uplink is left alone."""
+    capacity = 10_000_000
+    async with TrackerClient(tracker.grpc_target, token=TOKEN) as client:
+        for number in range(6):
+            await client.register_edge(
+                Edge(f"e{number}", f"http://127.0.0.1:{9000 + number}", upload_capacity=capacity)
+            )
+        seeder = await start_seeder(
+            seeder_config(tmp_path, debrepo, tracker, upload_capacity=capacity)
+        )
+        async with asyncio.timeout(10):
+            while (samples := await _samples(seeder.http_url))["aptmesh_seeder_site_edges"] < 6:
+                await asyncio.sleep(0.05)
+        shallow = 6  # 10 MB/s / 6 edges over a loaded round trip of 50 ms: 5.1 blocks
+        assert samples["aptmesh_seeder_request_queue_depth"] == shallow
+        assert seeder.seeder.swarm is not None
+        settings = seeder.seeder.swarm._session.get_settings()
+        assert settings["max_allowed_in_request_queue"] == shallow
+
+        for number in range(6):
+            await client.register_edge(
+                Edge(f"e{number}", f"http://127.0.0.1:{9000 + number}", upload_capacity=10**6)
+            )
+        uplinks = await seeder.seeder.publisher.edge_uplinks()
+        assert uplinks == [10**6] * 6
+        seeder.seeder.swarm.know_site(uplinks)  # what the next look does (the loop: below)
+        assert (await _samples(seeder.http_url))["aptmesh_seeder_request_queue_depth"] == QUEUE_MAX
+
+    unknown = await start_seeder(
+        seeder_config(tmp_path / "other", debrepo, tracker), publisher=MemoryPublisher()
+    )
+    assert unknown.site_watch is None
+    assert (await _samples(unknown.http_url))["aptmesh_seeder_site_edges"] == -1
+
+
+async def test_an_unreachable_registry_keeps_the_last_site(tmp_path: Path) -> None:
+    swarm = Swarm(
+        SwarmSettings(listen_host="127.0.0.1", listen_port=0, role="seeder", upload_capacity=10**7)
+    )
+    publisher = MemoryPublisher()
+    publisher.uplinks = [10**6] * 6
+    registry = new_registry("seeder")
+    metrics = SeederMetrics(registry, ["test"], swarm.stats)
+    watch = asyncio.create_task(app.watch_site(swarm, publisher, metrics, 0.05))
+    try:
+        async with asyncio.timeout(5):
+            while swarm.site_depth != QUEUE_MAX:
+                await asyncio.sleep(0.01)
+        publisher.fail = True
+        await asyncio.sleep(0.2)
+        assert (
+            swarm.site_depth == QUEUE_MAX
+            and registry.get_sample_value("aptmesh_seeder_site_edges") == 6
+        )
+        publisher.fail, publisher.uplinks = False, [10**7] * 6
+        async with asyncio.timeout(5):
+            while swarm.site_depth != 6:
+                await asyncio.sleep(0.01)
+    finally:
+        watch.cancel()
+        swarm.close()

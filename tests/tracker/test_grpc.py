@@ -135,6 +135,22 @@ async def test_edges_register_list_and_expire(
         await client.register_edge(Edge("", "http://c:3142", ""))
 
 
+async def test_edges_report_their_upload_capacity(
+    tracker: RunningTracker, client: TrackerClient
+) -> None:
+    await client.register_edge(Edge("edge-a", "http://a.example:3142", "lab", 12_500_000))
+    await client.register_edge(Edge("edge-b", "http://b.example:3142", "lab"))
+    assert await client.list_edges("lab") == [
+        Edge("edge-a", "http://a.example:3142", "lab", upload_capacity=12_500_000),
+        Edge("edge-b", "http://b.example:3142", "lab", upload_capacity=0),
+    ]
+    # A uint64 the store cannot hold (SQLite's INTEGER is signed) is the caller's error.
+    with pytest.raises(Rejected, match="upload_capacity") as caught:
+        await client.register_edge(Edge("edge-c", "http://c.example:3142", "lab", 2**64 - 1))
+    assert caught.value.code == "INVALID_ARGUMENT"
+    assert [e.id for e in tracker.store.live_edges("lab")] == ["edge-a", "edge-b"]
+
+
 async def test_unreachable_tracker_is_retryable() -> None:
     async with TrackerClient("127.0.0.1:1", timeout=0.5) as nowhere:
         with pytest.raises(IndexUnavailable):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -90,6 +91,8 @@ def test_edge_leases_and_zone_order(new_store: Factory) -> None:
     assert store.expire_edges() == 2
     store.register_edge(Edge("c", "http://c2:3142", "west"), 60)  # renewal may move it
     assert store.live_edges("") == [Edge("c", "http://c2:3142", "west")]
+    store.register_edge(Edge("c", "http://c2:3142", "west", upload_capacity=12_500_000), 60)
+    assert store.live_edges("") == [Edge("c", "http://c2:3142", "west", 12_500_000)]
 
 
 def test_sqlite_reopens_with_records_allow_list_and_leases(
@@ -98,11 +101,33 @@ def test_sqlite_reopens_with_records_allow_list_and_leases(
     clock = FakeClock()
     store = SqliteStore(tmp_path / "t.db", clock)
     store.put(records[0])
-    store.register_edge(Edge("e", "http://e:3142", "z"), 60)
+    store.register_edge(Edge("e", "http://e:3142", "z", upload_capacity=2**63 - 1), 60)
     store.close()
     again = SqliteStore(tmp_path / "t.db", clock)
     assert again.get(records[0].sha256) == records[0]
     assert again.is_tracked(records[0].tracker_hashes()[1])
     assert again.record_count() == 1
-    assert again.live_edges("z") == [Edge("e", "http://e:3142", "z")]
+    assert again.live_edges("z") == [Edge("e", "http://e:3142", "z", 2**63 - 1)]
+    again.close()
+
+
+def test_sqlite_opens_a_database_made_before_edges_had_an_upload_capacity(tmp_path: Path) -> None:
+    clock = FakeClock()
+    old = sqlite3.connect(tmp_path / "old.db")
+    old.execute(
+        "CREATE TABLE edges (id TEXT PRIMARY KEY, url TEXT NOT NULL, zone TEXT NOT NULL,"
+        " expires REAL NOT NULL)"
+    )
+    old.execute("INSERT INTO edges VALUES ('old', 'http://old:3142', 'z', ?)", (clock() + 60,))
+    old.commit()
+    old.close()
+    store = SqliteStore(tmp_path / "old.db", clock)
+    assert store.live_edges("z") == [Edge("old", "http://old:3142", "z", upload_capacity=0)]
+    store.register_edge(Edge("new", "http://new:3142", "z", upload_capacity=5_000_000), 60)
+    store.close()
+    again = SqliteStore(tmp_path / "old.db", clock)  # the column is there now: no second ALTER
+    assert again.live_edges("z") == [
+        Edge("new", "http://new:3142", "z", 5_000_000),
+        Edge("old", "http://old:3142", "z", 0),
+    ]
     again.close()

@@ -1,0 +1,368 @@
+"""Small package files through the zone's owner edge (site.py): the rendezvous function, the
+option, and real edges registered with a real tracker in front of the fixture repository."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from aptmesh import config as aptconfig
+from aptmesh.edge.app import Edge
+from aptmesh.edge.config import EdgeConfig
+from aptmesh.edge.metrics import EdgeMetrics
+from aptmesh.edge.site import VIA_HEADER, EdgeInfo, SiteFetch, rendezvous_owner, site_owner
+from aptmesh.tracker.app import RunningTracker
+from aptmesh.tracker.client import TrackerClient
+from aptmesh.tracker.records import Edge as EdgeRecord
+from tests.edge.conftest import HOST, EdgeFactory, fetch_indexes, get, metric, prefix_url, wait_for
+from tests.fixtures.debrepo import DebRepo, RepoPackage
+from tests.fixtures.tracker import TOKEN
+
+ZONE = "site"
+SERVED = "aptmesh_edge_served_bytes_total"
+SITE_FETCHES = "aptmesh_edge_site_fetches_total"
+
+
+def sha(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+def edges(*ids: str, zone: str = ZONE) -> list[EdgeInfo]:
+    return [EdgeInfo(i, f"http://{i}.invalid:3142", zone) for i in ids]
+
+
+def owners(ids: list[str], files: range) -> dict[int, str]:
+    listed = edges(*ids)
+    out = {}
+    for n in files:
+        owner = rendezvous_owner(sha(n), listed)
+        assert owner is not None
+        out[n] = owner.id
+    return out
+
+
+# -- the rendezvous function ---------------------------------------------------------------
+
+
+def test_the_owner_is_stable_and_does_not_depend_on_the_list_order() -> None:
+    listed = edges("a", "b", "c", "d")
+    for n in range(200):
+        owner = rendezvous_owner(sha(n), listed)
+        assert owner == rendezvous_owner(sha(n), list(reversed(listed)))
+        assert owner == rendezvous_owner(sha(n), listed[1:] + listed[:1])
+    expected = max(listed, key=lambda e: hashlib.sha256(f"{sha(7)}:{e.id}".encode()).digest())
+    assert rendezvous_owner(sha(7), listed) == expected
+    assert rendezvous_owner(sha(7), []) is None
+
+
+def test_files_spread_evenly_over_the_edges() -> None:
+    ids = [f"edge-{i}" for i in range(8)]
+    counts = {i: 0 for i in ids}
+    for owner in owners(ids, range(8000)).values():
+        counts[owner] += 1
+    assert all(800 <= c <= 1200 for c in counts.values()), counts  # 1000 each, give or take
+
+
+def test_an_edge_joining_or_leaving_moves_only_its_share() -> None:
+    ids = [f"edge-{i}" for i in range(5)]
+    files = range(6000)
+    before = owners(ids, files)
+    joined = owners([*ids, "edge-new"], files)
+    moved = [n for n in files if joined[n] != before[n]]
+    assert all(joined[n] == "edge-new" for n in moved)  # only to the newcomer
+    assert 800 <= len(moved) <= 1200  # about 1/6
+    left = owners([i for i in ids if i != "edge-2"], files)
+    moved = [n for n in files if left[n] != before[n]]
+    assert sorted(moved) == sorted(n for n in files if before[n] == "edge-2")
+
+
+def test_site_owner_needs_this_edge_in_its_zone_and_never_answers_itself() -> None:
+    listed = edges("a", "b") + edges("far", zone="elsewhere")
+    for n in range(100):
+        owner = rendezvous_owner(sha(n), edges("a", "b"))
+        assert owner is not None
+        other = "b" if owner.id == "a" else "a"
+        assert site_owner(sha(n), owner.id, ZONE, listed) is None  # this edge owns it
+        assert site_owner(sha(n), other, ZONE, listed) == owner
+        assert site_owner(sha(n), "stranger", ZONE, listed) is None  # not in the list
+        assert site_owner(sha(n), "far", "elsewhere", listed) is None  # alone in its zone
+    assert site_owner(sha(1), "a", ZONE, []) is None
+
+
+def test_a_stale_list_routes_nothing() -> None:
+    now = [100.0]
+    site = SiteFetch(
+        EdgeMetrics(), zone=ZONE, read_timeout=5.0, stale_after=30.0, clock=lambda: now[0]
+    )
+    files = [sha(n) for n in range(20)]
+    assert all(site.owner_for(f) is None for f in files)  # never listed
+    site.set_edges("a", edges("a", "b"))
+    routed = [f for f in files if site.owner_for(f) is not None]
+    assert routed and all(site.owner_for(f) == edges("b")[0] for f in routed)
+    now[0] += 31.0
+    assert all(site.owner_for(f) is None for f in files)
+    site.set_edges("a", edges("a", "b"))
+    assert [f for f in files if site.owner_for(f) is not None] == routed
+
+
+# -- the option ----------------------------------------------------------------------------
+
+
+def test_site_fetch_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
+    off = {"APTMESH_EDGE_VERIFY_MODE": "off"}
+    assert aptconfig.load(EdgeConfig, "edge", [], off).site_fetch is True
+    env = {**off, "APTMESH_EDGE_SITE_FETCH": "false"}
+    assert aptconfig.load(EdgeConfig, "edge", [], env).site_fetch is False
+    assert aptconfig.load(EdgeConfig, "edge", ["--site-fetch", "no"], off).site_fetch is False
+    with pytest.raises(aptconfig.ConfigError, match="APTMESH_EDGE_SITE_FETCH"):
+        aptconfig.load(EdgeConfig, "edge", [], {**off, "APTMESH_EDGE_SITE_FETCH": "maybe"})
+    assert "APTMESH_EDGE_SITE_FETCH=true" in aptconfig.render(EdgeConfig(), "edge")
+
+    # Roles by wiring: no registry to list the edges, or the option off: no site fetch.
+    def built(**changes: Any) -> Edge:
+        return Edge(EdgeConfig(verify_mode="off", cache_dir=tmp_path, **changes))
+
+    assert built(tracker_grpc="127.0.0.1:9").site_fetch is not None
+    assert built().site_fetch is None
+    assert built(tracker_grpc="127.0.0.1:9", site_fetch=False).site_fetch is None
+
+
+# -- real edges ----------------------------------------------------------------------------
+
+
+def small_packages(repo: DebRepo) -> list[RepoPackage]:
+    small = [p for p in repo.packages if not p.swarmed]
+    assert len(small) >= 3
+    return small
+
+
+def owner_of(pkg: RepoPackage, ids: list[str]) -> str:
+    owner = rendezvous_owner(pkg.sha256, edges(*ids))
+    assert owner is not None
+    return owner.id
+
+
+async def site_edges(
+    make_edge: EdgeFactory, tracker: RunningTracker, count: int, *, others: int = 0
+) -> list[Edge]:
+    """`count` edges of one zone, registered, each knowing the others (and `others` more
+    registered edges, such as fakes)."""
+    made = [
+        await make_edge(
+            tracker_grpc=tracker.grpc_target,
+            tracker_announce=tracker.announce_url,
+            publish_token=TOKEN,
+            zone=ZONE,
+        )
+        for _ in range(count)
+    ]
+    await wait_for(
+        lambda: len(tracker.store.live_edges(ZONE)) == count + others, what="edges registered"
+    )
+    for edge in made:
+        await edge.refresh_edges()
+    return made
+
+
+async def check(client: aiohttp.ClientSession, url: str, pkg: RepoPackage, **kw: Any) -> None:
+    status, body, _ = await get(client, url, **kw)
+    assert status == 200, body
+    assert hashlib.sha256(body).hexdigest() == pkg.sha256
+
+
+async def test_a_pulse_at_two_edges_fetches_each_small_file_from_outside_once(
+    make_edge: EdgeFactory,
+    tracker: RunningTracker,
+    debrepo: DebRepo,
+    client: aiohttp.ClientSession,
+) -> None:
+    pair = await site_edges(make_edge, tracker, 2)
+    for edge in pair:
+        await fetch_indexes(client, edge, debrepo)
+    small = small_packages(debrepo)
+    await asyncio.gather(
+        *(check(client, prefix_url(e, p.filename), p) for p in small for e in pair)
+    )
+    for pkg in small:
+        assert debrepo.server.requests(pkg.filename) == 1, pkg.filename
+    ids = [e.edge_id() for e in pair]
+    for edge in pair:
+        foreign = [p for p in small if owner_of(p, ids) != edge.edge_id()]
+        assert metric(edge, SERVED, source="edge") == sum(p.size for p in foreign)
+        assert metric(edge, SITE_FETCHES, result="ok") == len(foreign)
+        assert metric(edge, SITE_FETCHES, result="failed") == 0
+        # Both keep what they served: the next client is a hit.
+        for pkg in small:
+            assert edge.blobs.get(pkg.sha256) is not None
+    assert sum(metric(e, SERVED, source="edge") for e in pair) == sum(p.size for p in small)
+
+
+async def test_a_dead_owner_costs_little_and_the_file_comes_from_upstream(
+    make_edge: EdgeFactory,
+    tracker: RunningTracker,
+    debrepo: DebRepo,
+    client: aiohttp.ClientSession,
+) -> None:
+    pair = await site_edges(make_edge, tracker, 2)
+    small = small_packages(debrepo)
+    ids = [e.edge_id() for e in pair]
+    dead = next(e for e in pair if e.edge_id() == owner_of(small[0], ids))
+    survivor = next(e for e in pair if e is not dead)
+    await fetch_indexes(client, survivor, debrepo)
+    theirs = [p for p in small if owner_of(p, ids) == dead.edge_id()]
+    assert dead.swarm_side is not None
+    dead.swarm_side.swarm.apply(stop_tracker_timeout=0)
+    await dead.stop()
+    for pkg in theirs:
+        started = time.monotonic()
+        await check(client, prefix_url(survivor, pkg.filename), pkg)
+        assert time.monotonic() - started < 2.0
+        assert debrepo.server.requests(pkg.filename) == 1
+    assert metric(survivor, SITE_FETCHES, result="failed") == len(theirs)
+    assert metric(survivor, SITE_FETCHES, result="ok") == 0
+    assert metric(survivor, SERVED, source="edge") == 0
+
+
+Serve = Callable[[Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[str]]
+
+
+@pytest.fixture
+async def fake_edge() -> AsyncIterator[Serve]:
+    """Runs a handler for every path on loopback; returns its URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> str:
+        app = web.Application()
+        app.router.add_get("/{path:.*}", handler)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def register(tracker: RunningTracker, edge_id: str, url: str) -> None:
+    async with TrackerClient(tracker.grpc_target, token=TOKEN) as registry:
+        await registry.register_edge(EdgeRecord(edge_id, url, ZONE))
+
+
+def owning_id(edge: Edge, pkgs: list[RepoPackage]) -> str:
+    """An edge id that owns every one of `pkgs` against `edge`."""
+    return next(
+        f"fake-{i}"
+        for i in range(1000)
+        if all(owner_of(p, [edge.edge_id(), f"fake-{i}"]) == f"fake-{i}" for p in pkgs)
+    )
+
+
+async def test_a_lying_owner_is_not_believed_and_nothing_wrong_is_cached(
+    make_edge: EdgeFactory,
+    tracker: RunningTracker,
+    debrepo: DebRepo,
+    client: aiohttp.ClientSession,
+    fake_edge: Serve,
+) -> None:
+    asked: list[str] = []
+
+    async def lie(request: web.Request) -> web.Response:
+        asked.append(request.headers.get(VIA_HEADER, ""))
+        path = request.match_info["path"].removeprefix(f"{HOST}/debian/")
+        body = bytes(b ^ 0xFF for b in debrepo.read(path))  # the right length, wrong bytes
+        return web.Response(body=body)
+
+    small = small_packages(debrepo)
+    url = await fake_edge(lie)
+    # The real edge registers first; then a liar that owns every small file.
+    (edge,) = await site_edges(make_edge, tracker, 1)
+    await register(tracker, owning_id(edge, small), url)
+    await wait_for(lambda: len(tracker.store.live_edges(ZONE)) == 2, what="liar registered")
+    await edge.refresh_edges()
+    await fetch_indexes(client, edge, debrepo)
+    for pkg in small:
+        await check(client, prefix_url(edge, pkg.filename), pkg)
+        await check(client, prefix_url(edge, pkg.filename), pkg)  # now from the cache
+        assert debrepo.server.requests(pkg.filename) == 1
+    assert asked == [edge.edge_id()] * len(small)
+    assert metric(edge, SITE_FETCHES, result="failed") == len(small)
+    assert metric(edge, SITE_FETCHES, result="ok") == 0
+    kind = {"service": "edge", "kind": "site_sha256"}
+    assert metric(edge, "aptmesh_verification_failures_total", **kind) == len(small)
+    assert metric(edge, SERVED, source="edge") == 0
+    assert metric(edge, "aptmesh_edge_cache_entries") == len(small)
+    for pkg in small:
+        blob = edge.blobs.get(pkg.sha256)
+        assert blob is not None
+        assert hashlib.sha256(blob.path.read_bytes()).hexdigest() == pkg.sha256
+
+
+async def test_a_request_from_another_edge_is_never_forwarded(
+    make_edge: EdgeFactory,
+    tracker: RunningTracker,
+    debrepo: DebRepo,
+    client: aiohttp.ClientSession,
+) -> None:
+    pair = await site_edges(make_edge, tracker, 2)
+    ids = [e.edge_id() for e in pair]
+    pkg = small_packages(debrepo)[0]
+    owner = next(e for e in pair if e.edge_id() == owner_of(pkg, ids))
+    asked = next(e for e in pair if e is not owner)
+    await fetch_indexes(client, asked, debrepo)
+    await check(client, prefix_url(asked, pkg.filename), pkg, headers={VIA_HEADER: "elsewhere"})
+    assert debrepo.server.requests(pkg.filename) == 1
+    assert metric(asked, SERVED, source="upstream") >= pkg.size
+    assert (
+        metric(asked, SITE_FETCHES, result="ok") + metric(asked, SITE_FETCHES, result="failed") == 0
+    )
+    misses = {"file_class": "package", "cache": "miss"}
+    assert metric(owner, "aptmesh_edge_requests_total", **misses) == 0
+
+
+async def test_a_request_from_another_edge_takes_over_a_download_waiting_for_the_owner(
+    make_edge: EdgeFactory,
+    tracker: RunningTracker,
+    debrepo: DebRepo,
+    client: aiohttp.ClientSession,
+    fake_edge: Serve,
+) -> None:
+    """Edges whose lists disagree: this edge waits for an owner that waits for it. A request
+    from another edge must not join that wait; it makes the download use the upstream."""
+    asked = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        asked.set()
+        await release.wait()
+        return web.Response(status=503)
+
+    pkg = small_packages(debrepo)[0]
+    url = await fake_edge(hang)
+    (edge,) = await site_edges(make_edge, tracker, 1)
+    await register(tracker, owning_id(edge, [pkg]), url)
+    await wait_for(lambda: len(tracker.store.live_edges(ZONE)) == 2, what="fake registered")
+    await edge.refresh_edges()
+    await fetch_indexes(client, edge, debrepo)
+    try:
+        waiting = asyncio.create_task(check(client, prefix_url(edge, pkg.filename), pkg))
+        await asyncio.wait_for(asked.wait(), 5.0)
+        started = time.monotonic()
+        via = {VIA_HEADER: "the-owner"}
+        await check(client, prefix_url(edge, pkg.filename), pkg, headers=via)
+        await asyncio.wait_for(waiting, 2.0)
+        assert time.monotonic() - started < 2.0  # well before the owner's read timeout (5 s)
+    finally:
+        release.set()
+    assert debrepo.server.requests(pkg.filename) == 1
+    assert metric(edge, SITE_FETCHES, result="failed") == 1
+    assert metric(edge, SERVED, source="upstream") >= 2 * pkg.size
