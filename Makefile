@@ -87,3 +87,5 @@ bench-swarm: venv
 	$(PY) -m bench.swarm --cleanup
 	$(PY) -m bench.swarm --edges 6 --size-mib 64 --scenario seed-bound --scenario peer-bound \
 	  --system http --system libtorrent-default --system aptmesh $(BENCH_SWARM_ARGS) || test $$? -eq 3
+	$(PY) -m bench.swarm --edges 6 --size-mib 64 --pulse --scenario seed-bound --scenario peer-bound \
+	  --system http --system libtorrent-default --system aptmesh $(BENCH_SWARM_ARGS) || test $$? -eq 3

@@ -559,12 +559,12 @@ class BenchRun:
         shutil.rmtree(state, ignore_errors=True)
         state.mkdir()
         grpc = f"{origin.address}:{TRACKER_GRPC_PORT}"
-        self.service(
+        tracker = self.service(
             origin, "tracker", "--http-host", origin.address, "--http-port", str(TRACKER_HTTP_PORT),
             "--grpc-bind", grpc, "--db-path", str(state / "tracker.sqlite3"),
             "--publish-token", TOKEN, "--min-interval", "1",
         )  # fmt: skip
-        self.service(
+        seeder = self.service(
             origin, "seeder",
             "--repositories",
             f"bench={self.tmp / 'mirror'};suites={repo.SUITE};architectures=amd64;"
@@ -581,7 +581,12 @@ class BenchRun:
             origin, "wait-index", "--to", grpc, "--manifest", str(self.tmp / "manifest.json"),
             "--seconds", "120",
         )  # fmt: skip
-        self.finish(waiter, timeout=130)
+        try:
+            self.finish(waiter, timeout=130)
+        except BenchError as exc:
+            raise BenchError(
+                f"{exc}\n  tracker:{tracker.tail()}\n  seeder:{seeder.tail()}"
+            ) from None
         return [
             self.start(
                 origin,
