@@ -37,8 +37,9 @@ room to spare for a while. Peers learn the depth in the handshake and keep
 to it for the connection, so a change reaches the connections made after it.
 Once told the uplinks the site's edges reported (`know_site`), the seeder
 knows before any handshake whether the site is seed-bound (shallow) or
-peer-bound (deep), and stops guessing (`site_queue_depth`). Neither role uses hps's read-cache piece suggestions: every peer would ask
-the seed for the same suggested pieces.
+peer-bound (deep), and stops guessing (`site_queue_depth`). Neither role
+uses hps's read-cache piece suggestions: every peer would ask the seed for
+the same suggested pieces.
 """
 
 from __future__ import annotations
