@@ -20,6 +20,7 @@ import pytest
 
 from bench.swarm import netns
 from bench.swarm.harness import REPO, BenchConfig, BenchRun, scenarios
+from bench.swarm.payload import pulse_sizes
 
 pytestmark = [pytest.mark.root]
 
@@ -96,6 +97,57 @@ def test_tiny_run_reports_sane_json_lines_and_leaves_nothing_behind() -> None:
     assert swarm["seed_bytes_ratio"] >= 0.99  # every piece leaves the seed at least once
     assert sum(swarm["edge_upload_bytes"]) > 0  # the edges shared with each other
     assert "T_KR" in done.stderr and "libtorrent-default" in done.stderr
+    assert _ours(prefix) == []
+    assert not list(Path("/tmp").glob(f"{prefix}*"))
+
+
+def test_tiny_aptmesh_pulse_fetches_every_file_from_outside_once() -> None:
+    """The aptmesh system end to end in the harness: tracker, seeder and edges in their
+    namespaces, a pulse of small and large files. Large files come from the seeder and the
+    swarm, small ones from the mirror once for the whole site (through their owner edges)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.swarm",
+            "--edges",
+            str(EDGES),
+            "--size-mib",
+            "4",
+            "--pulse",
+            "--seed",
+            "1",
+            "--rate",
+            str(RATE),
+            "--scenario",
+            "seed-bound",
+            "--calib-seconds",
+            "1",
+            "--system",
+            "aptmesh",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode in (0, 3), done.stderr
+    prefix = _prefix(done.stderr)
+    [result] = map(json.loads, done.stdout.splitlines())
+    assert set(result) >= REQUIRED and result["system"] == "aptmesh" and result["pulse"]
+    assert result["bytes_ok"] is True
+    assert len(result["t_finish"]) == EDGES and None not in result["t_finish"]
+    nominal = int(RATE * 1e6 / 8)
+    assert result["settings"]["edge_upload_capacity"] == nominal
+    assert result["settings"]["seeder_upload_capacity"] == nominal
+    sizes = pulse_sizes(4 << 20, seed=1)
+    small = sum(size for size in sizes if size < 1 << 20)  # DESIGN.md's swarm_min_size
+    assert 0 < small < sum(sizes)
+    # The mirror sends each small file once for the site (plus the indexes), not once per
+    # edge; the large ones leave the origin from the seeder.
+    assert small <= result["mirror_bytes"] < small + 256 * 1024, (small, result["mirror_bytes"])
+    assert result["seed_bytes"] >= sum(sizes) - small
     assert _ours(prefix) == []
     assert not list(Path("/tmp").glob(f"{prefix}*"))
 
