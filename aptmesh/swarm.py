@@ -204,7 +204,7 @@ HOME = 6  # the rest of the home pieces: before any other piece the seeder holds
 SOON = 5  # other pieces the client's stream needs next: before the rest, rarest-first
 OTHER = 4  # libtorrent's default priority: rarest-first
 HOME_WINDOW = 16  # home pieces asked for in file order ahead of the rest
-SOON_WINDOW = 64  # pieces after the stream's next one that count as needed soon
+SOON_WINDOW = 256  # pieces after the stream's next one that count as needed soon
 
 
 def home_priorities(
