@@ -137,7 +137,7 @@ class SwarmSource:
                     limit = owner.stall_seconds if progressed else owner.first_piece_timeout
                     if now - last_piece >= limit:
                         raise TimeoutError
-                    if now >= next_share:
+                    if owner.site is not None and now >= next_share:
                         next_share = now + WEB_SEED_CHECK_EVERY
                         handle.share_work(*owner.site, index)
                     if not handle.web_seeds and urls and now >= next_check:
@@ -224,8 +224,11 @@ class EdgeSwarm:
         self.web_seed_policy = web_seed_policy or WebSeedPolicy()
         self._records: dict[str, PackageRecord] = {}
         # (rank, count) of this edge among the site's live edges, by id: which pieces of every
-        # torrent are its own to ask the seeder for (`SwarmTorrent.share_work`).
-        self.site = (0, 1)
+        # torrent are its own to ask the seeder for (`SwarmTorrent.share_work`). None while
+        # this edge is not in the registry (no publish token, or not yet): then it shares no
+        # work and libtorrent picks rarest-first, since unranked edges would all ask for the
+        # same pieces.
+        self.site: tuple[int, int] | None = None
         self.downloading: dict[str, SwarmTorrent] = {}
         self.seeding: dict[str, SwarmTorrent] = {}
         self._uploaded = 0
@@ -235,7 +238,7 @@ class EdgeSwarm:
     def set_site(self, self_id: str, edge_ids: list[str]) -> None:
         """The live edges of the registry (this edge among them, once registered)."""
         ids = sorted(set(edge_ids))
-        self.site = (ids.index(self_id), len(ids)) if self_id in ids else (0, 1)
+        self.site = (ids.index(self_id), len(ids)) if self_id in ids else None
 
     def open(self) -> None:
         if self.scratch_dir.exists():

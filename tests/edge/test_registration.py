@@ -38,3 +38,21 @@ async def test_edges_register_their_upload_capacity(
     await wait_for(
         lambda: tracker.store.live_edges("lab") == expected, what="both edges registered"
     )
+
+
+async def test_registered_edges_rank_themselves_in_the_site_and_others_do_not(
+    make_edge: EdgeFactory, tracker: RunningTracker
+) -> None:
+    """Each registered edge takes its place among the registry's live edges (by id), which
+    decides the pieces of every torrent it asks the seeder for first; an edge that is not in
+    the registry (no publish token) shares no work."""
+    swarm = {"tracker_grpc": tracker.grpc_target, "tracker_announce": tracker.announce_url}
+    b = await make_edge(edge_id="b", publish_token=TOKEN, **swarm)
+    a = await make_edge(edge_id="a", publish_token=TOKEN, **swarm)
+    loner = await make_edge(edge_id="loner", **swarm)
+    await wait_for(lambda: len(tracker.store.live_edges("")) == 2, what="two edges registered")
+    for edge in (a, b, loner):
+        await edge.refresh_edges()
+    assert a.swarm_side is not None and b.swarm_side is not None
+    assert (a.swarm_side.site, b.swarm_side.site) == ((0, 2), (1, 2))
+    assert loner.swarm_side is not None and loner.swarm_side.site is None
