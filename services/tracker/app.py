@@ -21,7 +21,7 @@ from aptmesh.metrics import new_registry
 from aptmesh.tracker import http, index_service, registry_service
 from aptmesh.tracker.config import TrackerConfig
 from aptmesh.tracker.metrics import TrackerMetrics
-from aptmesh.tracker.peerstore import PeerStore
+from aptmesh.tracker.peerstore import MAX_RETIRED_COUNTS, PeerStore
 from aptmesh.tracker.store import SqliteStore, Store
 from aptmesh.tracker.tracker import Policy, Tracker
 from aptmesh.v1 import index_pb2_grpc, registry_pb2_grpc
@@ -92,7 +92,12 @@ async def start(
     `maintain_every` None sweeps every min(60 s, peer_ttl / 4); 0 never (tests call maintain()).
     """
     store = store or SqliteStore(config.db_path, clock or time.time)
-    peers = PeerStore(config.peer_ttl, clock or time.monotonic)
+    # Only an open tracker counts completions of arbitrary infohashes, so only it caps them.
+    peers = PeerStore(
+        config.peer_ttl,
+        clock or time.monotonic,
+        max_retired=MAX_RETIRED_COUNTS if config.open_tracker else None,
+    )
     registry = new_registry("tracker")
     metrics = TrackerMetrics(registry, peers, store)
     policy = Policy(

@@ -8,6 +8,15 @@ its peer id. Every announce renews the peer for `ttl` seconds; `expire()`
 (run periodically by the app) drops silent peers and empty swarms, and peer
 selection skips entries already past their time. Time comes from an injected
 clock, so tests move it instead of sleeping. One writer: the event loop.
+
+Completed counts (BEP 48 `downloaded`) outlive their swarm. When a swarm
+empties, its peers are freed and only its count moves to a table of retired
+counts, from which a later first announce takes it back; a scrape of an
+infohash with no swarm answers from that table. The counts live in memory
+only: a restart starts every torrent at 0. The table can be capped, evicting
+the count whose swarm emptied longest ago: an open tracker needs the cap (any
+infohash may be announced), a tracker limited to the index does not (it only
+counts indexed torrents, and the index never drops a record).
 """
 
 from __future__ import annotations
@@ -20,6 +29,9 @@ from dataclasses import dataclass, field
 from aptmesh.tracker.wire import Event, Peer, ScrapeStats
 
 Clock = Callable[[], float]
+
+# Retired counts an open tracker keeps: about 140 bytes each, so some 14 MB.
+MAX_RETIRED_COUNTS = 100_000
 
 
 @dataclass(slots=True)
@@ -76,12 +88,30 @@ def select_peers(
 
 class PeerStore:
     def __init__(
-        self, ttl: float, clock: Clock = time.monotonic, rng: random.Random | None = None
+        self,
+        ttl: float,
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
+        *,
+        max_retired: int | None = MAX_RETIRED_COUNTS,
     ) -> None:
+        """`max_retired` caps the retired completed counts; None leaves them uncapped."""
         self._ttl = ttl
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not secrecy
         self._swarms: dict[bytes, Swarm] = {}
+        # infohash -> completed count of a swarm that emptied, oldest first
+        self._retired: dict[bytes, int] = {}
+        self._max_retired = max_retired
+
+    def _drop_swarm(self, info_hash: bytes, swarm: Swarm) -> None:
+        """Frees an empty swarm, keeping its completed count if it has one."""
+        del self._swarms[info_hash]
+        if swarm.downloaded == 0 or self._max_retired == 0:
+            return
+        if self._max_retired is not None and len(self._retired) >= self._max_retired:
+            del self._retired[next(iter(self._retired))]
+        self._retired[info_hash] = swarm.downloaded
 
     def announce(
         self, info_hash: bytes, peer: Peer, *, seeder: bool, event: Event, numwant: int
@@ -96,10 +126,11 @@ class PeerStore:
             if gone is not None and gone.seeder:
                 swarm.seeders -= 1
             if not swarm.peers:
-                del self._swarms[info_hash]
+                self._drop_swarm(info_hash, swarm)
             return AnnounceResult(swarm.seeders, swarm.leechers, ())
         if swarm is None:
-            swarm = self._swarms[info_hash] = Swarm()
+            downloaded = self._retired.pop(info_hash, 0)
+            swarm = self._swarms[info_hash] = Swarm(downloaded=downloaded)
         entry = swarm.peers.get(key)
         if entry is None:
             swarm.peers[key] = PeerEntry(peer, seeder, now + self._ttl)
@@ -120,11 +151,11 @@ class PeerStore:
     def scrape(self, info_hash: bytes) -> ScrapeStats:
         swarm = self._swarms.get(info_hash)
         if swarm is None:
-            return ScrapeStats(0, 0, 0)
+            return ScrapeStats(0, 0, self._retired.get(info_hash, 0))
         return ScrapeStats(swarm.seeders, swarm.leechers, swarm.downloaded)
 
     def expire(self) -> int:
-        """Drops peers past their time and swarms left empty; returns how many peers went."""
+        """Drops peers past their time and empty swarms (not their counts); returns peers gone."""
         now = self._clock()
         dropped = 0
         for info_hash in list(self._swarms):
@@ -135,7 +166,7 @@ class PeerStore:
                     swarm.seeders -= 1
             dropped += len(stale)
             if not swarm.peers:
-                del self._swarms[info_hash]
+                self._drop_swarm(info_hash, swarm)
         return dropped
 
     def swarm_count(self) -> int:

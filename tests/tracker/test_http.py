@@ -65,9 +65,52 @@ async def test_peers_find_each_other_in_two_swarms_and_scrape_counts(
     clock.advance(61)  # the v2 peer and the completed leech stop announcing
     await tracker.maintain()
     assert await scrape(http, tracker, v1, v2) == {
-        v1: wire.ScrapeStats(0, 0, 0),
+        v1: wire.ScrapeStats(0, 0, 1),  # the swarm is gone, its completed count is not
         v2: wire.ScrapeStats(0, 0, 0),
     }
+
+
+async def test_completed_count_outlives_its_swarm(
+    tracker: RunningTracker, http: aiohttp.ClientSession, published: PackageRecord, clock: FakeClock
+) -> None:
+    v1 = published.tracker_hashes()[0]
+    await announce(http, tracker, AnnounceRequest(v1, b"A" * 20, 7001, left=9, event="started"))
+    await announce(http, tracker, AnnounceRequest(v1, b"A" * 20, 7001, left=0, event="completed"))
+    await announce(http, tracker, AnnounceRequest(v1, b"A" * 20, 7001, left=0, event="stopped"))
+    assert tracker.peers.swarm_count() == 0 and tracker.peers.peer_counts() == (0, 0)
+    assert await scrape(http, tracker, v1) == {v1: wire.ScrapeStats(0, 0, 1)}
+    # a second peer completes, then goes silent until it expires
+    await announce(http, tracker, AnnounceRequest(v1, b"B" * 20, 7002, left=9, event="started"))
+    assert await scrape(http, tracker, v1) == {v1: wire.ScrapeStats(0, 1, 1)}
+    await announce(http, tracker, AnnounceRequest(v1, b"B" * 20, 7002, left=0, event="completed"))
+    clock.advance(61)
+    await tracker.maintain()
+    assert tracker.peers.swarm_count() == 0
+    assert await scrape(http, tracker, v1) == {v1: wire.ScrapeStats(0, 0, 2)}
+
+
+async def test_completed_counts_only_for_torrents_tracked_here(
+    tracker: RunningTracker, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    junk = b"j" * 20
+    done = AnnounceRequest(junk, b"p" * 20, 7001, left=0, event="completed")
+    with pytest.raises(wire.TrackerFailure, match="not tracked here"):
+        await announce(http, tracker, done)
+    assert await scrape(http, tracker, junk) == {}
+    assert tracker.peers.scrape(junk) == wire.ScrapeStats(0, 0, 0)
+    # an open tracker counts any infohash (in a capped table: see test_peerstore)
+    open_tracker = await app.start(
+        make_config(tmp_path / "open", open_tracker=True), maintain_every=0
+    )
+    try:
+        await announce(http, open_tracker, done)
+        await announce(
+            http, open_tracker, AnnounceRequest(junk, b"p" * 20, 7001, left=0, event="stopped")
+        )
+        assert open_tracker.peers.swarm_count() == 0
+        assert await scrape(http, open_tracker, junk) == {junk: wire.ScrapeStats(0, 0, 1)}
+    finally:
+        await open_tracker.stop(grace=0)
 
 
 async def test_untracked_torrents_are_refused_unless_open(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from aptmesh.tracker.peerstore import PeerEntry, PeerStore, select_peers
-from aptmesh.tracker.wire import Peer, compact_address
+from aptmesh.tracker.peerstore import MAX_RETIRED_COUNTS, PeerEntry, PeerStore, select_peers
+from aptmesh.tracker.wire import Peer, ScrapeStats, compact_address
 from tests.tracker.conftest import FakeClock
 
 IH = b"i" * 20
@@ -30,6 +30,57 @@ def test_counts_and_events() -> None:
     assert (store.scrape(IH).complete, store.peer_counts()) == (1, (1, 0))
     store.announce(IH, peer(2), seeder=True, event="stopped", numwant=50)
     assert store.swarm_count() == 0
+
+
+def test_completed_count_outlives_the_swarm_but_its_peers_do_not() -> None:
+    clock = FakeClock()
+    store = PeerStore(ttl=60, clock=clock)
+    store.announce(IH, peer(1), seeder=True, event="completed", numwant=0)
+    store.announce(IH, peer(1), seeder=True, event="stopped", numwant=0)
+    assert (store.swarm_count(), store.peer_counts()) == (0, (0, 0))
+    assert store.scrape(IH) == ScrapeStats(0, 0, 1)
+    # the next swarm carries the count on, and leaves it behind when it expires
+    store.announce(IH, peer(2), seeder=False, event="started", numwant=0)
+    store.announce(IH, peer(2), seeder=True, event="completed", numwant=0)
+    assert store.scrape(IH) == ScrapeStats(1, 0, 2)
+    clock.advance(61)
+    assert store.expire() == 1
+    assert (store.swarm_count(), store.scrape(IH)) == (0, ScrapeStats(0, 0, 2))
+    # a swarm nobody completed leaves nothing behind
+    store.announce(b"n" * 20, peer(3), seeder=False, event="started", numwant=0)
+    store.announce(b"n" * 20, peer(3), seeder=False, event="stopped", numwant=0)
+    assert store.scrape(b"n" * 20) == ScrapeStats(0, 0, 0)
+
+
+def completed_then_gone(store: PeerStore, info_hash: bytes) -> None:
+    store.announce(info_hash, peer(1), seeder=True, event="completed", numwant=0)
+    store.announce(info_hash, peer(1), seeder=True, event="stopped", numwant=0)
+
+
+def test_retired_counts_are_capped_oldest_out() -> None:
+    store = PeerStore(ttl=60, clock=FakeClock(), max_retired=2)
+    a, b, c = b"a" * 20, b"b" * 20, b"c" * 20
+    completed_then_gone(store, a)
+    completed_then_gone(store, b)
+    completed_then_gone(store, a)  # a's swarm emptied again, after b's: b is now the oldest
+    completed_then_gone(store, c)
+    assert [store.scrape(h).downloaded for h in (a, b, c)] == [2, 0, 1]
+    # a live swarm's count is never evicted, only those of emptied swarms
+    store.announce(a, peer(9), seeder=False, event="started", numwant=0)
+    completed_then_gone(store, b)
+    completed_then_gone(store, IH)
+    assert [store.scrape(h).downloaded for h in (a, b, c, IH)] == [2, 1, 0, 1]
+    off = PeerStore(ttl=60, clock=FakeClock(), max_retired=0)
+    completed_then_gone(off, a)
+    assert off.scrape(a) == ScrapeStats(0, 0, 0)
+
+
+def test_retired_counts_uncapped_when_the_index_bounds_them() -> None:
+    store = PeerStore(ttl=60, clock=FakeClock(), max_retired=None)
+    hashes = [b"%020d" % n for n in range(MAX_RETIRED_COUNTS + 1)]
+    for info_hash in hashes:
+        completed_then_gone(store, info_hash)
+    assert store.scrape(hashes[0]).downloaded == 1
 
 
 def test_same_peer_id_from_another_address_is_another_peer() -> None:
