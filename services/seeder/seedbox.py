@@ -9,7 +9,10 @@ cleared, so their next poll is a full sync that fetches it again.
 
 `run` then syncs every repository (in configuration order, one at a time,
 which keeps upstream load and disk I/O predictable), retires expired files,
-and waits for the poll interval or a "sync now". Retiring is the only place
+and waits for the poll interval or a "sync now". After a sync that failed
+(the upstream or the tracker unreachable, say at start-up beside a tracker
+still starting) it tries again sooner: RETRY_FIRST seconds, doubling up to
+the poll interval. Retiring is the only place
 files leave: a held file nobody has wanted for `grace_period` seconds (by the
 injected clock) stops being seeded and, if the seeder downloaded it, is
 deleted.
@@ -28,6 +31,8 @@ from .sync import RepositorySync, SyncContext, SyncResult
 
 log = logs.get(__name__)
 
+RETRY_FIRST = 5.0  # seconds before a failed sync is tried again; doubles up to the poll interval
+
 
 class UnknownRepository(KeyError):
     """A caller named a repository the configuration does not have."""
@@ -42,11 +47,13 @@ class SeedBox:
         grace_period: float,
         poll_interval: float,
         on_synced: Callable[[list[SyncResult]], Awaitable[None]] | None = None,
+        retry_first: float = RETRY_FIRST,
     ) -> None:
         self.syncs = {s.spec.name: s for s in syncs}
         self.ctx = context
         self.grace_period = grace_period
         self.poll_interval = poll_interval
+        self.retry_first = retry_first
         self.on_synced = on_synced
         self.ready = False
         self._sync_lock = asyncio.Lock()
@@ -114,13 +121,17 @@ class SeedBox:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Polls until `stop` is set ("sync now" calls `sync` directly, under the same lock)."""
+        retry = self.retry_first
         while not stop.is_set():
             try:
-                await self.sync()
+                failed = not all(result.ok for result in await self.sync())
             except Exception:  # a bug must not stop the seeding; the next poll tries again
                 log.exception("seeder.poll_failed")
+                failed = True
+            wait = min(retry, self.poll_interval) if failed else self.poll_interval
+            retry = retry * 2 if failed else self.retry_first
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.poll_interval)
+                await asyncio.wait_for(stop.wait(), wait)
 
     # --- status -----------------------------------------------------------------------------
 

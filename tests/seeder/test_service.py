@@ -16,6 +16,7 @@ from aptmesh.seeder import app
 from aptmesh.seeder.metrics import SeederMetrics
 from aptmesh.seeder.publish import MemoryPublisher
 from aptmesh.seeder.service import SERVICE_NAME
+from aptmesh.seeder.sync import SyncResult
 from aptmesh.swarm import QUEUE_MAX, Swarm, SwarmSettings
 from aptmesh.tracker import app as tracker_app
 from aptmesh.tracker.client import TrackerClient
@@ -209,3 +210,40 @@ async def test_an_unreachable_registry_keeps_the_last_site(tmp_path: Path) -> No
     finally:
         watch.cancel()
         swarm.close()
+
+
+async def test_a_failed_sync_is_tried_again_soon_not_after_the_poll_interval(
+    tmp_path: Path, debrepo: DebRepo, start_seeder: StartSeeder
+) -> None:
+    """A seeder that starts beside a tracker still starting cannot publish at first; it tries
+    again after seconds, doubling, not after its hour-long poll interval."""
+    publisher = MemoryPublisher()
+    publisher.fail = True
+    seeder = await start_seeder(
+        seeder_config(tmp_path, debrepo, None, poll_interval=3600.0), publisher=publisher
+    )
+    box = seeder.box
+    box.retry_first = 0.2
+    stop = asyncio.Event()
+    attempts: list[bool] = []
+
+    async def count(results: list[SyncResult]) -> None:
+        attempts.append(all(r.ok for r in results))
+
+    box.on_synced = count
+    polling = asyncio.create_task(box.run(stop))
+    try:
+        async with asyncio.timeout(20):
+            while len(attempts) < 2:
+                await asyncio.sleep(0.02)
+            publisher.fail = False
+            while not attempts[-1]:
+                await asyncio.sleep(0.02)
+        assert attempts[:2] == [False, False] and attempts[-1]
+        assert set(publisher.records) == {p.sha256 for p in debrepo.packages if p.swarmed}
+        done = len(attempts)
+        await asyncio.sleep(0.5)
+        assert len(attempts) == done  # back to the poll interval once a sync worked
+    finally:
+        stop.set()
+        await polling
