@@ -161,7 +161,6 @@ def request_queue_depth(state: QueueControl, rate: float, capacity: float) -> Qu
 
 
 BLOCK = 16 * 1024  # bytes per block request
-HELD_BACK_RATE = BLOCK  # bytes per second a seeder gives a torrent the edges can finish alone
 LOADED_RTT = 0.05  # seconds: a request's round trip over loaded links (5-50 ms in bench/swarm)
 
 
@@ -330,7 +329,6 @@ class SwarmTorrent:
         self._last: dict[tuple[Any, ...], int] = {}
         self._peer_bytes = 0
         self._priorities: list[int] = []
-        self.held_back = False  # a seeder's upload limited to HELD_BACK_RATE: `_hold_back_tails`
 
     def _notify(self) -> None:
         self._changed.set()
@@ -414,15 +412,6 @@ class SwarmTorrent:
         for offset, index in enumerate(range(first, min(first + count, self.num_pieces))):
             if index not in self._have:
                 self.handle.set_piece_deadline(index, first_ms + offset * step_ms)
-
-    def all_held_by_edges(self) -> bool:
-        """Whether the connected edges hold every piece between them."""
-        held = [False] * self.num_pieces
-        for peer in self.handle.get_peer_info():
-            if is_edge_peer(peer.pid.to_bytes()):
-                for index, has in enumerate(peer.pieces[: self.num_pieces]):
-                    held[index] = held[index] or has
-        return all(held)
 
     def share_work(self, rank: int, count: int, stream: int = 0) -> None:
         """Puts this edge's home pieces first (`home_priorities`): it is `rank` of the site's
@@ -523,20 +512,6 @@ class Swarm:
             last, last_t = sent, now
             if not self.site_depth:
                 self._set_queue(request_queue_depth(self.queue, rate, capacity))
-            self._hold_back_tails()
-
-    def _hold_back_tails(self) -> None:
-        """At a seed-bound site, a torrent every piece of which some edge already holds gets
-        almost no upload from this seeder (HELD_BACK_RATE): the edges finish it among
-        themselves, and the seeder's link goes to pieces nobody has yet (other torrents of a
-        pulse). Whatever an edge asks for then would be a duplicate. An edge that leaves with
-        pieces nobody else has lifts it again."""
-        seed_bound = 0 < self.site_depth < QUEUE_MAX
-        for torrent in self._torrents.values():
-            held = seed_bound and torrent.all_held_by_edges()
-            if held != torrent.held_back:
-                torrent.held_back = held
-                torrent.handle.set_upload_limit(HELD_BACK_RATE if held else 0)
 
     def _set_queue(self, control: QueueControl) -> None:
         if control.depth != self.queue.depth:

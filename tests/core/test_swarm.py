@@ -13,7 +13,6 @@ from aiohttp import web
 
 from aptmesh import web as webhelp
 from aptmesh.swarm import (
-    HELD_BACK_RATE,
     HOME,
     HOME_WINDOW,
     NEXT,
@@ -206,8 +205,8 @@ async def test_edges_split_the_seeders_pieces_and_it_sends_each_about_once(
     tmp_path: Path,
 ) -> None:
     """Three edges of a site put different thirds of the pieces first (`share_work`), so a
-    slow seeder (one that knows its site is seed-bound: a shallow request queue) sends about
-    one copy of the file and the edges trade the rest."""
+    slow seeder (one that knows its uplink is full: a shallow request queue) sends about one
+    copy of the file and the edges trade the rest."""
     source = _file(tmp_path, "split_1_all.deb", 6 * 1024 * 1024)
     hashed = make_torrent(source)
     seed = Swarm(
@@ -242,21 +241,12 @@ async def test_edges_split_the_seeders_pieces_and_it_sends_each_about_once(
             expected = home_priorities(torrent.num_pieces, rank, 3)
             assert list(torrent.handle.get_piece_priorities()) == expected
             torrents.append(torrent)
-        # The site is seed-bound (the edges' uplinks match the seeder's): once the edges hold
-        # every piece between them, the seeder holds back and they finish among themselves.
-        assert seed.know_site([2 << 20] * 3) == QUEUE_MIN
-        for edge in edges:  # slow edges: the trading outlasts the seeder's one copy
-            edge.apply(upload_rate_limit=1 << 20, ignore_limits_on_local_network=False)
         seed.apply(upload_rate_limit=2 << 20)
-        limits = set()
         async with asyncio.timeout(60):
             while not all(t.finished.is_set() for t in torrents):
                 for rank, torrent in enumerate(torrents):
                     torrent.share_work(rank, 3)
-                if seeding.held_back:
-                    limits.add(seeding.handle.upload_limit())
                 await asyncio.sleep(0.1)
-        assert limits == {HELD_BACK_RATE}
         sent = seeding.handle.status().total_payload_upload
         assert sent < 1.5 * hashed.torrent.size, sent / hashed.torrent.size
         for rank, edge in enumerate(edges):
