@@ -39,6 +39,23 @@ def _ours(prefix: str) -> list[str]:
     return [n for n in netns.namespaces() if n.startswith(prefix)]
 
 
+def _tiny_run(*systems: str, pulse: bool = False, timeout: float = 90) -> tuple[str, str]:
+    """`python -m bench.swarm` in the tiny configuration, seed-bound; (stdout, stderr)."""
+    argv = [
+        sys.executable, "-m", "bench.swarm", "--edges", str(EDGES), "--size-mib", "4",
+        "--rate", str(RATE), "--scenario", "seed-bound", "--calib-seconds", "1",
+    ]  # fmt: skip
+    if pulse:
+        argv += ["--pulse", "--seed", "1"]
+    for system in systems:
+        argv += ["--system", system]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, cwd=REPO, timeout=timeout, check=False
+    )
+    assert done.returncode in (0, 3), done.stderr  # 3: measured, but a run was invalid
+    return done.stdout, done.stderr
+
+
 def _prefix(stderr: str) -> str:
     match = re.search(r"run (amb\d+-) in (\S+)", stderr)
     assert match, stderr
@@ -46,35 +63,9 @@ def _prefix(stderr: str) -> str:
 
 
 def test_tiny_run_reports_sane_json_lines_and_leaves_nothing_behind() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.swarm",
-            "--edges",
-            str(EDGES),
-            "--size-mib",
-            "4",
-            "--rate",
-            str(RATE),
-            "--scenario",
-            "seed-bound",
-            "--calib-seconds",
-            "1",
-            "--system",
-            "http",
-            "--system",
-            "libtorrent-default",
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=90,
-        check=False,
-    )
-    assert done.returncode in (0, 3), done.stderr  # 3: measured, but a run was invalid
-    prefix = _prefix(done.stderr)
-    results = {r["system"]: r for r in map(json.loads, done.stdout.splitlines())}
+    stdout, stderr = _tiny_run("http", "libtorrent-default")
+    prefix = _prefix(stderr)
+    results = {r["system"]: r for r in map(json.loads, stdout.splitlines())}
     assert set(results) == {"http", "libtorrent-default"}
     for result in results.values():
         assert set(result) >= REQUIRED
@@ -96,7 +87,7 @@ def test_tiny_run_reports_sane_json_lines_and_leaves_nothing_behind() -> None:
     assert swarm["mirror_bytes_ratio"] == 0
     assert swarm["seed_bytes_ratio"] >= 0.99  # every piece leaves the seed at least once
     assert sum(swarm["edge_upload_bytes"]) > 0  # the edges shared with each other
-    assert "T_KR" in done.stderr and "libtorrent-default" in done.stderr
+    assert "T_KR" in stderr and "libtorrent-default" in stderr
     assert _ours(prefix) == []
     assert not list(Path("/tmp").glob(f"{prefix}*"))
 
@@ -105,36 +96,9 @@ def test_tiny_aptmesh_pulse_fetches_every_file_from_outside_once() -> None:
     """The aptmesh system end to end in the harness: tracker, seeder and edges in their
     namespaces, a pulse of small and large files. Large files come from the seeder and the
     swarm, small ones from the mirror once for the whole site (through their owner edges)."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.swarm",
-            "--edges",
-            str(EDGES),
-            "--size-mib",
-            "4",
-            "--pulse",
-            "--seed",
-            "1",
-            "--rate",
-            str(RATE),
-            "--scenario",
-            "seed-bound",
-            "--calib-seconds",
-            "1",
-            "--system",
-            "aptmesh",
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=150,
-        check=False,
-    )
-    assert done.returncode in (0, 3), done.stderr
-    prefix = _prefix(done.stderr)
-    [result] = map(json.loads, done.stdout.splitlines())
+    stdout, stderr = _tiny_run("aptmesh", pulse=True, timeout=150)
+    prefix = _prefix(stderr)
+    [result] = map(json.loads, stdout.splitlines())
     assert set(result) >= REQUIRED and result["system"] == "aptmesh" and result["pulse"]
     assert result["bytes_ok"] is True
     assert len(result["t_finish"]) == EDGES and None not in result["t_finish"]
