@@ -20,6 +20,7 @@ import json
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -316,21 +317,28 @@ async def lt_leech(args: argparse.Namespace) -> None:
 # --- the aptmesh system: clients of an edge, and what the orchestrator cannot reach -----------
 
 
+async def _until(check: Callable[[], Awaitable[bool]], seconds: float, failure: str) -> None:
+    """Asks `check` every 0.2 s until it holds; exits with `failure` after `seconds`."""
+    deadline = time.time() + seconds
+    while not await check():
+        if time.time() > deadline:
+            raise SystemExit(failure)
+        await asyncio.sleep(0.2)
+
+
 async def _wait_http(url: str, seconds: float) -> None:
     import aiohttp
 
-    deadline = time.time() + seconds
     async with aiohttp.ClientSession() as session:
-        while True:
+
+        async def up() -> bool:
             try:
                 async with session.get(url) as response:
-                    if response.status == 200:
-                        return
+                    return response.status == 200
             except aiohttp.ClientError:
-                pass
-            if time.time() > deadline:
-                raise SystemExit(f"{url} not ready in {seconds:.0f}s")
-            await asyncio.sleep(0.2)
+                return False
+
+        await _until(up, seconds, f"{url} not ready in {seconds:.0f}s")
 
 
 async def _samples(url: str) -> dict[str, float]:
@@ -362,16 +370,14 @@ async def _wait_edges(edge: str, count: int, seconds: float) -> None:
     site, where every edge knows the others (small files go through their owner edge)."""
     import aiohttp
 
-    deadline = time.time() + seconds
     async with aiohttp.ClientSession() as session:
-        while True:
+
+        async def listed() -> bool:
             async with session.get(f"{edge}/_aptmesh/edges") as response:
-                listed = (await response.json())["edges"]
-            if len(listed) >= count:
-                return
-            if time.time() > deadline:
-                raise SystemExit(f"{edge} lists {len(listed)} of {count} edges")
-            await asyncio.sleep(0.2)
+                edges: list[Any] = (await response.json())["edges"]
+                return len(edges) >= count
+
+        await _until(listed, seconds, f"{edge} did not list {count} edges in {seconds:.0f}s")
 
 
 async def edge_get(args: argparse.Namespace) -> None:
@@ -428,14 +434,14 @@ async def scrape(args: argparse.Namespace) -> None:
     """Reports a service's payload upload (from its /metrics) when the run stops; with
     `--site-edges N`, ready only once the seeder has seen N live edges in the registry."""
     await _wait_http(args.base, 60)
-    deadline = time.time() + 60
-    while (
-        args.site_edges
-        and (await _samples(args.base)).get("aptmesh_seeder_site_edges", -1) < args.site_edges
-    ):
-        if time.time() > deadline:
-            raise SystemExit(f"the seeder did not see {args.site_edges} edges in time")
-        await asyncio.sleep(0.2)
+
+    async def seen() -> bool:
+        samples = await _samples(args.base)
+        wanted: int = args.site_edges
+        return samples.get("aptmesh_seeder_site_edges", -1) >= wanted
+
+    if args.site_edges:
+        await _until(seen, 60, f"the seeder did not see {args.site_edges} edges in 60s")
     emit("ready")
     await stdin_closed()
     samples = await _samples(args.base)

@@ -252,7 +252,7 @@ async def test_edges_split_the_seeders_pieces_and_it_sends_each_about_once(
         for rank, edge in enumerate(edges):
             pieces = sent_to[edge.peer_id.encode()]
             home = sum(1 for index in pieces if index % 3 == rank)
-            assert home >= 0.6 * len(pieces), (rank, home, len(pieces))  # random: a third
+            assert home >= 0.5 * len(pieces), (rank, home, len(pieces))  # random: a third
     finally:
         seed.close()
         for edge in edges:
