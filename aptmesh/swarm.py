@@ -48,7 +48,7 @@ import asyncio
 import math
 import secrets
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -164,23 +164,33 @@ BLOCK = 16 * 1024  # bytes per block request
 LOADED_RTT = 0.05  # seconds: a request's round trip over loaded links (5-50 ms in bench/swarm)
 
 
+def seed_bound(capacity: float, edge_uplinks: Sequence[int]) -> bool | None:
+    """Whether a site whose seed uplink is `capacity` is seed-bound, from the uplinks its live
+    edges reported to the registry (a pure function; None: it cannot tell). It is when the edges
+    together could pass on what the seed sends, N * mean(u_i) >= (N - 1) * u_s (Kumar-Ross):
+    then every byte the seed sends twice costs the whole site time. Uplinks of 0 are unknown;
+    the known ones stand for them."""
+    known = [u for u in edge_uplinks if u > 0]
+    if capacity <= 0 or not known:
+        return None
+    edges = len(edge_uplinks)
+    return edges * sum(known) / len(known) >= (edges - 1) * capacity
+
+
 def site_queue_depth(capacity: float, edge_uplinks: Sequence[int]) -> int:
     """The request-queue depth a seeder with uplink `capacity` gives its peers, from the uplinks
     the live edges reported to the registry (a pure function; 0: it cannot tell).
 
-    A site is seed-bound when the edges together could pass on what the seeder sends,
-    N * mean(u_i) >= (N - 1) * u_s (Kumar-Ross). Then the seeder's link is full whatever the
-    depth, and a shallow queue, just deep enough for the seeder's share of each edge over a
-    loaded round trip, keeps edges from asking it for pieces others have asked for too. With
-    room to spare (peer-bound), duplicates cost nothing and each edge may ask for as much as
-    it can take. Uplinks of 0 are unknown; the known ones stand for them."""
-    known = [u for u in edge_uplinks if u > 0]
-    if capacity <= 0 or not known:
+    Seed-bound (`seed_bound`), the seeder's link is full whatever the depth, and a shallow
+    queue, just deep enough for the seeder's share of each edge over a loaded round trip, keeps
+    edges from asking it for pieces others have asked for too. With room to spare
+    (peer-bound), duplicates cost nothing and each edge may ask for as much as it can take."""
+    bound = seed_bound(capacity, edge_uplinks)
+    if bound is None:
         return 0
-    edges = len(edge_uplinks)
-    if edges * sum(known) / len(known) < (edges - 1) * capacity:
+    if not bound:
         return QUEUE_MAX
-    return max(QUEUE_MIN, math.ceil(capacity / edges * LOADED_RTT / BLOCK))
+    return max(QUEUE_MIN, math.ceil(capacity / len(edge_uplinks) * LOADED_RTT / BLOCK))
 
 
 def new_peer_id(role: Role) -> str:
@@ -203,8 +213,26 @@ NEXT = 7  # libtorrent's top priority, whatever the availability: the next home 
 HOME = 6  # the rest of the home pieces: before any other piece the seeder holds
 SOON = 5  # other pieces the client's stream needs next: before the rest, rarest-first
 OTHER = 4  # libtorrent's default priority: rarest-first
+NOT_YET = 0  # seed-bound: a piece no edge holds yet, or any while the last home ones arrive
 HOME_WINDOW = 16  # home pieces asked for in file order ahead of the rest
 SOON_WINDOW = 256  # pieces after the stream's next one that count as needed soon
+HOME_TAIL = 2  # seed-bound: home pieces still missing when other pieces stop being asked for
+
+
+def _flag(flags: Sequence[bool], index: int) -> bool:
+    return index < len(flags) and flags[index]
+
+
+def home_left(
+    num_pieces: int, rank: int, count: int, elsewhere: Sequence[bool], have: Sequence[bool]
+) -> int:
+    """How many of its home pieces the edge ranked `rank` of `count` still has to get from the
+    seeder (a pure function): those it lacks that no other edge holds (`home_priorities`)."""
+    return sum(
+        1
+        for index in range(rank, num_pieces, count)
+        if not _flag(elsewhere, index) and not _flag(have, index)
+    )
 
 
 def home_priorities(
@@ -214,6 +242,8 @@ def home_priorities(
     elsewhere: Sequence[bool] = (),
     have: Sequence[bool] = (),
     stream: int = 0,
+    *,
+    seed_bound: bool = False,
 ) -> list[int]:
     """Piece priorities of the edge ranked `rank` of the site's `count` edges (a pure
     function). Its home pieces (every `count`-th, from `rank`) come first, so each edge asks the
@@ -223,19 +253,26 @@ def home_priorities(
     A home piece another edge already holds (`elsewhere[index]`: it took it from the seeder
     after running out of its own, or it has the file) is home no more: asking the seeder for
     it again would be a duplicate. Of the other pieces, the SOON_WINDOW from `stream` (the
-    piece the client waits for) come before the rest, for the same reason."""
+    piece the client waits for) come before the rest, for the same reason.
 
-    def flag(flags: Sequence[bool], index: int) -> bool:
-        return index < len(flags) and flags[index]
-
+    At a `seed_bound` site every duplicate the seeder sends costs the site time, and libtorrent
+    fills an edge's free request slots at the seeder with any piece it wants. So a piece that
+    is not home is wanted only once another edge holds it (the edges hand it on), and not at
+    all while the last HOME_TAIL home pieces arrive (their slots free up then); once every home
+    piece is in, the caller drops the seeder from the torrent (`SwarmTorrent.share_work`)."""
     priorities = [OTHER] * num_pieces
     soon = range(max(0, stream), min(num_pieces, stream + SOON_WINDOW))
     priorities[soon.start : soon.stop] = [SOON] * len(soon)
+    left = home_left(num_pieces, rank, count, elsewhere, have) if seed_bound else 0
+    if left:
+        for index in range(num_pieces):
+            if not _flag(have, index) and (left <= HOME_TAIL or not _flag(elsewhere, index)):
+                priorities[index] = NOT_YET
     window = HOME_WINDOW
     for index in range(rank, num_pieces, count):
-        if flag(elsewhere, index):
+        if _flag(elsewhere, index):
             continue
-        if window and not flag(have, index):
+        if window and not _flag(have, index):
             priorities[index] = NEXT
             window -= 1
         else:
@@ -295,6 +332,10 @@ def session_settings(settings: SwarmSettings, peer_id: str = "") -> dict[str, An
         # asked the seeder for the same pieces again.
         pack["initial_picker_threshold"] = 0
         pack["whole_pieces_threshold"] = 0
+        # At a seed-bound site an edge wants no piece for a while (`home_priorities`); two
+        # edges in that state would close their connection as redundant, and then wait for
+        # the tracker's next announce to trade again.
+        pack["close_redundant_connections"] = False
     if not settings.public:
         pack["dht_bootstrap_nodes"] = ""
     if upload_capacity(settings):
@@ -329,6 +370,10 @@ class SwarmTorrent:
         self._last: dict[tuple[Any, ...], int] = {}
         self._peer_bytes = 0
         self._priorities: list[int] = []
+        # `share_work` at a seed-bound site: this torrent applies the session's IP filter,
+        # which blocks the seeders it left (`Swarm.leave`).
+        self.left_seeders = False
+        self._leave: Callable[[set[str]], None] | None = None
 
     def _notify(self) -> None:
         self._changed.set()
@@ -413,20 +458,47 @@ class SwarmTorrent:
             if index not in self._have:
                 self.handle.set_piece_deadline(index, first_ms + offset * step_ms)
 
-    def share_work(self, rank: int, count: int, stream: int = 0) -> None:
+    def share_work(
+        self, rank: int, count: int, stream: int = 0, *, seed_bound: bool = False
+    ) -> None:
         """Puts this edge's home pieces first (`home_priorities`): it is `rank` of the site's
         `count` edges, and `stream` is the piece its client waits for. A home piece is home no
-        more once another edge holds it (one took it from the seeder, or finished the file)."""
+        more once another edge holds it (one took it from the seeder, or finished the file).
+        At a `seed_bound` site, once its home pieces are in, the edge leaves the seeders (seeds
+        that are not edges) of this torrent (`Swarm.leave`): the seeder's upload goes to
+        the pieces no edge has yet. Told `seed_bound=False` again (the caller's stream waited
+        too long), it takes them back."""
         elsewhere = [False] * self.num_pieces
+        edges: set[str] = set()
+        seeders: set[str] = set()
         for peer in self.handle.get_peer_info():
+            if peer.connection_type != lt.peer_info.standard_bittorrent:
+                continue  # a web seed
             if is_edge_peer(peer.pid.to_bytes()):
+                edges.add(peer.ip[0])
                 for index, held in enumerate(peer.pieces[: self.num_pieces]):
                     elsewhere[index] = elsewhere[index] or held
+            elif peer.flags & lt.peer_info.seed:
+                seeders.add(peer.ip[0])
         have = [index in self._have for index in range(self.num_pieces)]
-        priorities = home_priorities(self.num_pieces, rank, count, elsewhere, have, stream)
+        priorities = home_priorities(
+            self.num_pieces, rank, count, elsewhere, have, stream, seed_bound=seed_bound
+        )
         if priorities != self._priorities:
             self._priorities = priorities
             self.handle.prioritize_pieces(priorities)
+        if not seed_bound:
+            if self.left_seeders:
+                self.left_seeders = False
+                self.handle.unset_flags(lt.torrent_flags.apply_ip_filter)
+                self.handle.force_reannounce()
+        elif not self.left_seeders and not home_left(self.num_pieces, rank, count, elsewhere, have):
+            # Never an address an edge uses too (one host, tests): that would drop the edges.
+            leave = seeders - edges
+            if leave and self._leave is not None:
+                self._leave(leave)
+                self.handle.set_flags(lt.torrent_flags.apply_ip_filter)
+                self.left_seeders = True
 
     def split(self, total: int) -> tuple[int, int]:
         """(from peers, from web seeds) of `total` payload bytes downloaded. Without a web seed
@@ -484,6 +556,7 @@ class Swarm:
         params.settings = session_settings(settings, self.peer_id)  # type: ignore[assignment]
         self._session = lt.session(params)
         self._torrents: dict[str, SwarmTorrent] = {}
+        self._left: set[str] = set()  # seeder addresses edges left (`leave`)
         self._totals = _Totals()
         self._reader, writer = socket.socketpair()
         self._writer = writer
@@ -566,7 +639,10 @@ class Swarm:
                 else:
                     future.set_result(bytes(alert.buffer))
         elif isinstance(alert, lt.torrent_finished_alert):
-            torrent.finished.set()
+            # libtorrent's "finished" means every wanted piece; ours, every piece (a seed-bound
+            # edge wants none of some for a while: `home_priorities`).
+            if torrent.handle.status().is_seeding:
+                torrent.finished.set()
             torrent._notify()
         elif isinstance(alert, lt.hash_failed_alert):
             torrent.hash_failures += 1
@@ -623,10 +699,22 @@ class Swarm:
             raise SwarmError(f"adding torrent {info.name()}: {exc}") from None
         torrent = SwarmTorrent(handle, info.num_pieces(), info.piece_length(), info.total_size())
         torrent.web_seeds = list(web_seeds)
+        torrent._leave = self.leave
         self._torrents[key] = torrent
         if seed:
             torrent.finished.set()
         return torrent
+
+    def leave(self, addresses: set[str]) -> None:
+        """Blocks `addresses` for the torrents that apply the IP filter (flag
+        `apply_ip_filter`, set by `SwarmTorrent.share_work`; `add` leaves it off)."""
+        if addresses <= self._left:
+            return
+        self._left |= addresses
+        rules = lt.ip_filter()
+        for address in self._left:
+            rules.add_rule(address, address, 1)  # 1: blocked
+        self._session.set_ip_filter(rules)
 
     def get(self, info_hash_v1: str) -> SwarmTorrent | None:
         return self._torrents.get(info_hash_v1)

@@ -26,6 +26,7 @@ class Edge(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     ZONE_FIELD_NUMBER: _builtins.int
     UPLOAD_CAPACITY_FIELD_NUMBER: _builtins.int
+    SEED_BOX_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable identifier chosen by the edge (its host name, a pod name)."""
     url: _builtins.str
@@ -36,6 +37,11 @@ class Edge(_message.Message):
     """The edge's BitTorrent uplink in bytes per second, 0 when unknown. Seeders
     use it to choose how deep a request queue each peer gets.
     """
+    seed_box: _builtins.bool
+    """A seed box (seeder), not an edge cache: never listed in
+    `ListEdgesResponse.edges`; its `upload_capacity` counts in
+    `ListEdgesResponse.seed_upload_capacity`; its `url` may be empty.
+    """
     def __init__(
         self,
         *,
@@ -43,10 +49,11 @@ class Edge(_message.Message):
         url: _builtins.str = ...,
         zone: _builtins.str = ...,
         upload_capacity: _builtins.int = ...,
+        seed_box: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "upload_capacity", b"upload_capacity", "url", b"url", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "seed_box", b"seed_box", "upload_capacity", b"upload_capacity", "url", b"url", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -117,16 +124,24 @@ class ListEdgesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EDGES_FIELD_NUMBER: _builtins.int
+    SEED_UPLOAD_CAPACITY_FIELD_NUMBER: _builtins.int
+    seed_upload_capacity: _builtins.int
+    """The summed uplink of the live seed boxes in bytes per second (all zones);
+    0 when none is live or any live one reports 0 (unknown).
+    """
     @_builtins.property
-    def edges(self) -> _containers.RepeatedCompositeFieldContainer[Global___Edge]: ...
+    def edges(self) -> _containers.RepeatedCompositeFieldContainer[Global___Edge]:
+        """Live edges only (never seed boxes)."""
+
     def __init__(
         self,
         *,
         edges: _abc.Iterable[Global___Edge] | None = ...,
+        seed_upload_capacity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges", "seed_upload_capacity", b"seed_upload_capacity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

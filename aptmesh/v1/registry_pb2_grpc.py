@@ -28,7 +28,9 @@ if _version_not_supported:
 class EdgeRegistryServiceStub:
     """The tracker's registry of live edges, which apt clients use to find the
     nearest one. An edge registers and then renews its lease by registering
-    again before it expires; an expired lease drops the edge.
+    again before it expires; an expired lease drops the edge. Seed boxes
+    register the same way (`Edge.seed_box`) so that edges and seeders can tell
+    whether the site is seed-bound; they are never listed as edges.
     """
 
     def __init__(self, channel):
@@ -52,7 +54,9 @@ class EdgeRegistryServiceStub:
 class EdgeRegistryServiceServicer:
     """The tracker's registry of live edges, which apt clients use to find the
     nearest one. An edge registers and then renews its lease by registering
-    again before it expires; an expired lease drops the edge.
+    again before it expires; an expired lease drops the edge. Seed boxes
+    register the same way (`Edge.seed_box`) so that edges and seeders can tell
+    whether the site is seed-bound; they are never listed as edges.
     """
 
     def RegisterEdge(self, request, context):
@@ -63,7 +67,7 @@ class EdgeRegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListEdges(self, request, context):
-        """Lists live edges, the caller's zone first.
+        """Lists live edges, the caller's zone first, and the live seed boxes' uplink.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,7 +97,9 @@ def add_EdgeRegistryServiceServicer_to_server(servicer, server):
 class EdgeRegistryService:
     """The tracker's registry of live edges, which apt clients use to find the
     nearest one. An edge registers and then renews its lease by registering
-    again before it expires; an expired lease drops the edge.
+    again before it expires; an expired lease drops the edge. Seed boxes
+    register the same way (`Edge.seed_box`) so that edges and seeders can tell
+    whether the site is seed-bound; they are never listed as edges.
     """
 
     @staticmethod

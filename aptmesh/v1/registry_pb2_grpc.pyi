@@ -29,7 +29,9 @@ GRPC_VERSION: str
 class EdgeRegistryServiceStub:
     """The tracker's registry of live edges, which apt clients use to find the
     nearest one. An edge registers and then renews its lease by registering
-    again before it expires; an expired lease drops the edge.
+    again before it expires; an expired lease drops the edge. Seed boxes
+    register the same way (`Edge.seed_box`) so that edges and seeders can tell
+    whether the site is seed-bound; they are never listed as edges.
     """
 
     @_typing.overload
@@ -39,25 +41,29 @@ class EdgeRegistryServiceStub:
     RegisterEdge: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RegisterEdgeRequest, _registry_pb2.RegisterEdgeResponse]
     """Registers or renews an edge. Needs `authorization: Bearer <token>`."""
     ListEdges: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListEdgesRequest, _registry_pb2.ListEdgesResponse]
-    """Lists live edges, the caller's zone first."""
+    """Lists live edges, the caller's zone first, and the live seed boxes' uplink."""
 
 @_typing.type_check_only
 class EdgeRegistryServiceAsyncStub(EdgeRegistryServiceStub):
     """The tracker's registry of live edges, which apt clients use to find the
     nearest one. An edge registers and then renews its lease by registering
-    again before it expires; an expired lease drops the edge.
+    again before it expires; an expired lease drops the edge. Seed boxes
+    register the same way (`Edge.seed_box`) so that edges and seeders can tell
+    whether the site is seed-bound; they are never listed as edges.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RegisterEdge: _aio.UnaryUnaryMultiCallable[_registry_pb2.RegisterEdgeRequest, _registry_pb2.RegisterEdgeResponse]  # type: ignore[assignment]
     """Registers or renews an edge. Needs `authorization: Bearer <token>`."""
     ListEdges: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListEdgesRequest, _registry_pb2.ListEdgesResponse]  # type: ignore[assignment]
-    """Lists live edges, the caller's zone first."""
+    """Lists live edges, the caller's zone first, and the live seed boxes' uplink."""
 
 class EdgeRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """The tracker's registry of live edges, which apt clients use to find the
     nearest one. An edge registers and then renews its lease by registering
-    again before it expires; an expired lease drops the edge.
+    again before it expires; an expired lease drops the edge. Seed boxes
+    register the same way (`Edge.seed_box`) so that edges and seeders can tell
+    whether the site is seed-bound; they are never listed as edges.
     """
 
     @_abc_1.abstractmethod
@@ -74,6 +80,6 @@ class EdgeRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.ListEdgesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListEdgesResponse, _abc.Awaitable[_registry_pb2.ListEdgesResponse]]:
-        """Lists live edges, the caller's zone first."""
+        """Lists live edges, the caller's zone first, and the live seed boxes' uplink."""
 
 def add_EdgeRegistryServiceServicer_to_server(servicer: EdgeRegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -576,6 +576,7 @@ class BenchRun:
             "--listen-host", origin.address, "--listen-port", str(BT_PORT),
             "--poll-interval", "3600",
             "--upload-capacity", str(int(origin.up_mbit * MBIT)) if origin.up_mbit else "0",
+            "--seed-box-id", origin.name,
         )  # fmt: skip
         waiter = self.start(
             origin, "wait-index", "--to", grpc, "--manifest", str(self.tmp / "manifest.json"),

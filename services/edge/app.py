@@ -50,11 +50,6 @@ def make_verifier(config: EdgeConfig) -> Verifier:
     return ReleaseVerifier(config.keyring, config.verify_mode)
 
 
-def renew_after(lease_seconds: int) -> float:
-    """Renew a registration at a third of its lease (two chances before it ends)."""
-    return max(1.0, lease_seconds / 3)
-
-
 def reported_upload_capacity(config: EdgeConfig) -> int:
     """The uplink the registry hears of: the configured capacity or the upload cap (the link a
     limited edge can fill), the lower if both are set; 0: unknown."""
@@ -240,7 +235,7 @@ class Edge:
             await asyncio.sleep(METRICS_EVERY)
 
     async def _register(self, tracker: TrackerClient) -> None:
-        from aptmesh.tracker.client import TrackerClientError
+        from aptmesh.tracker.client import TrackerClientError, renew_after
         from aptmesh.tracker.records import Edge as EdgeRecord
 
         me = EdgeRecord(
@@ -265,15 +260,15 @@ class Edge:
         if self._tracker is None:
             return
         try:
-            edges = await self._tracker.list_edges(self.config.zone)
+            site = await self._tracker.list_site(self.config.zone)
         except TrackerClientError as exc:
             log.info("edge_list_unavailable", error=str(exc))
             return
-        self.other_edges = [EdgeInfo(e.id, e.url, e.zone) for e in edges]
+        self.other_edges = [EdgeInfo(e.id, e.url, e.zone) for e in site.edges]
         if self.site_fetch is not None:
             self.site_fetch.set_edges(self.edge_id(), self.other_edges)
         if self.swarm_side is not None:
-            self.swarm_side.set_site(self.edge_id(), [e.id for e in edges])
+            self.swarm_side.set_site(self.edge_id(), site.edges, site.seed_upload_capacity)
 
     async def _list_edges(self) -> None:
         while True:

@@ -31,12 +31,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from aptmesh import logs
 from aptmesh.edge.downloads import Download, Expected
 from aptmesh.edge.metrics import EdgeMetrics
 from aptmesh.edge.sources import (
+    STREAM_PATIENCE,
     Source,
     SwarmProgress,
     SwarmUnavailable,
@@ -47,10 +49,10 @@ from aptmesh.edge.sources import (
     web_seed_share,
 )
 from aptmesh.edge.urls import Resource
-from aptmesh.swarm import Swarm, SwarmError, SwarmTorrent
+from aptmesh.swarm import Swarm, SwarmError, SwarmTorrent, seed_bound
 from aptmesh.torrent import TorrentError, make_torrent, parse_torrent
 from aptmesh.tracker.client import IndexUnavailable, NotFound, Rejected, TrackerClient
-from aptmesh.tracker.records import PackageRecord
+from aptmesh.tracker.records import Edge, PackageRecord
 
 log = logs.get(__name__)
 
@@ -139,7 +141,12 @@ class SwarmSource:
                         raise TimeoutError
                     if owner.site is not None and now >= next_share:
                         next_share = now + WEB_SEED_CHECK_EVERY
-                        handle.share_work(*owner.site, index)
+                        # Waiting long for a piece (its home edge may be gone) or with the
+                        # upstream as web seed, the edge takes any piece from anyone.
+                        patient = now - waiting_since < STREAM_PATIENCE and not handle.web_seeds
+                        handle.share_work(
+                            *owner.site, index, seed_bound=owner.seed_bound and patient
+                        )
                     if not handle.web_seeds and urls and now >= next_check:
                         next_check = now + WEB_SEED_CHECK_EVERY
                         self._consider_web_seed(handle, urls, now - start, now - last_piece)
@@ -229,16 +236,22 @@ class EdgeSwarm:
         # work and libtorrent picks rarest-first, since unranked edges would all ask for the
         # same pieces.
         self.site: tuple[int, int] | None = None
+        # Whether the site's seed boxes are its bottleneck (`swarm.seed_bound` of the uplinks
+        # in the registry): then edges ask the seeder for their home pieces only.
+        self.seed_bound = False
         self.downloading: dict[str, SwarmTorrent] = {}
         self.seeding: dict[str, SwarmTorrent] = {}
         self._uploaded = 0
         self._downloaded = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def set_site(self, self_id: str, edge_ids: list[str]) -> None:
-        """The live edges of the registry (this edge among them, once registered)."""
-        ids = sorted(set(edge_ids))
+    def set_site(self, self_id: str, edges: Sequence[Edge], seed_capacity: int = 0) -> None:
+        """The live edges of the registry (this edge among them, once registered) and the
+        summed uplink of the live seed boxes (0: unknown)."""
+        ids = sorted({edge.id for edge in edges})
         self.site = (ids.index(self_id), len(ids)) if self_id in ids else None
+        uplinks = [edge.upload_capacity for edge in edges]
+        self.seed_bound = bool(seed_bound(seed_capacity, uplinks))
 
     def open(self) -> None:
         if self.scratch_dir.exists():

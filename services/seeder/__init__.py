@@ -8,7 +8,8 @@ Layout (one thing per module):
 - `sources`: reading a repository, over HTTP(S) or from a local mirror directory;
 - `seeding`: the files being seeded (libtorrent through `aptmesh.swarm`, or nothing);
 - `seedbox`: restores held files at start, polls, retires what left the index;
-- `publish`: publishing records to the tracker's index (and an in-memory fake);
+- `publish`: publishing records to the tracker's index, reading and joining its edge
+  registry (and an in-memory fake);
 - `sync`: one repository sync (verify, select, fetch, hash, publish, seed);
 - `progress`: a terminal progress bar or plain log lines;
 - `metrics`, `service` (gRPC), `http` (`/metrics`, `/healthz`, `/readyz`);

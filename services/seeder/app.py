@@ -3,7 +3,9 @@
 `start()` is what `main` runs and what tests run (port 0, a temporary data
 directory, a fake clock, a fake or real index); it returns a `RunningSeeder`
 that knows where it listens and how to stop. `once()` is `aptmesh seeder
---once`: the same sync without a BitTorrent session or servers.
+--once`: the same sync without a BitTorrent session or servers. A running
+seeder that knows its uplink registers itself in the tracker's edge registry
+as a seed box (`seed_box_of`, `register_seed_box`); `--once` never does.
 """
 
 from __future__ import annotations
@@ -21,15 +23,16 @@ from prometheus_client import CollectorRegistry
 from aptmesh import grpcserver, logs, web
 from aptmesh.config import ConfigError
 from aptmesh.metrics import new_registry
-from aptmesh.swarm import Swarm, SwarmSettings
-from aptmesh.tracker.client import TrackerClient
+from aptmesh.swarm import Swarm, SwarmSettings, upload_capacity
+from aptmesh.tracker.client import TrackerClient, renew_after
+from aptmesh.tracker.records import Edge
 from aptmesh.v1 import seeder_pb2_grpc
 
 from . import http, service
 from .config import RepositorySpec, SeederConfig
 from .metrics import SeederMetrics
 from .progress import NullProgress, Progress
-from .publish import NoPublisher, Publisher, TrackerPublisher
+from .publish import NoPublisher, Publisher, PublishError, TrackerPublisher
 from .seedbox import SeedBox
 from .seeding import NoSeeding, Seeding, SwarmSeeding
 from .select import Policy
@@ -42,6 +45,7 @@ log = logs.get(__name__)
 Clock = Callable[[], float]
 STATE_FILE = "state.sqlite3"
 SITE_EVERY = 5.0  # seconds between looks at the edge registry (`watch_site`)
+REGISTER_RETRY = 5.0  # seconds before a failed seed box registration is tried again
 
 
 def check_runnable(config: SeederConfig) -> tuple[RepositorySpec, ...]:
@@ -172,6 +176,7 @@ class RunningSeeder:
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     poller: asyncio.Task[None] | None = None
     site_watch: asyncio.Task[None] | None = None
+    registration: asyncio.Task[None] | None = None
 
     @property
     def box(self) -> SeedBox:
@@ -191,7 +196,7 @@ class RunningSeeder:
 
     async def stop(self, grace: float = 2.0) -> None:
         self.stop_event.set()
-        for task in (self.poller, self.site_watch):
+        for task in (self.poller, self.site_watch, self.registration):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -219,6 +224,45 @@ async def watch_site(
                 log.info("seeder.site", edges=len(uplinks), request_queue_depth=depth)
                 known = depth
         await asyncio.sleep(every)
+
+
+def seed_box_of(config: SeederConfig, swarm: Swarm | None) -> Edge | None:
+    """The registry entry of a seeder that registers as a seed box: one that seeds (has a
+    swarm), knows its uplink (`aptmesh.swarm.upload_capacity`) and has a tracker and a token
+    to register with; None for any other. A seed box has no url: clients never fetch from it
+    through the registry."""
+    if swarm is None or not config.tracker_grpc or not config.publish_token:
+        return None
+    capacity = upload_capacity(swarm.settings)
+    if not capacity:
+        return None
+    return Edge(config.seed_box_id, "", upload_capacity=capacity, seed_box=True)
+
+
+async def register_seed_box(
+    publisher: Publisher, box: Edge, *, retry: float = REGISTER_RETRY
+) -> None:
+    """Registers the seed box and renews its lease for as long as the seeder runs (as an edge
+    does); a failure is logged and tried again after `retry` seconds, and never stops the
+    seeding."""
+    registered = False
+    while True:
+        try:
+            lease = await publisher.register_seed_box(box)
+        except PublishError as exc:
+            log.warning("seeder.seed_box_registration_failed", error=str(exc))
+            wait = retry
+        else:
+            if not registered:
+                log.info(
+                    "seeder.seed_box_registered",
+                    seed_box_id=box.id,
+                    upload_capacity=box.upload_capacity,
+                    lease_seconds=lease,
+                )
+                registered = True
+            wait = renew_after(lease)
+        await asyncio.sleep(wait)
 
 
 async def start(
@@ -271,6 +315,9 @@ async def start(
         running.site_watch = asyncio.create_task(
             watch_site(seeder.swarm, seeder.publisher, seeder.metrics, site_every)
         )
+    box = seed_box_of(config, seeder.swarm)
+    if box is not None:
+        running.registration = asyncio.create_task(register_seed_box(seeder.publisher, box))
     log.info(
         "seeder.started",
         grpc=running.grpc_target,

@@ -29,6 +29,7 @@ components=main contrib;architectures=amd64 all`.
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,6 +37,7 @@ from urllib.parse import urlsplit
 
 from aptmesh.config import InvalidOption, option, require
 from aptmesh.logs import LogFormat
+from aptmesh.tracker.records import EDGE_ID, EDGE_ID_RULE
 
 SERVICE = "seeder"
 
@@ -217,6 +219,13 @@ class SeederConfig:
         "it while there is room",
         size=True,
     )
+    seed_box_id: str = option(
+        socket.gethostname(),
+        "this seed box's id in the tracker's registry, unique among its edges and seed boxes; "
+        "a seeder that knows its uplink (upload_capacity or upload_rate_limit) and has a "
+        "tracker_grpc and publish_token registers it there so the site can tell it is "
+        "seed-bound",
+    )
     connections_limit: int = option(2000, "most BitTorrent peer connections at once")
     grace_period: float = option(
         86400.0,
@@ -262,6 +271,11 @@ class SeederConfig:
         require(0 <= self.listen_port <= 65535, "listen_port", "must be between 0 and 65535")
         require(self.upload_rate_limit >= 0, "upload_rate_limit", "must not be negative")
         require(self.upload_capacity >= 0, "upload_capacity", "must not be negative")
+        require(
+            bool(EDGE_ID.fullmatch(self.seed_box_id)),
+            "seed_box_id",
+            f"{self.seed_box_id!r} is not {EDGE_ID_RULE}",
+        )
         require(self.connections_limit >= 1, "connections_limit", "must be at least 1")
         require(self.grace_period >= 0, "grace_period", "must not be negative")
         require(self.download_concurrency >= 1, "download_concurrency", "must be at least 1")

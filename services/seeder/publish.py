@@ -2,10 +2,12 @@
 
 `Publisher` is what a sync needs from the index: which records it lacks, and
 publishing one; and what the seeder's swarm needs from the edge registry: the
-uplinks of the live edges. `TrackerPublisher` talks to the tracker over gRPC (through
-`aptmesh.tracker.client`, which translates gRPC errors); `MemoryPublisher` is
-the in-memory fake for tests; `NoPublisher` is for a seeder configured
-without a tracker (it seeds, but nobody learns about it from the index).
+uplinks of the live edges, and registering this seeder as a seed box (so the
+registry can sum the seed boxes' uplinks). `TrackerPublisher` talks to the
+tracker over gRPC (through `aptmesh.tracker.client`, which translates gRPC
+errors); `MemoryPublisher` is the in-memory fake for tests; `NoPublisher` is
+for a seeder configured without a tracker (it seeds, but nobody learns about
+it from the index).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from aptmesh.tracker.client import TrackerClient, TrackerClientError
-from aptmesh.tracker.records import PackageRecord
+from aptmesh.tracker.records import Edge, PackageRecord
 
 from .state import HeldFile
 
@@ -44,8 +46,12 @@ class Publisher(Protocol):
         """Publishes a record; True when it was new to the index."""
 
     async def edge_uplinks(self) -> list[int] | None:
-        """The upload capacities the live edges reported (0: unknown); None when the
-        registry cannot be reached."""
+        """The upload capacities the live edges (never seed boxes) reported (0: unknown);
+        None when the registry cannot be reached."""
+
+    async def register_seed_box(self, box: Edge) -> int:
+        """Registers or renews this seeder as a seed box (`box.seed_box` is set); returns the
+        lease in seconds. Raises PublishError."""
 
 
 class TrackerPublisher:
@@ -74,16 +80,27 @@ class TrackerPublisher:
             return None
         return [edge.upload_capacity for edge in edges]
 
+    async def register_seed_box(self, box: Edge) -> int:
+        try:
+            return await self.client.register_edge(box)
+        except TrackerClientError as exc:
+            raise PublishError(str(exc)) from None
+
     async def close(self) -> None:
         await self.client.close()
 
 
 class MemoryPublisher:
-    """An index in a dict; `fail` makes every call raise PublishError (tracker down)."""
+    """An index in a dict; `fail` makes every call raise PublishError (tracker down).
+    `uplinks` are the edges' uplinks; `seed_boxes` the seed boxes registered, by id, and
+    `register_calls` counts the calls to register one (failed or not)."""
 
-    def __init__(self) -> None:
+    def __init__(self, lease_seconds: int = 60) -> None:
         self.records: dict[str, PackageRecord] = {}
         self.uplinks: list[int] = []
+        self.seed_boxes: dict[str, Edge] = {}
+        self.register_calls = 0
+        self.lease_seconds = lease_seconds
         self.fail = False
 
     async def missing(self, sha256s: Sequence[str]) -> set[str]:
@@ -101,6 +118,13 @@ class MemoryPublisher:
     async def edge_uplinks(self) -> list[int] | None:
         return None if self.fail else list(self.uplinks)
 
+    async def register_seed_box(self, box: Edge) -> int:
+        self.register_calls += 1
+        if self.fail:
+            raise PublishError(f"registering seed box {box.id}: the fake registry is down")
+        self.seed_boxes[box.id] = box
+        return self.lease_seconds
+
 
 class NoPublisher:
     async def missing(self, sha256s: Sequence[str]) -> set[str]:
@@ -111,3 +135,6 @@ class NoPublisher:
 
     async def edge_uplinks(self) -> list[int] | None:
         return None
+
+    async def register_seed_box(self, box: Edge) -> int:
+        raise PublishError(f"registering seed box {box.id}: no tracker configured")

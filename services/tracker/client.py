@@ -23,6 +23,7 @@ from aptmesh.grpcserver import bearer_metadata
 from aptmesh.tracker.records import (
     Edge,
     PackageRecord,
+    Site,
     edge_from_proto,
     edge_to_proto,
     record_from_proto,
@@ -73,6 +74,11 @@ async def _translated(action: str) -> AsyncIterator[None]:
         if code == grpc.StatusCode.NOT_FOUND:
             raise NotFound(text, code.name) from None
         raise Rejected(text, code.name) from None
+
+
+def renew_after(lease_seconds: int) -> float:
+    """Renew a registration at a third of its lease (two chances before it ends)."""
+    return max(1.0, lease_seconds / 3)
 
 
 @dataclass(frozen=True)
@@ -126,21 +132,30 @@ class TrackerClient:
         return BatchResult(records, tuple(missing))
 
     async def register_edge(self, edge: Edge, *, deadline: float | None = None) -> int:
-        """Registers or renews an edge; returns the lease in seconds (renew well before)."""
+        """Registers or renews an edge or a seed box (`Edge.seed_box`); returns the lease in
+        seconds (renew at `renew_after` of it)."""
         request = registry_pb2.RegisterEdgeRequest(edge=edge_to_proto(edge))
-        async with _translated(f"registering edge {edge.id}"):
+        kind = "seed box" if edge.seed_box else "edge"
+        async with _translated(f"registering {kind} {edge.id}"):
             response = await self._registry.RegisterEdge(
                 request, timeout=deadline or self._timeout, metadata=self._metadata
             )
         return response.lease_seconds
 
-    async def list_edges(self, zone: str = "", *, deadline: float | None = None) -> list[Edge]:
-        """Live edges, those in `zone` first."""
+    async def list_site(self, zone: str = "", *, deadline: float | None = None) -> Site:
+        """Live edges, those in `zone` first, and the live seed boxes' summed uplink."""
         async with _translated("listing edges"):
             response = await self._registry.ListEdges(
                 registry_pb2.ListEdgesRequest(zone=zone), timeout=deadline or self._timeout
             )
-        return [edge_from_proto(e) for e in response.edges]
+        return Site(
+            edges=[edge_from_proto(e) for e in response.edges],
+            seed_upload_capacity=response.seed_upload_capacity,
+        )
+
+    async def list_edges(self, zone: str = "", *, deadline: float | None = None) -> list[Edge]:
+        """Live edges, those in `zone` first."""
+        return (await self.list_site(zone, deadline=deadline)).edges
 
     async def close(self) -> None:
         await self._channel.close()

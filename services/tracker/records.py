@@ -1,4 +1,4 @@
-"""The tracker's domain values (index records, edges) and their protobuf forms.
+"""The tracker's domain values (index records, edges, seed boxes) and their protobuf forms.
 
 The servicers and the client convert at the boundary with the functions here;
 everything behind them (store, logic) works on these frozen dataclasses.
@@ -6,6 +6,7 @@ everything behind them (store, logic) works on these frozen dataclasses.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from aptmesh.v1 import index_pb2, registry_pb2
@@ -44,12 +45,30 @@ class PackageRecord:
         )
 
 
+# The registry's id rule (edges and seed boxes share one namespace of ids).
+EDGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+EDGE_ID_RULE = "1-128 letters, digits or . _ : @ - (starting with a letter or digit)"
+
+
 @dataclass(frozen=True)
 class Edge:
+    """A registration: an edge cache, or with `seed_box` a seeder (never listed as an edge;
+    its url may be empty)."""
+
     id: str
     url: str
     zone: str = ""
     upload_capacity: int = 0  # BitTorrent uplink in bytes per second; 0: unknown
+    seed_box: bool = False
+
+
+@dataclass(frozen=True)
+class Site:
+    """What the registry lists: the live edges (the caller's zone first) and the summed uplink
+    of the live seed boxes in bytes per second (0: none is live, or one's is unknown)."""
+
+    edges: list[Edge]
+    seed_upload_capacity: int = 0
 
 
 def record_to_proto(record: PackageRecord) -> index_pb2.PackageRecord:
@@ -80,11 +99,19 @@ def record_from_proto(message: index_pb2.PackageRecord) -> PackageRecord:
 
 def edge_to_proto(edge: Edge) -> registry_pb2.Edge:
     return registry_pb2.Edge(
-        id=edge.id, url=edge.url, zone=edge.zone, upload_capacity=edge.upload_capacity
+        id=edge.id,
+        url=edge.url,
+        zone=edge.zone,
+        upload_capacity=edge.upload_capacity,
+        seed_box=edge.seed_box,
     )
 
 
 def edge_from_proto(message: registry_pb2.Edge) -> Edge:
     return Edge(
-        id=message.id, url=message.url, zone=message.zone, upload_capacity=message.upload_capacity
+        id=message.id,
+        url=message.url,
+        zone=message.zone,
+        upload_capacity=message.upload_capacity,
+        seed_box=message.seed_box,
     )

@@ -1,4 +1,5 @@
-"""The gRPC EdgeRegistryService: edges register (token needed) and renew; anyone lists."""
+"""The gRPC EdgeRegistryService: edges and seed boxes register (token needed) and renew;
+anyone lists the edges and the seed boxes' summed uplink."""
 
 from __future__ import annotations
 
@@ -12,28 +13,36 @@ import grpc
 
 from aptmesh import logs
 from aptmesh.tracker.index_service import InvalidRecord, abort, check_url, require_token
-from aptmesh.tracker.records import Edge, edge_from_proto, edge_to_proto
+from aptmesh.tracker.records import (
+    EDGE_ID,
+    EDGE_ID_RULE,
+    Edge,
+    Site,
+    edge_from_proto,
+    edge_to_proto,
+)
 from aptmesh.tracker.store import Store
 from aptmesh.v1 import registry_pb2, registry_pb2_grpc
 
 log = logs.get(__name__)
 
 SERVICE_NAME = "aptmesh.v1.EdgeRegistryService"
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 _ZONE = re.compile(r"[A-Za-z0-9._:/@-]{0,128}")
 MAX_UPLOAD_CAPACITY = 2**63 - 1  # SQLite's INTEGER is signed; no real uplink comes near it
+MAX_UINT64 = 2**64 - 1  # what ListEdgesResponse.seed_upload_capacity holds
 
 
 def check_edge(edge: Edge) -> None:
-    if not _ID.fullmatch(edge.id):
-        raise InvalidRecord(
-            "edge id must be 1-128 letters, digits or . _ : @ - (starting with a letter or digit)"
-        )
-    check_url(edge.url, "edge url")
+    """Edges and seed boxes follow the same rules, but a seed box may have no url."""
+    kind = "seed box" if edge.seed_box else "edge"
+    if not EDGE_ID.fullmatch(edge.id):
+        raise InvalidRecord(f"{kind} id must be {EDGE_ID_RULE}")
+    if edge.url or not edge.seed_box:
+        check_url(edge.url, f"{kind} url")
     if not _ZONE.fullmatch(edge.zone):
-        raise InvalidRecord("edge zone must be at most 128 letters, digits or . _ : / @ -")
+        raise InvalidRecord(f"{kind} zone must be at most 128 letters, digits or . _ : / @ -")
     if not 0 <= edge.upload_capacity <= MAX_UPLOAD_CAPACITY:
-        raise InvalidRecord(f"edge upload_capacity must be at most {MAX_UPLOAD_CAPACITY}")
+        raise InvalidRecord(f"{kind} upload_capacity must be at most {MAX_UPLOAD_CAPACITY}")
 
 
 class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
@@ -42,15 +51,16 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
         self._executor = executor
         self._token = token
         self._lease = lease_seconds
-        self._seen: set[str] = set()  # edge ids already logged as joined
+        self._seen: set[tuple[str, bool]] = set()  # (id, seed_box) already logged as joined
 
     async def RegisterEdge(  # noqa: N802 - gRPC method name
         self,
         request: registry_pb2.RegisterEdgeRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> registry_pb2.RegisterEdgeResponse:
-        await require_token(context, self._token, "registering an edge")
         edge = edge_from_proto(request.edge)
+        action = "registering a seed box" if edge.seed_box else "registering an edge"
+        await require_token(context, self._token, action)
         try:
             check_edge(edge)
         except InvalidRecord as exc:
@@ -59,15 +69,23 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
         await loop.run_in_executor(
             self._executor, functools.partial(self._store.register_edge, edge, self._lease)
         )
-        if edge.id not in self._seen:
-            self._seen.add(edge.id)
-            log.info(
-                "edge registered",
-                edge_id=edge.id,
-                url=edge.url,
-                zone=edge.zone,
-                upload_capacity=edge.upload_capacity,
-            )
+        if (edge.id, edge.seed_box) not in self._seen:
+            self._seen.add((edge.id, edge.seed_box))
+            if edge.seed_box:
+                log.info(
+                    "seed box registered",
+                    seed_box_id=edge.id,
+                    zone=edge.zone,
+                    upload_capacity=edge.upload_capacity,
+                )
+            else:
+                log.info(
+                    "edge registered",
+                    edge_id=edge.id,
+                    url=edge.url,
+                    zone=edge.zone,
+                    upload_capacity=edge.upload_capacity,
+                )
         return registry_pb2.RegisterEdgeResponse(lease_seconds=self._lease)
 
     async def ListEdges(  # noqa: N802 - gRPC method name
@@ -76,7 +94,13 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> registry_pb2.ListEdgesResponse:
         loop = asyncio.get_running_loop()
-        edges = await loop.run_in_executor(
-            self._executor, functools.partial(self._store.live_edges, request.zone)
+        site = await loop.run_in_executor(
+            self._executor, functools.partial(self._site, request.zone)
         )
-        return registry_pb2.ListEdgesResponse(edges=[edge_to_proto(e) for e in edges])
+        return registry_pb2.ListEdgesResponse(
+            edges=[edge_to_proto(e) for e in site.edges],
+            seed_upload_capacity=min(site.seed_upload_capacity, MAX_UINT64),
+        )
+
+    def _site(self, zone: str) -> Site:
+        return Site(self._store.live_edges(zone), self._store.seed_upload_capacity())

@@ -7,7 +7,9 @@ upstream URLs into one whose torrent is the same. The set of 20-byte
 infohashes the announce path may track (v1 and truncated v2 of every record)
 is kept in memory, so the hot path never touches the database. Edges carry a
 lease expiry on the injected wall clock; expired ones are never listed and
-`expire_edges()` deletes them.
+`expire_edges()` deletes them. Seed boxes register as edges with `seed_box`
+set and keep leases the same way, but `live_edges` and `edge_count` leave
+them out: they count only in `seed_upload_capacity()`.
 
 Threads: the app calls every method from one worker thread (the single
 writer) so SQLite's fsyncs never block the event loop. `is_tracked`,
@@ -56,13 +58,19 @@ class Store(Protocol):
         ...
 
     def live_edges(self, zone: str) -> list[Edge]:
-        """Edges whose lease has not ended, those in `zone` first."""
+        """Edges (never seed boxes) whose lease has not ended, those in `zone` first."""
         ...
 
-    def edge_count(self) -> int: ...
+    def edge_count(self) -> int:
+        """How many edges (never seed boxes) have a live lease."""
+        ...
+
+    def seed_upload_capacity(self) -> int:
+        """The live seed boxes' summed uplink (`summed_uplink`)."""
+        ...
 
     def expire_edges(self) -> int:
-        """Deletes edges whose lease ended; returns how many."""
+        """Deletes edges and seed boxes whose lease ended; returns how many."""
         ...
 
     def close(self) -> None: ...
@@ -71,6 +79,17 @@ class Store(Protocol):
 def order_edges(edges: Iterable[Edge], zone: str) -> list[Edge]:
     """The caller's zone first, then the others by zone; by id within a zone."""
     return sorted(edges, key=lambda e: (e.zone != zone, e.zone, e.id))
+
+
+def summed_uplink(capacities: Iterable[int]) -> int:
+    """The uplink of seed boxes together: the sum of theirs, but 0 (unknown) when there is
+    none or any one's is unknown, since a sum missing a box would understate the site."""
+    total = 0
+    for capacity in capacities:
+        if capacity <= 0:
+            return 0
+        total += capacity
+    return total
 
 
 def merge(existing: PackageRecord | None, record: PackageRecord) -> PackageRecord:
@@ -91,7 +110,8 @@ def merge(existing: PackageRecord | None, record: PackageRecord) -> PackageRecor
 
 
 class EdgeLeases:
-    """Live edges and when their leases end, in memory; both stores keep them here."""
+    """Edges and seed boxes and when their leases end, in memory; both stores keep them here.
+    One namespace of ids: a registration replaces any other with its id, of either kind."""
 
     def __init__(self, clock: Clock, leases: Iterable[tuple[Edge, float]] = ()) -> None:
         self._clock = clock
@@ -100,13 +120,20 @@ class EdgeLeases:
     def put(self, edge: Edge, expires: float) -> None:
         self._edges[edge.id] = (edge, expires)
 
-    def live(self, zone: str) -> list[Edge]:
+    def _live(self) -> list[Edge]:
         now = self._clock()
-        return order_edges((e for e, exp in list(self._edges.values()) if exp > now), zone)
+        return [e for e, exp in list(self._edges.values()) if exp > now]
+
+    def live(self, zone: str) -> list[Edge]:
+        """Live edges, never seed boxes."""
+        return order_edges((e for e in self._live() if not e.seed_box), zone)
 
     def count(self) -> int:
-        now = self._clock()
-        return sum(1 for _, exp in list(self._edges.values()) if exp > now)
+        """How many edges (not seed boxes) are live."""
+        return sum(1 for e in self._live() if not e.seed_box)
+
+    def seed_upload_capacity(self) -> int:
+        return summed_uplink(e.upload_capacity for e in self._live() if e.seed_box)
 
     def expire(self, now: float) -> int:
         """Drops the leases ended by `now`; returns how many."""
@@ -156,6 +183,9 @@ class MemoryStore:
     def edge_count(self) -> int:
         return self._edges.count()
 
+    def seed_upload_capacity(self) -> int:
+        return self._edges.seed_upload_capacity()
+
     def expire_edges(self) -> int:
         return self._edges.expire(self._clock())
 
@@ -179,7 +209,8 @@ CREATE TABLE IF NOT EXISTS edges (
     url TEXT NOT NULL,
     zone TEXT NOT NULL,
     expires REAL NOT NULL,
-    upload_capacity INTEGER NOT NULL DEFAULT 0
+    upload_capacity INTEGER NOT NULL DEFAULT 0,
+    seed_box INTEGER NOT NULL DEFAULT 0
 );
 """
 _COLUMNS = "sha256, size, name, info_hash_v1, info_hash_v2, piece_length, torrent, upstream_urls"
@@ -196,6 +227,8 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     edge_columns = {row[1] for row in db.execute("PRAGMA table_info(edges)")}
     if "upload_capacity" not in edge_columns:
         db.execute("ALTER TABLE edges ADD COLUMN upload_capacity INTEGER NOT NULL DEFAULT 0")
+    if "seed_box" not in edge_columns:
+        db.execute("ALTER TABLE edges ADD COLUMN seed_box INTEGER NOT NULL DEFAULT 0")
 
 
 def _record(row: tuple[str, int, str, str, str, int, bytes, str]) -> PackageRecord:
@@ -216,7 +249,7 @@ class SqliteStore:
             _add_missing_columns(self._db)
             rows = self._db.execute("SELECT info_hash_v1, info_hash_v2 FROM packages").fetchall()
             edges = self._db.execute(
-                "SELECT id, url, zone, upload_capacity, expires FROM edges"
+                "SELECT id, url, zone, upload_capacity, seed_box, expires FROM edges"
             ).fetchall()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"opening the tracker database {path}: {exc}") from None
@@ -228,8 +261,8 @@ class SqliteStore:
         self._edges = EdgeLeases(
             clock,
             (
-                (Edge(edge_id, url, zone, capacity), exp)
-                for edge_id, url, zone, capacity, exp in edges
+                (Edge(edge_id, url, zone, capacity, bool(seed_box)), exp)
+                for edge_id, url, zone, capacity, seed_box, exp in edges
             ),
         )
 
@@ -288,9 +321,9 @@ class SqliteStore:
     def register_edge(self, edge: Edge, lease_seconds: float) -> float:
         expires = self._clock() + lease_seconds
         self._db.execute(
-            "INSERT OR REPLACE INTO edges (id, url, zone, upload_capacity, expires)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (edge.id, edge.url, edge.zone, edge.upload_capacity, expires),
+            "INSERT OR REPLACE INTO edges (id, url, zone, upload_capacity, seed_box, expires)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (edge.id, edge.url, edge.zone, edge.upload_capacity, int(edge.seed_box), expires),
         )
         self._edges.put(edge, expires)
         return expires
@@ -300,6 +333,9 @@ class SqliteStore:
 
     def edge_count(self) -> int:
         return self._edges.count()
+
+    def seed_upload_capacity(self) -> int:
+        return self._edges.seed_upload_capacity()
 
     def expire_edges(self) -> int:
         now = self._clock()

@@ -14,8 +14,10 @@ from aiohttp import web
 from aptmesh import web as webhelp
 from aptmesh.swarm import (
     HOME,
+    HOME_TAIL,
     HOME_WINDOW,
     NEXT,
+    NOT_YET,
     OTHER,
     QUEUE_DEEPEN_AFTER,
     QUEUE_MAX,
@@ -26,10 +28,13 @@ from aptmesh.swarm import (
     Swarm,
     SwarmError,
     SwarmSettings,
+    SwarmTorrent,
+    home_left,
     home_priorities,
     is_edge_peer,
     new_peer_id,
     request_queue_depth,
+    seed_bound,
     session_settings,
     site_queue_depth,
     upload_capacity,
@@ -194,6 +199,37 @@ def test_a_home_piece_another_edge_holds_is_fetched_like_any_other() -> None:
     ]  # fmt: skip
 
 
+def test_a_site_is_seed_bound_when_its_edges_could_pass_on_all_the_seed_sends() -> None:
+    assert seed_bound(80 * MBIT, [80 * MBIT] * 6) is True
+    assert seed_bound(200 * MBIT, [40 * MBIT] * 6) is False  # bench/swarm's peer-bound
+    assert seed_bound(80 * MBIT, [80 * MBIT, 0, 0]) is True  # the known stand for the rest
+    assert seed_bound(0, [80 * MBIT]) is None and seed_bound(80 * MBIT, [0, 0]) is None
+
+
+def test_seed_bound_an_edge_wants_other_pieces_only_once_an_edge_holds_them() -> None:
+    pieces = 3 * (HOME_TAIL + 4)  # edge 1 of 3: home 1, 4, 7, ...
+    elsewhere = [index in (0, 5) for index in range(pieces)]
+    have = [index in (1, 2) for index in range(pieces)]
+    assert home_left(pieces, 1, 3, elsewhere, have) == pieces // 3 - 1
+    bound = home_priorities(pieces, 1, 3, elsewhere, have, stream=0, seed_bound=True)
+    free = home_priorities(pieces, 1, 3, elsewhere, have, stream=0)
+    for index in range(pieces):
+        if index % 3 == 1 or index in (0, 2, 5):  # home, held elsewhere, or had
+            assert bound[index] == free[index], index
+        else:
+            assert bound[index] == NOT_YET, index
+    # While its last home pieces arrive it wants nothing else (their request slots at the
+    # seeder free up then), and once they are in, anything.
+    tail = [index % 3 != 1 or index >= 3 * HOME_TAIL for index in range(pieces)]
+    assert home_left(pieces, 1, 3, [False] * pieces, tail) == HOME_TAIL
+    last = home_priorities(pieces, 1, 3, elsewhere, tail, seed_bound=True)
+    assert [last[i] for i in range(pieces) if not tail[i]] == [NEXT] * HOME_TAIL
+    done = [index % 3 == 1 for index in range(pieces)]
+    assert home_priorities(pieces, 1, 3, elsewhere, done, 0, seed_bound=True) == (
+        home_priorities(pieces, 1, 3, elsewhere, done, 0)
+    )
+
+
 def test_peer_ids_mark_edges() -> None:
     edge, seeder = new_peer_id("edge"), new_peer_id("seeder")
     assert len(edge) == len(seeder) == 20 and edge != new_peer_id("edge")
@@ -253,6 +289,96 @@ async def test_edges_split_the_seeders_pieces_and_it_sends_each_about_once(
             pieces = sent_to[edge.peer_id.encode()]
             home = sum(1 for index in pieces if index % 3 == rank)
             assert home >= 0.5 * len(pieces), (rank, home, len(pieces))  # random: a third
+    finally:
+        seed.close()
+        for edge in edges:
+            edge.close()
+
+
+def _seeder_apart(upload_capacity: int) -> Swarm:
+    """A seeder on an address of its own (edges leave addresses, not ports), sending nothing
+    until told its rate (libtorrent exempts loopback from rate limits unless told not to)."""
+    seed = Swarm(
+        SwarmSettings(
+            listen_host="127.0.0.2", listen_port=0, role="seeder", upload_capacity=upload_capacity
+        )
+    )
+    seed.apply(upload_rate_limit=1, ignore_limits_on_local_network=False)
+    return seed
+
+
+def _join(edges: list[Swarm], metainfo: bytes, seed: Swarm, tmp_path: Path) -> list[SwarmTorrent]:
+    """The edges ranked 0, 1, ... of a seed-bound site of three, each with its priorities
+    before it connects to anyone (else it may ask the seeder for any piece first)."""
+    torrents = []
+    for rank, edge in enumerate(edges):
+        torrent = edge.add(metainfo, tmp_path / f"edge{rank}", sequential=False)
+        torrent.share_work(rank, 3, seed_bound=True)
+        edge.connect_peer(torrent, "127.0.0.2", seed.listen_port)
+        for other in edges[:rank]:
+            edge.connect_peer(torrent, "127.0.0.1", other.listen_port)
+        torrents.append(torrent)
+    return torrents
+
+
+def _seeder_peers(torrent: SwarmTorrent) -> int:
+    return sum(peer.ip[0] == "127.0.0.2" for peer in torrent.handle.get_peer_info())
+
+
+async def test_seed_bound_edges_ask_the_seeder_for_each_piece_once(tmp_path: Path) -> None:
+    source = _file(tmp_path, "bound_1_all.deb", 4 * 1024 * 1024)
+    hashed = make_torrent(source)
+    seed = _seeder_apart(2 << 20)
+    edges = [Swarm(LOOPBACK) for _ in range(3)]
+    try:
+        seeding = seed.add(hashed.torrent.metainfo, source.parent, seed=True)
+        torrents = _join(edges, hashed.torrent.metainfo, seed, tmp_path)
+        seed.apply(upload_rate_limit=2 << 20)
+        async with asyncio.timeout(60):
+            while not all(t.finished.is_set() for t in torrents):
+                for rank, torrent in enumerate(torrents):
+                    torrent.share_work(rank, 3, seed_bound=True)
+                await asyncio.sleep(0.1)
+        sent = seeding.handle.status().total_payload_upload
+        assert sent < 1.1 * hashed.torrent.size, sent / hashed.torrent.size
+    finally:
+        seed.close()
+        for edge in edges:
+            edge.close()
+
+
+async def test_a_seed_bound_edge_leaves_the_seeder_and_takes_it_back_when_told(
+    tmp_path: Path,
+) -> None:
+    """Two edges of a site of three (the third is gone): each leaves the seeder once its home
+    pieces are in, and nobody asks for the third edge's; told the site is not seed-bound any
+    more (what an edge's stream does after waiting too long), they take the seeder back."""
+    source = _file(tmp_path, "gone_1_all.deb", 2 * 1024 * 1024)
+    hashed = make_torrent(source)
+    seed = _seeder_apart(4 << 20)
+    edges = [Swarm(LOOPBACK) for _ in range(2)]
+    try:
+        seeding = seed.add(hashed.torrent.metainfo, source.parent, seed=True)
+        torrents = _join(edges, hashed.torrent.metainfo, seed, tmp_path)
+        seed.apply(upload_rate_limit=4 << 20)
+        async with asyncio.timeout(30):
+            while not all(t.left_seeders and not _seeder_peers(t) for t in torrents):
+                for rank, torrent in enumerate(torrents):
+                    torrent.share_work(rank, 3, seed_bound=True)
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        pieces = torrents[0].num_pieces
+        for torrent in torrents:
+            assert not torrent.finished.is_set()
+            assert sorted(torrent.completed) == [i for i in range(pieces) if i % 3 != 2]
+        home = sum(hashed.torrent.piece_length for i in range(pieces) if i % 3 != 2)
+        assert seeding.handle.status().total_payload_upload < 1.1 * home
+        for rank, (edge, torrent) in enumerate(zip(edges, torrents, strict=True)):
+            torrent.share_work(rank, 3, seed_bound=False)
+            assert not torrent.left_seeders
+            edge.connect_peer(torrent, "127.0.0.2", seed.listen_port)  # as the tracker would
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(t.finished.wait() for t in torrents))
     finally:
         seed.close()
         for edge in edges:

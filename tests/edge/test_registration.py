@@ -56,3 +56,34 @@ async def test_registered_edges_rank_themselves_in_the_site_and_others_do_not(
     assert a.swarm_side is not None and b.swarm_side is not None
     assert (a.swarm_side.site, b.swarm_side.site) == ((0, 2), (1, 2))
     assert loner.swarm_side is not None and loner.swarm_side.site is None
+
+
+async def test_edges_learn_whether_the_seed_boxes_are_the_sites_bottleneck(
+    make_edge: EdgeFactory, tracker: RunningTracker
+) -> None:
+    """From the registry: the edges' uplinks and the seed boxes' summed uplink. Two edges of
+    10 MB/s could pass on all a 10 MB/s seed box sends (seed-bound: they ask it for their home
+    pieces only); a seed box of 40 MB/s has room to spare; without one they cannot tell."""
+    swarm = {
+        "tracker_grpc": tracker.grpc_target,
+        "tracker_announce": tracker.announce_url,
+        "publish_token": TOKEN,
+        "upload_capacity": 10_000_000,
+    }
+    edges = [await make_edge(edge_id=name, **swarm) for name in ("a", "b")]
+    await wait_for(lambda: len(tracker.store.live_edges("")) == 2, what="two edges registered")
+
+    async def seed_bound() -> list[bool]:
+        for edge in edges:
+            await edge.refresh_edges()
+        return [edge.swarm_side.seed_bound for edge in edges if edge.swarm_side is not None]
+
+    assert await seed_bound() == [False, False]  # no seed box: unknown
+    tracker.store.register_edge(
+        EdgeRecord("box", "", upload_capacity=10_000_000, seed_box=True), 60
+    )
+    assert await seed_bound() == [True, True]
+    tracker.store.register_edge(
+        EdgeRecord("box", "", upload_capacity=40_000_000, seed_box=True), 60
+    )
+    assert await seed_bound() == [False, False]

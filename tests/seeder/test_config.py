@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,13 @@ def test_defaults_follow_the_design() -> None:
     assert config.listen_port == 6881 and not config.utp and not config.public_swarm
     shown = render(SeederConfig(publish_token="s3cret"), SERVICE)
     assert "APTMESH_SEEDER_PUBLISH_TOKEN=***" in shown and "s3cret" not in shown
+
+
+def test_the_seed_box_id_defaults_to_the_host_name_and_follows_the_registry_rule() -> None:
+    assert SeederConfig().seed_box_id == socket.gethostname()
+    assert build(SeederConfig, SERVICE, {"seed_box_id": "seed-a.dc1"}, {}).seed_box_id == (
+        "seed-a.dc1"
+    )
+    for bad in ("", "-seed", "seed/a", "a" * 129):
+        with pytest.raises(ConfigError, match="APTMESH_SEEDER_SEED_BOX_ID"):
+            build(SeederConfig, SERVICE, {}, {"APTMESH_SEEDER_SEED_BOX_ID": bad})

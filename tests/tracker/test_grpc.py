@@ -17,7 +17,7 @@ from aptmesh.tracker.client import (
     Rejected,
     TrackerClient,
 )
-from aptmesh.tracker.records import Edge, PackageRecord
+from aptmesh.tracker.records import Edge, PackageRecord, Site
 from aptmesh.v1 import index_pb2, index_pb2_grpc
 from tests.tracker.conftest import FakeClock, make_file, record_of
 
@@ -149,6 +149,60 @@ async def test_edges_report_their_upload_capacity(
         await client.register_edge(Edge("edge-c", "http://c.example:3142", "lab", 2**64 - 1))
     assert caught.value.code == "INVALID_ARGUMENT"
     assert [e.id for e in tracker.store.live_edges("lab")] == ["edge-a", "edge-b"]
+
+
+async def test_seed_boxes_report_their_uplink_but_are_not_edges(
+    tracker: RunningTracker, client: TrackerClient, clock: FakeClock
+) -> None:
+    edge = Edge("edge-a", "http://a.example:3142", "lab", 2_000_000)
+    await client.register_edge(edge)
+    assert await client.list_site("lab") == Site([edge], seed_upload_capacity=0)
+    assert await client.register_edge(Edge("seed-1", "", "lab", 10_000_000, seed_box=True)) == 60
+    assert await client.list_site("lab") == Site([edge], seed_upload_capacity=10_000_000)
+    assert await client.list_edges() == [edge]
+    assert tracker.store.edge_count() == 1  # the aptmesh_tracker_edges gauge
+    assert tracker.registry.get_sample_value("aptmesh_tracker_edges") == 1
+
+    clock.advance(40)
+    await client.register_edge(Edge("seed-2", "", "dc", 2_500_000, seed_box=True))
+    assert (await client.list_site("lab")).seed_upload_capacity == 12_500_000  # all zones
+    await client.register_edge(Edge("seed-3", "http://s3.example", "dc", 0, seed_box=True))
+    assert (await client.list_site()).seed_upload_capacity == 0  # one unknown: 0
+    await client.register_edge(Edge("seed-3", "http://s3.example", "dc", 1, seed_box=True))
+    assert (await client.list_site()).seed_upload_capacity == 12_500_001
+
+    clock.advance(30)  # edge-a's and seed-1's leases (60 s) are over; the others renewed at +40
+    assert await client.list_site() == Site([], seed_upload_capacity=2_500_001)
+    await tracker.maintain()
+    clock.advance(31)
+    assert await client.list_site() == Site([], seed_upload_capacity=0)
+
+
+async def test_a_seed_box_may_have_no_url_an_edge_may_not(
+    tracker: RunningTracker, client: TrackerClient
+) -> None:
+    await client.register_edge(Edge("seed-1", "", "", 10_000_000, seed_box=True))
+    with pytest.raises(Rejected, match="edge url") as caught:
+        await client.register_edge(Edge("edge-a", "", ""))
+    assert caught.value.code == "INVALID_ARGUMENT"
+    with pytest.raises(Rejected, match="seed box url"):
+        await client.register_edge(Edge("seed-2", "javascript:alert(1)", "", seed_box=True))
+    with pytest.raises(Rejected, match="seed box id"):
+        await client.register_edge(Edge("-seed", "", "", seed_box=True))
+    with pytest.raises(Rejected, match="seed box zone"):
+        await client.register_edge(Edge("seed-3", "", "a zone", seed_box=True))
+    with pytest.raises(Rejected, match="seed box upload_capacity"):
+        await client.register_edge(Edge("seed-4", "", "", 2**63, seed_box=True))
+    async with TrackerClient(tracker.grpc_target) as anonymous:
+        with pytest.raises(Rejected, match="registering a seed box needs a valid bearer token"):
+            await anonymous.register_edge(Edge("seed-5", "", "", seed_box=True))
+    assert await client.list_site() == Site([], seed_upload_capacity=10_000_000)
+
+
+async def test_seed_box_uplinks_beyond_uint64_are_capped(client: TrackerClient) -> None:
+    for number in range(3):
+        await client.register_edge(Edge(f"seed-{number}", "", "", 2**63 - 1, seed_box=True))
+    assert (await client.list_site()).seed_upload_capacity == 2**64 - 1
 
 
 async def test_unreachable_tracker_is_retryable() -> None:

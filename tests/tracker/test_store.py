@@ -10,7 +10,7 @@ import pytest
 
 from aptmesh.torrent import make_torrent
 from aptmesh.tracker.records import Edge, PackageRecord
-from aptmesh.tracker.store import MemoryStore, SqliteStore, Store
+from aptmesh.tracker.store import MemoryStore, SqliteStore, Store, summed_uplink
 from tests.tracker.conftest import FakeClock, make_file, record_of
 
 Factory = Callable[[FakeClock], Store]
@@ -95,6 +95,37 @@ def test_edge_leases_and_zone_order(new_store: Factory) -> None:
     assert store.live_edges("") == [Edge("c", "http://c2:3142", "west", 12_500_000)]
 
 
+def test_seed_boxes_have_leases_but_are_never_listed_as_edges(new_store: Factory) -> None:
+    clock = FakeClock()
+    store = new_store(clock)
+    store.register_edge(Edge("e", "http://e:3142", "z", 5_000_000), 60)
+    assert store.seed_upload_capacity() == 0  # none live: unknown
+    store.register_edge(Edge("s1", "", "z", 12_500_000, seed_box=True), 60)
+    assert store.live_edges("z") == [Edge("e", "http://e:3142", "z", 5_000_000)]
+    assert store.edge_count() == 1
+    assert store.seed_upload_capacity() == 12_500_000
+    clock.advance(30)
+    store.register_edge(Edge("s2", "", "other", 2**63 - 1, seed_box=True), 60)
+    assert store.seed_upload_capacity() == 12_500_000 + 2**63 - 1  # all zones
+    store.register_edge(Edge("s3", "", "", 0, seed_box=True), 60)
+    assert store.seed_upload_capacity() == 0  # one unknown: the sum would understate
+    store.register_edge(Edge("s3", "", "", 1_000_000, seed_box=True), 60)  # renewal may change
+    assert store.seed_upload_capacity() == 12_500_000 + 2**63 - 1 + 1_000_000
+    clock.advance(31)  # e and s1 ran out; s2 and s3 registered at +30
+    assert store.live_edges("z") == [] and store.edge_count() == 0
+    assert store.seed_upload_capacity() == 2**63 - 1 + 1_000_000
+    assert store.expire_edges() == 2
+    clock.advance(30)
+    assert store.seed_upload_capacity() == 0
+    assert store.expire_edges() == 2
+
+
+def test_summed_uplink() -> None:
+    assert summed_uplink([]) == 0
+    assert summed_uplink([3, 4]) == 7
+    assert summed_uplink([3, 0, 4]) == 0
+
+
 def test_sqlite_reopens_with_records_allow_list_and_leases(
     tmp_path: Path, records: list[PackageRecord]
 ) -> None:
@@ -102,13 +133,19 @@ def test_sqlite_reopens_with_records_allow_list_and_leases(
     store = SqliteStore(tmp_path / "t.db", clock)
     store.put(records[0])
     store.register_edge(Edge("e", "http://e:3142", "z", upload_capacity=2**63 - 1), 60)
+    store.register_edge(Edge("s", "", "z", upload_capacity=10_000_000, seed_box=True), 60)
     store.close()
     again = SqliteStore(tmp_path / "t.db", clock)
     assert again.get(records[0].sha256) == records[0]
     assert again.is_tracked(records[0].tracker_hashes()[1])
     assert again.record_count() == 1
     assert again.live_edges("z") == [Edge("e", "http://e:3142", "z", 2**63 - 1)]
+    assert again.seed_upload_capacity() == 10_000_000
     again.close()
+    clock.advance(61)  # a lease that ended while the tracker was down is not restored
+    after = SqliteStore(tmp_path / "t.db", clock)
+    assert after.live_edges("z") == [] and after.seed_upload_capacity() == 0
+    after.close()
 
 
 def test_sqlite_opens_a_database_made_before_edges_had_an_upload_capacity(tmp_path: Path) -> None:
@@ -130,4 +167,28 @@ def test_sqlite_opens_a_database_made_before_edges_had_an_upload_capacity(tmp_pa
         Edge("new", "http://new:3142", "z", 5_000_000),
         Edge("old", "http://old:3142", "z", 0),
     ]
+    again.close()
+
+
+def test_sqlite_opens_a_database_made_before_seed_boxes(tmp_path: Path) -> None:
+    clock = FakeClock()
+    old = sqlite3.connect(tmp_path / "old.db")
+    old.execute(
+        "CREATE TABLE edges (id TEXT PRIMARY KEY, url TEXT NOT NULL, zone TEXT NOT NULL,"
+        " expires REAL NOT NULL, upload_capacity INTEGER NOT NULL DEFAULT 0)"
+    )
+    old.execute(
+        "INSERT INTO edges VALUES ('old', 'http://old:3142', 'z', ?, 7000000)", (clock() + 60,)
+    )
+    old.commit()
+    old.close()
+    store = SqliteStore(tmp_path / "old.db", clock)
+    assert store.live_edges("z") == [Edge("old", "http://old:3142", "z", 7_000_000)]
+    assert store.seed_upload_capacity() == 0
+    store.register_edge(Edge("seed", "", "z", upload_capacity=5_000_000, seed_box=True), 60)
+    store.close()
+    again = SqliteStore(tmp_path / "old.db", clock)  # the column is there now: no second ALTER
+    assert again.live_edges("z") == [Edge("old", "http://old:3142", "z", 7_000_000)]
+    assert again.edge_count() == 1
+    assert again.seed_upload_capacity() == 5_000_000
     again.close()
