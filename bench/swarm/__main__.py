@@ -44,6 +44,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="aptmesh edges do not report their uplink (the seeder adapts on its own)",
     )
+    parser.add_argument(
+        "--client-concurrency",
+        type=int,
+        default=4,
+        help="HTTP requests each receiving host keeps in flight (default 4)",
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--keep-logs", default="", help="copy worker logs to this directory")
     parser.add_argument("--out", help="append the JSON lines to this file too")
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         super_seed=args.super_seed,
         sequential=args.sequential,
         edge_uplinks=not args.no_edge_uplinks,
+        client_concurrency=args.client_concurrency,
         keep_logs=args.keep_logs,
     )
     results: list[dict[str, Any]] = []

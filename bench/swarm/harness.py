@@ -84,6 +84,9 @@ class BenchConfig:
     sequential: bool = False
     # aptmesh edges report their nominal uplink to the registry (the seeder's queue depth)
     edge_uplinks: bool = True
+    # HTTP requests each receiving host's client keeps in flight (apt pipelines up to 10 on one
+    # connection; the pulse's time depends on it: bench/swarm/RESULTS.md, round 5)
+    client_concurrency: int = 4
     keep_logs: str = ""  # copy the workers' logs here before the temp directory goes
     cpu_threshold: float = 0.90
     cpu_max_fraction: float = 0.25
@@ -415,9 +418,11 @@ class BenchRun:
                         str(self.tmp / "manifest-http.json"),
                         "--save",
                         str(save),
+                        "--concurrency",
+                        str(cfg.client_concurrency),
                     )  # fmt: skip
                 )
-            settings = {"client": "aiohttp, 4 connections per edge"}
+            settings = {"client": f"aiohttp, {cfg.client_concurrency} connections per edge"}
         elif system in ("libtorrent-default", "libtorrent-hps"):
             seed_role, peer_role = ("plain", "plain")
             if system == "libtorrent-hps":
@@ -437,7 +442,7 @@ class BenchRun:
                 argv = [
                     "lt-leech", "--bind", edge.address, "--manifest", manifest,
                     "--save", str(save), "--peers", peers, "--mirror", mirror_url,
-                    "--lt-role", peer_role,
+                    "--lt-role", peer_role, "--concurrency", str(cfg.client_concurrency),
                 ]  # fmt: skip
                 if cfg.lt_settings:
                     argv += ["--settings", json.dumps(cfg.lt_settings)]
@@ -452,6 +457,7 @@ class BenchRun:
                 "sequential": cfg.sequential,
                 "lt_settings": cfg.lt_settings,
                 "seed_settings": cfg.seed_settings,
+                "client_concurrency": cfg.client_concurrency,
             }
         elif system == "aptmesh":
             servers += self._aptmesh_servers(origin, mirror_url, len(edges))
@@ -464,6 +470,7 @@ class BenchRun:
                 "upstream": UPSTREAM_NAME,
                 "seeder_upload_capacity": int(origin.up_mbit * MBIT) if origin.up_mbit else 0,
                 "edge_upload_capacity": self._edge_uplink(edges[0]),
+                "client_concurrency": cfg.client_concurrency,
             }
         else:
             raise BenchError(f"unknown system {system!r}")
@@ -626,7 +633,7 @@ class BenchRun:
             edge, "edge-get", "--edge", url, "--upstream", UPSTREAM_NAME,
             "--indexes", f"{repo.INRELEASE},{repo.PACKAGES}.xz",
             "--manifest", str(self.tmp / "manifest-http.json"), "--save", str(save),
-            "--site-edges", str(edges),
+            "--site-edges", str(edges), "--concurrency", str(self.config.client_concurrency),
         )  # fmt: skip
 
     def _verify(self, save: Path) -> bool:

@@ -303,7 +303,9 @@ async def lt_leech(args: argparse.Namespace) -> None:
 
         async def fetch_small() -> None:
             nonlocal small_bytes
-            small_bytes = await _fetch_all(args.web_seed or args.mirror, small, save, 4)
+            small_bytes = await _fetch_all(
+                args.web_seed or args.mirror, small, save, args.concurrency
+            )
 
         jobs.append(fetch_small())
     await asyncio.gather(*jobs)
