@@ -463,6 +463,9 @@ class BenchRun:
             servers += self._aptmesh_servers(origin, mirror_url, len(edges))
             for edge, save in zip(edges, saves, strict=True):
                 fetchers.append(self._aptmesh_edge(origin, edge, save, mirror_url, len(edges)))
+            # Counted from now: the seeder's first sync (above) can take most of the 30 s, and
+            # then edges start, register, and the seeder sees them (it looks every 5 s).
+            deadline = time.time() + 90
             settings = {
                 "services": "aptmesh tracker + seeder (local mirror dir, webseed = mirror) on the "
                 "origin host; aptmesh edge per edge host, its client fetching every file "
