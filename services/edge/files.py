@@ -13,8 +13,9 @@ served (counted); with nothing cached the client gets 502 or 504.
 Package files: a blob whose SHA-256 the verified index names is served from
 the cache; otherwise one `Download` per file is started and every client
 joins it (see downloads.py). A verified file below `swarm_min_size` is first
-asked of the edge of the zone that owns it (site.py), unless the request came
-from another edge; otherwise, or if that fails, the source (swarm or upstream)
+asked of this edge's parent for it in the zone's tree (site.py), for a client
+or for another edge; another edge gets its bytes as they arrive. Otherwise, or
+if that fails, the source (swarm or upstream)
 is chosen by `sources.choose_source`. A download is kept only if it matches the
 index (or, with verification off, by the hash of its bytes).
 """
@@ -29,7 +30,7 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,9 @@ class FileService:
         self._index_tasks: dict[str, asyncio.Task[tuple[IndexEntry, str]]] = {}
         self._fed: set[str] = set()  # index keys the verifier has seen in this process
         self._downloads: dict[str, Download] = {}
-        # Downloads waiting for the owner edge, by key: set to make them use the upstream.
-        self._site_waits: dict[str, asyncio.Event] = {}
+        # Downloads waiting for a parent edge, by key: (set to make them use the upstream,
+        # the parent's id).
+        self._site_waits: dict[str, tuple[asyncio.Event, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._counts = {"hit": 0, "miss": 0}
 
@@ -145,12 +147,12 @@ class FileService:
         """(hits, misses) of package requests since start-up."""
         return self._counts["hit"], self._counts["miss"]
 
-    async def get(self, resource: Resource, *, from_edge: bool = False) -> Body:
-        """`from_edge`: another edge asks (`X-Aptmesh-Via`); never sent on to an edge."""
+    async def get(self, resource: Resource, *, via: Sequence[str] = ()) -> Body:
+        """`via`: the edges that asked, in order (`X-Aptmesh-Via`; empty for a client)."""
         if resource.file_class is FileClass.INDEX:
             return await self.get_index(resource)
         if resource.file_class is FileClass.PACKAGE:
-            return await self.get_package(resource, from_edge=from_edge)
+            return await self.get_package(resource, via=via)
         return await self.get_other(resource)
 
     # -- indexes ------------------------------------------------------------------
@@ -357,7 +359,7 @@ class FileService:
         self._counts["hit"] += 1
         return True
 
-    async def get_package(self, resource: Resource, *, from_edge: bool = False) -> Body:
+    async def get_package(self, resource: Resource, *, via: Sequence[str] = ()) -> Body:
         cached = self.cached_package(resource)
         if cached is not None:
             self._counts["hit"] += 1
@@ -370,7 +372,7 @@ class FileService:
             expected,
             keep=keep,
             outcome="miss" if keep else "bypass",
-            from_edge=from_edge,
+            via=via,
         )
 
     async def _join(
@@ -380,26 +382,35 @@ class FileService:
         *,
         keep: bool,
         outcome: str,
-        from_edge: bool = False,
+        via: Sequence[str] = (),
     ) -> Body:
         download = self._downloads.get(resource.key)
-        waiting = self._site_waits.get(resource.key) if from_edge else None
-        if waiting is not None:
-            # This edge is the owner in the asking edge's view of the zone but not in its own:
-            # the lists disagree, and waiting for the owner could close a circle.
-            waiting.set()
+        waiting = self._site_waits.get(resource.key) if via else None
+        if (
+            waiting is not None
+            and self.site is not None
+            and self.site.closes_circle(via, waiting[1])
+        ):
+            # The edges' lists disagree: the edge this one waits for, or this one, asked
+            # already, and waiting for it would close a circle.
+            waiting[0].set()
         if download is None and expected is not None and not self._room_for(expected.size):
             return await self._pass_through(resource, expected, resource.file_class.value)
         if download is None:
             download = Download(resource.key, self.blobs.new_tmp(), expected)
             self._downloads[resource.key] = download
             self.metrics.downloads_active.inc()
-            task = asyncio.create_task(self._run(resource, download, keep, from_edge))
+            task = asyncio.create_task(self._run(resource, download, keep, via))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         reader = download.open_reader()
+        # Another edge gets the bytes as they arrive, before this edge has them all (it checks
+        # them itself; the last byte still waits for this edge's check): a file relayed along
+        # the site's tree is not held back at every hop. Clients wait for `begin`.
+        early = bool(via) and download.expected is not None and download.size is not None
         try:
-            await asyncio.shield(download.started)
+            if not early:
+                await asyncio.shield(download.started)
         except BaseException:
             reader.close()
             raise
@@ -437,10 +448,10 @@ class FileService:
         )
 
     async def _run(
-        self, resource: Resource, download: Download, keep: bool, from_edge: bool
+        self, resource: Resource, download: Download, keep: bool, via: Sequence[str]
     ) -> None:
         try:
-            await self._fill(resource, download, from_edge)
+            await self._fill(resource, download, via)
             await download.finish()
         except DownloadFailed as exc:
             self._end(resource, download)
@@ -520,8 +531,8 @@ class FileService:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _fill(self, resource: Resource, download: Download, from_edge: bool) -> None:
-        if not from_edge and await self._from_site(resource, download):
+    async def _fill(self, resource: Resource, download: Download, via: Sequence[str]) -> None:
+        if await self._from_site(resource, download, via):
             return
         expected = download.expected
         swarm = self.swarm
@@ -540,21 +551,22 @@ class FileService:
         self._count_fallback(resource, choice)
         await self.http_source.fetch(resource.upstream_urls(), download)
 
-    async def _from_site(self, resource: Resource, download: Download) -> bool:
-        """Whether the file came from the edge of the zone that owns it (a small, verified
-        package file that this edge does not own); False: nothing was written or begun."""
+    async def _from_site(self, resource: Resource, download: Download, via: Sequence[str]) -> bool:
+        """Whether the file came from this edge's parent for it in the zone (a small, verified
+        package file that this edge does not own; `site.site_parent`), for a request that
+        came through the edges `via`; False: nothing was written or begun."""
         site, expected = self.site, download.expected
         if site is None or expected is None or expected.size >= self.swarm_min_size:
             return False
         if resource.file_class is not FileClass.PACKAGE:
             return False
-        owner = site.owner_for(expected.sha256)
-        if owner is None:
+        parent = site.parent_for(expected.sha256, via)
+        if parent is None:
             return False
         abandon = asyncio.Event()
-        self._site_waits[resource.key] = abandon
+        self._site_waits[resource.key] = (abandon, parent.id)
         try:
-            return await site.fetch(owner, resource, download, abandon)
+            return await site.fetch(parent, resource, download, abandon, via)
         finally:
             self._site_waits.pop(resource.key, None)
 

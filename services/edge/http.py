@@ -29,7 +29,7 @@ from aptmesh import logs
 from aptmesh.edge.downloads import DownloadFailed
 from aptmesh.edge.files import Body, FileService
 from aptmesh.edge.metrics import SOURCES, EdgeMetrics
-from aptmesh.edge.site import VIA_HEADER, EdgeInfo
+from aptmesh.edge.site import VIA_HEADER, EdgeInfo, parse_via
 from aptmesh.edge.urls import Resource, Upstreams, UrlError, parse_target
 
 log = logs.get(__name__)
@@ -186,7 +186,7 @@ class EdgeHttp:
             self._resolved[raw] = resource
         file_class = resource.file_class.value
         try:
-            body = await self._files.get(resource, from_edge=VIA_HEADER in request.headers)
+            body = await self._files.get(resource, via=parse_via(request.headers.get(VIA_HEADER)))
         except DownloadFailed as exc:
             self._count(file_class, "error")
             return _text(exc.status, exc.text + "\n")
@@ -249,10 +249,9 @@ class EdgeHttp:
             if end is not None:
                 headers["Content-Length"] = str(end - start)
             return web.Response(status=status, headers=headers)
-        served = self._served_by(body.source)
         if body.data is not None:
             chunk = body.data if status == 200 else body.data[start:end]
-            served.inc(len(chunk))
+            self._served_by(body.source).inc(len(chunk))
             return web.Response(status=status, body=chunk, headers=headers)
         resp = web.StreamResponse(status=status, headers=headers)
         if end is not None:
@@ -261,7 +260,7 @@ class EdgeHttp:
             assert end is not None
             await resp.prepare(request)
             await _sendfile(request, resp, body, start, end - start)
-            served.inc(end - start)
+            self._served_by(body.source).inc(end - start)
             await resp.write_eof()
             return resp
         assert body.reader is not None

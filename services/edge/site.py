@@ -1,34 +1,43 @@
-"""Small package files through the site's owner edge, so a site fetches each from outside once.
+"""Small package files through the site's edges, so a site fetches each from outside once.
 
 Theory of operation. Files below `swarm_min_size` are not swarmed (a P2P round
 trip costs more than it saves), yet without help every edge of a site would
-fetch each of them from the mirror. So each such file has one owner among the
-live edges of the zone: the edge that maximises sha256(f"{file_sha256}:{id}")
-(rendezvous hashing: every edge computes the same owner from the same list
-without talking to the others, and an edge joining or leaving moves only the
-files it gains or held, about 1/N of them). An edge that is not the owner asks
-the owner over plain HTTP, at the path-prefix URL any client would use, with
-the header `X-Aptmesh-Via`; the owner answers from its cache or fetches the
-file from the upstream once, however many edges and clients ask at the same
-time (they all join one download, see files.py).
+fetch each of them from the mirror. So the live edges of a zone sort
+themselves per file by sha256(f"{file_sha256}:{id}") (rendezvous hashing:
+every edge computes the same order from the same list without talking to the
+others, and an edge joining or leaving moves only its own places). The first
+is the file's owner and fetches it from the upstream once; the k-th fetches it
+from the (k - 1) // 2-th (`site_parent`), over plain HTTP at the path-prefix
+URL any client would use, with the header `X-Aptmesh-Via` naming the edges
+the request came through. An edge asked for a file it lacks asks its own
+parent in turn, so a file comes down a binary tree rooted at its owner: no
+uplink carries it more than twice (an owner serving the five others of six
+sent it five times, and small files crawled through its link), and an edge
+passes the bytes on to the edges below it as they arrive (files.py), not
+after it has them all. However many edges and clients ask at once, they join
+one download per edge.
 
 No loops, no waiting on the dead:
-- a request carrying `X-Aptmesh-Via` is never sent on to another edge, and
-  when one joins a download that is waiting for an owner, that download drops
-  the owner for the upstream (`FileService`), so edges whose lists disagree
-  for a refresh interval cannot wait on each other in a circle;
+- a parent precedes its children in the order, so with the same list the
+  requests climb towards the owner and stop there; an edge never asks a
+  parent that is already in the request's via path, and a request whose path
+  holds this edge or the parent it waits for makes that download drop the
+  parent for the upstream (`FileService`): edges whose lists disagree for a
+  refresh interval cannot wait on each other in a circle;
 - an edge routes only while it is itself in the zone's list (it registered, so
   the others count on it too) and the list is fresh; otherwise, and when the
   option is off, it fetches from the upstream as before;
-- the owner gets a short connect timeout (a dead one costs at most ~1 s, a
+- the parent gets a short connect timeout (a dead one costs at most ~1 s, a
   refused connection nothing).
 
-The owner is not trusted more than a mirror: its bytes go into the download's
+A parent is not trusted more than a mirror: its bytes go into the download's
 file, but the download does not `begin` (which is what lets clients read it)
-until the whole file has the size and SHA-256 the verified index gives. Any
-failure (refused, an answer other than 200, a timeout, a short body, wrong
-bytes) rewinds the download to nothing, and the caller fetches the file from
-the upstream. For files this small, holding the whole body back costs little.
+until the whole file has the size and SHA-256 the verified index gives; the
+edges below get the bytes early, and check them themselves. Any failure
+(refused, an answer other than 200, a timeout, a short body, wrong bytes)
+rewinds the download to nothing, and the caller fetches the file from the
+upstream. For files this small, holding the whole body back from clients
+costs little.
 """
 
 from __future__ import annotations
@@ -48,7 +57,8 @@ from aptmesh.edge.urls import Resource
 
 log = logs.get(__name__)
 
-VIA_HEADER = "X-Aptmesh-Via"  # on requests between edges: the asking edge's id
+VIA_HEADER = "X-Aptmesh-Via"  # on requests between edges: the ids of the edges asking, in order
+MAX_VIA = 16  # ids of a via path kept (a tree over the zone is a few hops deep)
 OWNER_CONNECT_TIMEOUT = 1.0  # seconds for a TCP connection to the owner
 READ_CHUNK = 256 * 1024
 
@@ -62,29 +72,48 @@ class EdgeInfo:
     zone: str
 
 
+def _score(sha256: str, edge: EdgeInfo) -> bytes:
+    return hashlib.sha256(f"{sha256}:{edge.id}".encode()).digest()
+
+
+def rendezvous_order(sha256: str, edges: Iterable[EdgeInfo]) -> list[EdgeInfo]:
+    """The edges by descending sha256(f"{sha256}:{edge.id}"); ties, which need two equal
+    digests, go to the smaller id, so the order never depends on the list's."""
+    by_id = sorted(edges, key=lambda edge: edge.id)
+    return sorted(by_id, key=lambda edge: _score(sha256, edge), reverse=True)  # stable
+
+
 def rendezvous_owner(sha256: str, edges: Iterable[EdgeInfo]) -> EdgeInfo | None:
-    """The edge maximising sha256(f"{sha256}:{edge.id}") (None for no edges); ties, which
-    need two equal digests, go to the smaller id so the answer never depends on order."""
-    best: EdgeInfo | None = None
-    best_score = b""
-    for edge in edges:
-        score = hashlib.sha256(f"{sha256}:{edge.id}".encode()).digest()
-        if best is None or score > best_score or (score == best_score and edge.id < best.id):
-            best, best_score = edge, score
-    return best
+    """The first edge of `rendezvous_order` (None for no edges)."""
+    order = rendezvous_order(sha256, edges)
+    return order[0] if order else None
 
 
-def site_owner(sha256: str, self_id: str, zone: str, edges: Sequence[EdgeInfo]) -> EdgeInfo | None:
-    """The other edge of `zone` that fetches the file for the site; None when this edge
-    fetches it itself: it owns it, or it is not in the list (the others do not count on it,
-    and it cannot know whether its view of the zone is theirs)."""
+def site_parent(
+    sha256: str, self_id: str, zone: str, edges: Sequence[EdgeInfo], via: Sequence[str] = ()
+) -> EdgeInfo | None:
+    """The edge of `zone` this edge fetches the file from; None when it fetches it from the
+    upstream itself. In the file's `rendezvous_order` of the zone's edges, the k-th (from 0)
+    fetches from the (k - 1) // 2-th: a binary tree with the owner (k = 0) at its root, so no
+    uplink carries a file more than twice and the deepest edge is two hops from the owner of
+    six. None when this edge owns the file, or is not in the list (the others do not count on
+    it, and it cannot know whether its view of the zone is theirs), or when the parent already
+    asked for this file (`via`: the lists disagree, and asking it could close a circle)."""
     peers = [e for e in edges if e.zone == zone]
-    if not any(e.id == self_id for e in peers):
+    order = rendezvous_order(sha256, peers)
+    rank = next((k for k, edge in enumerate(order) if edge.id == self_id), 0)
+    if rank == 0:
         return None
-    owner = rendezvous_owner(sha256, peers)
-    if owner is None or owner.id == self_id:
-        return None
-    return owner
+    parent = order[(rank - 1) // 2]
+    return None if parent.id in via else parent
+
+
+def parse_via(header: str | None) -> tuple[str, ...]:
+    """The edges a request passed through (`X-Aptmesh-Via`, comma-separated, first asker
+    first); empty for a client's own request."""
+    if header is None:
+        return ()
+    return tuple(part.strip() for part in header.split(",") if part.strip())[:MAX_VIA] or ("?",)
 
 
 class OwnerFailed(Exception):
@@ -145,21 +174,33 @@ class SiteFetch:
         self._edges = tuple(edges)
         self._listed_at = self._clock()
 
-    def owner_for(self, sha256: str) -> EdgeInfo | None:
-        """The edge to ask for a small verified file; None: fetch it from the upstream."""
+    def parent_for(self, sha256: str, via: Sequence[str] = ()) -> EdgeInfo | None:
+        """The edge to ask for a small verified file (`site_parent`), for a request that came
+        through the edges `via`; None: fetch it from the upstream."""
         if self._listed_at is None or self._clock() - self._listed_at > self._stale_after:
             return None
-        return site_owner(sha256, self._self_id, self._zone, self._edges)
+        return site_parent(sha256, self._self_id, self._zone, self._edges, via)
+
+    def closes_circle(self, via: Sequence[str], parent: str) -> bool:
+        """Whether a request through `via` for a file this edge waits for from `parent`
+        would wait on itself: this edge or that parent already asked for it."""
+        return self._self_id in via or parent in via
 
     async def fetch(
-        self, owner: EdgeInfo, resource: Resource, download: Download, abandon: asyncio.Event
+        self,
+        owner: EdgeInfo,
+        resource: Resource,
+        download: Download,
+        abandon: asyncio.Event,
+        via: Sequence[str] = (),
     ) -> bool:
-        """Fills `download` (empty, with an expected hash) from `owner` and begins it; False,
-        with the download rewound to nothing and not begun, if the owner did not give the
-        verified file or `abandon` was set first. Counted either way."""
+        """Fills `download` (empty, with an expected hash) from `owner` (this edge's parent for
+        the file) and begins it; False, with the download rewound to nothing and not begun, if
+        the owner did not give the verified file or `abandon` was set first. Counted either
+        way. `via`: the edges the request for it came through."""
         assert download.expected is not None and download.written == 0
         url = owner.url.rstrip("/") + resource.prefix_url()
-        filling = asyncio.create_task(self._fill(url, download))
+        filling = asyncio.create_task(self._fill(url, download, (*via, self._self_id)))
         abandoned = asyncio.create_task(abandon.wait())
         try:
             await asyncio.wait({filling, abandoned}, return_when=asyncio.FIRST_COMPLETED)
@@ -180,7 +221,7 @@ class SiteFetch:
                     service="edge", kind=f"site_{error.kind}"
                 ).inc()
         elif isinstance(error, asyncio.CancelledError):
-            reason = "another edge asked this edge for the file while it waited for the owner"
+            reason = "the owner (or an edge it waits for) asked this edge for the file"
         elif isinstance(error, Exception):
             reason = f"talking to the owner: {type(error).__name__}: {error}"
         else:
@@ -190,11 +231,11 @@ class SiteFetch:
         log.info("site_fetch_failed", key=resource.key, owner=owner.id, reason=reason)
         return False
 
-    async def _fill(self, url: str, download: Download) -> None:
+    async def _fill(self, url: str, download: Download, via: Sequence[str]) -> None:
         expected = download.expected
         assert expected is not None and self._session is not None
         try:
-            async with self._session.get(url, headers={VIA_HEADER: self._self_id}) as resp:
+            async with self._session.get(url, headers={VIA_HEADER: ",".join(via)}) as resp:
                 if resp.status != 200:
                     raise OwnerFailed(f"the owner answered {resp.status}")
                 coding = resp.headers.get("Content-Encoding", "identity").strip().lower()

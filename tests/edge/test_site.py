@@ -18,7 +18,15 @@ from aptmesh import config as aptconfig
 from aptmesh.edge.app import Edge
 from aptmesh.edge.config import EdgeConfig
 from aptmesh.edge.metrics import EdgeMetrics
-from aptmesh.edge.site import VIA_HEADER, EdgeInfo, SiteFetch, rendezvous_owner, site_owner
+from aptmesh.edge.site import (
+    VIA_HEADER,
+    EdgeInfo,
+    SiteFetch,
+    parse_via,
+    rendezvous_order,
+    rendezvous_owner,
+    site_parent,
+)
 from aptmesh.tracker.app import RunningTracker
 from aptmesh.tracker.client import TrackerClient
 from aptmesh.tracker.records import Edge as EdgeRecord
@@ -29,6 +37,7 @@ from tests.fixtures.tracker import TOKEN
 ZONE = "site"
 SERVED = "aptmesh_edge_served_bytes_total"
 SITE_FETCHES = "aptmesh_edge_site_fetches_total"
+MISSES = "aptmesh_edge_requests_total"
 
 
 def sha(n: int) -> str:
@@ -84,17 +93,51 @@ def test_an_edge_joining_or_leaving_moves_only_its_share() -> None:
     assert sorted(moved) == sorted(n for n in files if before[n] == "edge-2")
 
 
-def test_site_owner_needs_this_edge_in_its_zone_and_never_answers_itself() -> None:
+def test_site_parent_needs_this_edge_in_its_zone_and_never_answers_itself() -> None:
     listed = edges("a", "b") + edges("far", zone="elsewhere")
     for n in range(100):
         owner = rendezvous_owner(sha(n), edges("a", "b"))
         assert owner is not None
         other = "b" if owner.id == "a" else "a"
-        assert site_owner(sha(n), owner.id, ZONE, listed) is None  # this edge owns it
-        assert site_owner(sha(n), other, ZONE, listed) == owner
-        assert site_owner(sha(n), "stranger", ZONE, listed) is None  # not in the list
-        assert site_owner(sha(n), "far", "elsewhere", listed) is None  # alone in its zone
-    assert site_owner(sha(1), "a", ZONE, []) is None
+        assert site_parent(sha(n), owner.id, ZONE, listed) is None  # this edge owns it
+        assert site_parent(sha(n), other, ZONE, listed) == owner
+        assert site_parent(sha(n), other, ZONE, listed, via=(owner.id,)) is None  # a circle
+        assert site_parent(sha(n), other, ZONE, listed, via=("far",)) == owner
+        assert site_parent(sha(n), "stranger", ZONE, listed) is None  # not in the list
+        assert site_parent(sha(n), "far", "elsewhere", listed) is None  # alone in its zone
+    assert site_parent(sha(1), "a", ZONE, []) is None
+
+
+def test_a_file_comes_down_a_binary_tree_rooted_at_its_owner() -> None:
+    """The k-th edge of a file's order fetches it from the (k - 1) // 2-th: every edge but the
+    owner has a parent before it, none serves more than two, the deepest is two hops down."""
+    ids = [f"edge-{i}" for i in range(6)]
+    listed = edges(*ids)
+    for n in range(50):
+        order = rendezvous_order(sha(n), listed)
+        assert order[0] == rendezvous_owner(sha(n), listed)
+        assert rendezvous_order(sha(n), list(reversed(listed))) == order
+        parents = {e.id: site_parent(sha(n), e.id, ZONE, listed) for e in order}
+        assert parents[order[0].id] is None
+        for k, edge in enumerate(order[1:], start=1):
+            assert parents[edge.id] == order[(k - 1) // 2]
+        children = [p.id for p in parents.values() if p is not None]
+        assert max(children.count(i) for i in ids) == 2
+
+        depths = {order[0].id: 0}
+        for edge in order[1:]:  # a parent comes before its children
+            parent = parents[edge.id]
+            assert parent is not None
+            depths[edge.id] = depths[parent.id] + 1
+        assert max(depths.values()) == 2
+
+
+def test_the_via_header_lists_the_edges_a_request_came_through() -> None:
+    assert parse_via(None) == ()
+    assert parse_via("a") == ("a",)
+    assert parse_via(" a, b ,,c") == ("a", "b", "c")
+    assert parse_via("") == ("?",)  # an edge that does not say which
+    assert len(parse_via(",".join(f"e{i}" for i in range(100)))) == 16
 
 
 def test_a_stale_list_routes_nothing() -> None:
@@ -103,14 +146,14 @@ def test_a_stale_list_routes_nothing() -> None:
         EdgeMetrics(), zone=ZONE, read_timeout=5.0, stale_after=30.0, clock=lambda: now[0]
     )
     files = [sha(n) for n in range(20)]
-    assert all(site.owner_for(f) is None for f in files)  # never listed
+    assert all(site.parent_for(f) is None for f in files)  # never listed
     site.set_edges("a", edges("a", "b"))
-    routed = [f for f in files if site.owner_for(f) is not None]
-    assert routed and all(site.owner_for(f) == edges("b")[0] for f in routed)
+    routed = [f for f in files if site.parent_for(f) is not None]
+    assert routed and all(site.parent_for(f) == edges("b")[0] for f in routed)
     now[0] += 31.0
-    assert all(site.owner_for(f) is None for f in files)
+    assert all(site.parent_for(f) is None for f in files)
     site.set_edges("a", edges("a", "b"))
-    assert [f for f in files if site.owner_for(f) is not None] == routed
+    assert [f for f in files if site.parent_for(f) is not None] == routed
 
 
 # -- the option ----------------------------------------------------------------------------
@@ -307,7 +350,7 @@ async def test_a_lying_owner_is_not_believed_and_nothing_wrong_is_cached(
         assert hashlib.sha256(blob.path.read_bytes()).hexdigest() == pkg.sha256
 
 
-async def test_a_request_from_another_edge_is_never_forwarded(
+async def test_a_request_from_another_edge_climbs_to_the_owner_unless_the_owner_sent_it(
     make_edge: EdgeFactory,
     tracker: RunningTracker,
     debrepo: DebRepo,
@@ -315,18 +358,58 @@ async def test_a_request_from_another_edge_is_never_forwarded(
 ) -> None:
     pair = await site_edges(make_edge, tracker, 2)
     ids = [e.edge_id() for e in pair]
-    pkg = small_packages(debrepo)[0]
-    owner = next(e for e in pair if e.edge_id() == owner_of(pkg, ids))
-    asked = next(e for e in pair if e is not owner)
-    await fetch_indexes(client, asked, debrepo)
-    await check(client, prefix_url(asked, pkg.filename), pkg, headers={VIA_HEADER: "elsewhere"})
-    assert debrepo.server.requests(pkg.filename) == 1
-    assert metric(asked, SERVED, source="upstream") >= pkg.size
-    assert (
-        metric(asked, SITE_FETCHES, result="ok") + metric(asked, SITE_FETCHES, result="failed") == 0
-    )
+    first, other = small_packages(debrepo)[:2]
+    for edge in pair:
+        await fetch_indexes(client, edge, debrepo)
+
+    def roles(pkg: RepoPackage) -> tuple[Edge, Edge]:
+        owner = next(e for e in pair if e.edge_id() == owner_of(pkg, ids))
+        return owner, next(e for e in pair if e is not owner)
+
     misses = {"file_class": "package", "cache": "miss"}
-    assert metric(owner, "aptmesh_edge_requests_total", **misses) == 0
+    # From an edge below: asked on to the parent (the owner), which fetches it once.
+    owner, asked = roles(first)
+    await check(client, prefix_url(asked, first.filename), first, headers={VIA_HEADER: "below"})
+    assert debrepo.server.requests(first.filename) == 1
+    assert metric(asked, SITE_FETCHES, result="ok") == 1
+    assert metric(owner, MISSES, **misses) == 1
+    # Through the parent already: never asked back.
+    owner, asked = roles(other)
+    fetched, missed = metric(asked, SITE_FETCHES, result="ok"), metric(owner, MISSES, **misses)
+    via = {VIA_HEADER: f"below,{owner.edge_id()}"}
+    await check(client, prefix_url(asked, other.filename), other, headers=via)
+    assert debrepo.server.requests(other.filename) == 1
+    assert metric(asked, SITE_FETCHES, result="ok") == fetched
+    assert metric(owner, MISSES, **misses) == missed
+
+
+async def test_a_small_file_comes_down_the_tree_and_leaves_the_upstream_once(
+    make_edge: EdgeFactory,
+    tracker: RunningTracker,
+    debrepo: DebRepo,
+    client: aiohttp.ClientSession,
+) -> None:
+    """Four edges: the last in a file's order asks its parent (the second), which asks the
+    owner, which fetches it from the upstream; each passes the bytes on and keeps the file."""
+    four = await site_edges(make_edge, tracker, 4)
+    pkg = small_packages(debrepo)[0]
+    order = rendezvous_order(pkg.sha256, edges(*(e.edge_id() for e in four)))
+    by_id = {e.edge_id(): e for e in four}
+    owner, second, _, last = (by_id[e.id] for e in order)
+    for edge in four:
+        await fetch_indexes(client, edge, debrepo)
+    await check(client, prefix_url(last, pkg.filename), pkg)
+    assert debrepo.server.requests(pkg.filename) == 1
+    for edge in (last, second):
+        assert metric(edge, SITE_FETCHES, result="ok") == 1
+        assert metric(edge, SERVED, source="edge") == pkg.size
+    assert metric(owner, SITE_FETCHES, result="ok") == 0
+    for edge in (owner, second, last):
+        assert edge.blobs.get(pkg.sha256) is not None
+    # The others now hit their parents' caches; the upstream is not asked again.
+    for edge in four:
+        await check(client, prefix_url(edge, pkg.filename), pkg)
+    assert debrepo.server.requests(pkg.filename) == 1
 
 
 async def test_a_request_from_another_edge_takes_over_a_download_waiting_for_the_owner(
@@ -337,7 +420,7 @@ async def test_a_request_from_another_edge_takes_over_a_download_waiting_for_the
     fake_edge: Serve,
 ) -> None:
     """Edges whose lists disagree: this edge waits for an owner that waits for it. A request
-    from another edge must not join that wait; it makes the download use the upstream."""
+    through that owner must not join that wait; it makes the download use the upstream."""
     asked = asyncio.Event()
     release = asyncio.Event()
 
@@ -357,7 +440,7 @@ async def test_a_request_from_another_edge_takes_over_a_download_waiting_for_the
         waiting = asyncio.create_task(check(client, prefix_url(edge, pkg.filename), pkg))
         await asyncio.wait_for(asked.wait(), 5.0)
         started = time.monotonic()
-        via = {VIA_HEADER: "the-owner"}
+        via = {VIA_HEADER: owning_id(edge, [pkg])}  # the owner asks back: a circle
         await check(client, prefix_url(edge, pkg.filename), pkg, headers=via)
         await asyncio.wait_for(waiting, 2.0)
         assert time.monotonic() - started < 2.0  # well before the owner's read timeout (5 s)
