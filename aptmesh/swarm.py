@@ -25,7 +25,11 @@ seeder for different pieces and the edges trade the rest among themselves;
 pieces another edge holds are never home. Edges carry a role mark in their
 peer ids (`is_edge_peer`) so that each can tell the other edges from seeders.
 libtorrent's random first pieces and whole-piece runs ignore priorities, so
-edges turn them off.
+edges turn them off. Where the seed boxes are the site's bottleneck
+(`seed_bound`, from the uplinks in the registry), an edge wants another edge's
+piece only once an edge holds it, and leaves the seeder's connection for the
+torrent once its own pieces are in: libtorrent fills any free request slot at
+the seeder with any wanted piece, and that made the seeder send pieces twice.
 
 A seeder that knows its uplink (`upload_capacity`, or its `upload_rate_limit`)
 adapts how many block requests each peer may queue at it

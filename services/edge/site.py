@@ -58,7 +58,7 @@ from aptmesh.edge.urls import Resource
 log = logs.get(__name__)
 
 VIA_HEADER = "X-Aptmesh-Via"  # on requests between edges: the ids of the edges asking, in order
-MAX_VIA = 16  # ids of a via path kept (a tree over the zone is a few hops deep)
+MAX_VIA = 16  # a longer via path is a loop: a tree over a zone is a few hops deep
 OWNER_CONNECT_TIMEOUT = 1.0  # seconds for a TCP connection to the owner
 READ_CHUNK = 256 * 1024
 
@@ -98,7 +98,10 @@ def site_parent(
     uplink carries a file more than twice and the deepest edge is two hops from the owner of
     six. None when this edge owns the file, or is not in the list (the others do not count on
     it, and it cannot know whether its view of the zone is theirs), or when the parent already
-    asked for this file (`via`: the lists disagree, and asking it could close a circle)."""
+    asked for this file (`via`: the lists disagree, and asking it could close a circle), or
+    the request came through MAX_VIA edges or more."""
+    if len(via) >= MAX_VIA:
+        return None
     peers = [e for e in edges if e.zone == zone]
     order = rendezvous_order(sha256, peers)
     rank = next((k for k, edge in enumerate(order) if edge.id == self_id), 0)
@@ -113,7 +116,7 @@ def parse_via(header: str | None) -> tuple[str, ...]:
     first); empty for a client's own request."""
     if header is None:
         return ()
-    return tuple(part.strip() for part in header.split(",") if part.strip())[:MAX_VIA] or ("?",)
+    return tuple(part.strip() for part in header.split(",") if part.strip()) or ("?",)
 
 
 class OwnerFailed(Exception):

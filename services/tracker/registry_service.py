@@ -71,21 +71,13 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
         )
         if (edge.id, edge.seed_box) not in self._seen:
             self._seen.add((edge.id, edge.seed_box))
-            if edge.seed_box:
-                log.info(
-                    "seed box registered",
-                    seed_box_id=edge.id,
-                    zone=edge.zone,
-                    upload_capacity=edge.upload_capacity,
-                )
-            else:
-                log.info(
-                    "edge registered",
-                    edge_id=edge.id,
-                    url=edge.url,
-                    zone=edge.zone,
-                    upload_capacity=edge.upload_capacity,
-                )
+            log.info(
+                "seed box registered" if edge.seed_box else "edge registered",
+                edge_id=edge.id,
+                url=edge.url,
+                zone=edge.zone,
+                upload_capacity=edge.upload_capacity,
+            )
         return registry_pb2.RegisterEdgeResponse(lease_seconds=self._lease)
 
     async def ListEdges(  # noqa: N802 - gRPC method name

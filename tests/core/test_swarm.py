@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import libtorrent as lt
@@ -321,6 +322,17 @@ def _join(edges: list[Swarm], metainfo: bytes, seed: Swarm, tmp_path: Path) -> l
     return torrents
 
 
+async def _share_until(
+    torrents: list[SwarmTorrent], done: Callable[[], bool], seconds: float
+) -> None:
+    """Has each edge of a seed-bound site of three share the work every 0.1 s until `done`."""
+    async with asyncio.timeout(seconds):
+        while not done():
+            for rank, torrent in enumerate(torrents):
+                torrent.share_work(rank, 3, seed_bound=True)
+            await asyncio.sleep(0.1)
+
+
 def _seeder_peers(torrent: SwarmTorrent) -> int:
     return sum(peer.ip[0] == "127.0.0.2" for peer in torrent.handle.get_peer_info())
 
@@ -334,11 +346,7 @@ async def test_seed_bound_edges_ask_the_seeder_for_each_piece_once(tmp_path: Pat
         seeding = seed.add(hashed.torrent.metainfo, source.parent, seed=True)
         torrents = _join(edges, hashed.torrent.metainfo, seed, tmp_path)
         seed.apply(upload_rate_limit=2 << 20)
-        async with asyncio.timeout(60):
-            while not all(t.finished.is_set() for t in torrents):
-                for rank, torrent in enumerate(torrents):
-                    torrent.share_work(rank, 3, seed_bound=True)
-                await asyncio.sleep(0.1)
+        await _share_until(torrents, lambda: all(t.finished.is_set() for t in torrents), 60)
         sent = seeding.handle.status().total_payload_upload
         assert sent < 1.1 * hashed.torrent.size, sent / hashed.torrent.size
     finally:
@@ -361,11 +369,9 @@ async def test_a_seed_bound_edge_leaves_the_seeder_and_takes_it_back_when_told(
         seeding = seed.add(hashed.torrent.metainfo, source.parent, seed=True)
         torrents = _join(edges, hashed.torrent.metainfo, seed, tmp_path)
         seed.apply(upload_rate_limit=4 << 20)
-        async with asyncio.timeout(30):
-            while not all(t.left_seeders and not _seeder_peers(t) for t in torrents):
-                for rank, torrent in enumerate(torrents):
-                    torrent.share_work(rank, 3, seed_bound=True)
-                await asyncio.sleep(0.1)
+        await _share_until(
+            torrents, lambda: all(t.left_seeders and not _seeder_peers(t) for t in torrents), 30
+        )
         await asyncio.sleep(0.5)
         pieces = torrents[0].num_pieces
         for torrent in torrents:
