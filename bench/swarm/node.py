@@ -413,21 +413,19 @@ async def edge_get(args: argparse.Namespace) -> None:
 
 async def wait_index(args: argparse.Namespace) -> None:
     """Waits until the tracker's index holds every swarmed file of the manifest."""
-    from aptmesh.tracker.client import NotFound, TrackerClient, TrackerClientError
+    from aptmesh.tracker.client import TrackerClient, TrackerClientError
 
     wanted = json.loads(_read(args.manifest).decode())
     hashes = [w["sha256"] for w in wanted if w.get("torrent")]
-    deadline = time.time() + args.seconds
     async with TrackerClient(args.to) as index:
-        for sha256 in hashes:
-            while True:
-                try:
-                    await index.get(sha256)
-                    break
-                except (NotFound, TrackerClientError):
-                    if time.time() > deadline:
-                        raise SystemExit(f"{sha256} not in the index in time") from None
-                    await asyncio.sleep(0.2)
+
+        async def published() -> bool:
+            try:
+                return not (await index.get_many(hashes)).missing
+            except TrackerClientError:
+                return False
+
+        await _until(published, args.seconds, "the swarmed files were not in the index in time")
     emit("ready")
     emit("final", published=len(hashes))
 

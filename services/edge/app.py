@@ -103,7 +103,8 @@ class Edge:
             site=self.site_fetch,
             clock=clock,
         )
-        self.other_edges: list[EdgeInfo] = []
+        # The live edges as the registry last listed them (this one among them, once registered).
+        self.listed_edges: list[EdgeInfo] = []
         self.http = EdgeHttp(
             upstreams=self.upstreams,
             files=self.files,
@@ -143,7 +144,7 @@ class Edge:
 
     async def _edges(self) -> list[EdgeInfo]:
         me = EdgeInfo(self.edge_id(), self.public_url(), self.config.zone)
-        return [me, *(e for e in self.other_edges if e.id != me.id)]
+        return [me, *(e for e in self.listed_edges if e.id != me.id)]
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -264,9 +265,9 @@ class Edge:
         except TrackerClientError as exc:
             log.info("edge_list_unavailable", error=str(exc))
             return
-        self.other_edges = [EdgeInfo(e.id, e.url, e.zone) for e in site.edges]
+        self.listed_edges = [EdgeInfo(e.id, e.url, e.zone) for e in site.edges]
         if self.site_fetch is not None:
-            self.site_fetch.set_edges(self.edge_id(), self.other_edges)
+            self.site_fetch.set_edges(self.edge_id(), self.listed_edges)
         if self.swarm_side is not None:
             self.swarm_side.set_site(self.edge_id(), site.edges, site.seed_upload_capacity)
 

@@ -83,7 +83,7 @@ async def test_second_edge_gets_a_large_package_from_the_first_through_the_swarm
     await second.files.wait_idle()
     assert pkg.sha256 in second.swarm_side.seeding
     await second.refresh_edges()
-    assert len(second.other_edges) == 2
+    assert len(second.listed_edges) == 2
     async with client.get(second.http_url + "/_aptmesh/edges") as resp:
         listed = await resp.json()
     assert {e["url"] for e in listed["edges"]} == {first.http_url, second.http_url}
