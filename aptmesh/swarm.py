@@ -336,9 +336,13 @@ def session_settings(settings: SwarmSettings, peer_id: str = "") -> dict[str, An
         # asked the seeder for the same pieces again.
         pack["initial_picker_threshold"] = 0
         pack["whole_pieces_threshold"] = 0
-        # At a seed-bound site an edge wants no piece for a while (`home_priorities`); two
-        # edges in that state would close their connection as redundant, and then wait for
-        # the tracker's next announce to trade again.
+        # At a seed-bound site an edge often wants no missing piece for a moment
+        # (`home_priorities`), and libtorrent then counts the torrent finished: with redundant
+        # connections closed it drops the seeds and the edges in the same state ("upload to
+        # upload", "uninteresting upload-only peer") and reconnects only a minute later (the
+        # pulse took 2.4-2.8x the bound instead of 1.2x). Two seeds do not meet this way: the
+        # tracker gives a seed only leechers, and an edge seeds a finished file as a new
+        # torrent (the download's connections close with it).
         pack["close_redundant_connections"] = False
     if not settings.public:
         pack["dht_bootstrap_nodes"] = ""

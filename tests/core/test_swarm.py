@@ -517,3 +517,10 @@ def test_edges_pick_by_priority_from_the_first_piece() -> None:
     assert edge["initial_picker_threshold"] == 0 and edge["whole_pieces_threshold"] == 0
     seeder = session_settings(SwarmSettings(role="seeder"))
     assert "initial_picker_threshold" not in seeder and "whole_pieces_threshold" not in seeder
+
+
+def test_edges_keep_connections_that_look_redundant_for_a_moment() -> None:
+    """A seed-bound edge often wants no missing piece for a moment; closing "redundant"
+    connections then would drop the seeds and edges it needs a moment later."""
+    assert session_settings(SwarmSettings(role="edge"))["close_redundant_connections"] is False
+    assert "close_redundant_connections" not in session_settings(SwarmSettings(role="seeder"))
