@@ -523,4 +523,4 @@ def test_edges_keep_connections_that_look_redundant_for_a_moment() -> None:
     """A seed-bound edge often wants no missing piece for a moment; closing "redundant"
     connections then would drop the seeds and edges it needs a moment later."""
     assert session_settings(SwarmSettings(role="edge"))["close_redundant_connections"] is False
-    assert "close_redundant_connections" not in session_settings(SwarmSettings(role="seeder"))
+    assert session_settings(SwarmSettings(role="seeder"))["close_redundant_connections"] is True
