@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import libtorrent as lt
@@ -40,7 +42,7 @@ from aptmesh.swarm import (
     site_queue_depth,
     upload_capacity,
 )
-from aptmesh.torrent import make_torrent
+from aptmesh.torrent import HashedFile, make_torrent
 
 LOOPBACK = SwarmSettings(listen_host="127.0.0.1", listen_port=0, role="edge")
 
@@ -296,63 +298,66 @@ async def test_edges_split_the_seeders_pieces_and_it_sends_each_about_once(
             edge.close()
 
 
-def _seeder_apart(upload_capacity: int) -> Swarm:
-    """A seeder on an address of its own (edges leave addresses, not ports), sending nothing
-    until told its rate (libtorrent exempts loopback from rate limits unless told not to)."""
+@dataclass
+class SeedBoundSite:
+    """A seeder on an address of its own (edges leave addresses, not ports) and edges ranked
+    0, 1, ... of a seed-bound site of three, each with its priorities before it connects to
+    anyone (else it may ask the seeder for any piece first)."""
+
+    hashed: HashedFile
+    seed: Swarm
+    seeding: SwarmTorrent
+    edges: list[Swarm]
+    torrents: list[SwarmTorrent]
+
+    def seeder_peers(self, torrent: SwarmTorrent) -> int:
+        return sum(peer.ip[0] == "127.0.0.2" for peer in torrent.handle.get_peer_info())
+
+    async def share_until(self, done: Callable[[], bool], seconds: float) -> None:
+        """Has each edge share the work every 0.1 s until `done`."""
+        async with asyncio.timeout(seconds):
+            while not done():
+                for rank, torrent in enumerate(self.torrents):
+                    torrent.share_work(rank, 3, seed_bound=True)
+                await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def seed_bound_site(
+    tmp_path: Path, name: str, size: int, rate: int, edges: int
+) -> AsyncIterator[SeedBoundSite]:
+    source = _file(tmp_path, name, size)
+    hashed = make_torrent(source)
     seed = Swarm(
-        SwarmSettings(
-            listen_host="127.0.0.2", listen_port=0, role="seeder", upload_capacity=upload_capacity
-        )
+        SwarmSettings(listen_host="127.0.0.2", listen_port=0, role="seeder", upload_capacity=rate)
     )
+    # Nothing moves until every edge has its priorities (libtorrent exempts loopback from
+    # rate limits unless told not to).
     seed.apply(upload_rate_limit=1, ignore_limits_on_local_network=False)
-    return seed
-
-
-def _join(edges: list[Swarm], metainfo: bytes, seed: Swarm, tmp_path: Path) -> list[SwarmTorrent]:
-    """The edges ranked 0, 1, ... of a seed-bound site of three, each with its priorities
-    before it connects to anyone (else it may ask the seeder for any piece first)."""
-    torrents = []
-    for rank, edge in enumerate(edges):
-        torrent = edge.add(metainfo, tmp_path / f"edge{rank}", sequential=False)
-        torrent.share_work(rank, 3, seed_bound=True)
-        edge.connect_peer(torrent, "127.0.0.2", seed.listen_port)
-        for other in edges[:rank]:
-            edge.connect_peer(torrent, "127.0.0.1", other.listen_port)
-        torrents.append(torrent)
-    return torrents
-
-
-async def _share_until(
-    torrents: list[SwarmTorrent], done: Callable[[], bool], seconds: float
-) -> None:
-    """Has each edge of a seed-bound site of three share the work every 0.1 s until `done`."""
-    async with asyncio.timeout(seconds):
-        while not done():
-            for rank, torrent in enumerate(torrents):
-                torrent.share_work(rank, 3, seed_bound=True)
-            await asyncio.sleep(0.1)
-
-
-def _seeder_peers(torrent: SwarmTorrent) -> int:
-    return sum(peer.ip[0] == "127.0.0.2" for peer in torrent.handle.get_peer_info())
+    sessions = [Swarm(LOOPBACK) for _ in range(edges)]
+    try:
+        seeding = seed.add(hashed.torrent.metainfo, source.parent, seed=True)
+        torrents = []
+        for rank, edge in enumerate(sessions):
+            torrent = edge.add(hashed.torrent.metainfo, tmp_path / f"edge{rank}", sequential=False)
+            torrent.share_work(rank, 3, seed_bound=True)
+            edge.connect_peer(torrent, "127.0.0.2", seed.listen_port)
+            for other in sessions[:rank]:
+                edge.connect_peer(torrent, "127.0.0.1", other.listen_port)
+            torrents.append(torrent)
+        seed.apply(upload_rate_limit=rate)
+        yield SeedBoundSite(hashed, seed, seeding, sessions, torrents)
+    finally:
+        seed.close()
+        for edge in sessions:
+            edge.close()
 
 
 async def test_seed_bound_edges_ask_the_seeder_for_each_piece_once(tmp_path: Path) -> None:
-    source = _file(tmp_path, "bound_1_all.deb", 4 * 1024 * 1024)
-    hashed = make_torrent(source)
-    seed = _seeder_apart(2 << 20)
-    edges = [Swarm(LOOPBACK) for _ in range(3)]
-    try:
-        seeding = seed.add(hashed.torrent.metainfo, source.parent, seed=True)
-        torrents = _join(edges, hashed.torrent.metainfo, seed, tmp_path)
-        seed.apply(upload_rate_limit=2 << 20)
-        await _share_until(torrents, lambda: all(t.finished.is_set() for t in torrents), 60)
-        sent = seeding.handle.status().total_payload_upload
-        assert sent < 1.1 * hashed.torrent.size, sent / hashed.torrent.size
-    finally:
-        seed.close()
-        for edge in edges:
-            edge.close()
+    async with seed_bound_site(tmp_path, "bound_1_all.deb", 4 << 20, 2 << 20, 3) as site:
+        await site.share_until(lambda: all(t.finished.is_set() for t in site.torrents), 60)
+        sent = site.seeding.handle.status().total_payload_upload
+        assert sent < 1.1 * site.hashed.torrent.size, sent / site.hashed.torrent.size
 
 
 async def test_a_seed_bound_edge_leaves_the_seeder_and_takes_it_back_when_told(
@@ -361,34 +366,24 @@ async def test_a_seed_bound_edge_leaves_the_seeder_and_takes_it_back_when_told(
     """Two edges of a site of three (the third is gone): each leaves the seeder once its home
     pieces are in, and nobody asks for the third edge's; told the site is not seed-bound any
     more (what an edge's stream does after waiting too long), they take the seeder back."""
-    source = _file(tmp_path, "gone_1_all.deb", 2 * 1024 * 1024)
-    hashed = make_torrent(source)
-    seed = _seeder_apart(4 << 20)
-    edges = [Swarm(LOOPBACK) for _ in range(2)]
-    try:
-        seeding = seed.add(hashed.torrent.metainfo, source.parent, seed=True)
-        torrents = _join(edges, hashed.torrent.metainfo, seed, tmp_path)
-        seed.apply(upload_rate_limit=4 << 20)
-        await _share_until(
-            torrents, lambda: all(t.left_seeders and not _seeder_peers(t) for t in torrents), 30
+    async with seed_bound_site(tmp_path, "gone_1_all.deb", 2 << 20, 4 << 20, 2) as site:
+        torrents = site.torrents
+        await site.share_until(
+            lambda: all(t.left_seeders and not site.seeder_peers(t) for t in torrents), 30
         )
         await asyncio.sleep(0.5)
         pieces = torrents[0].num_pieces
         for torrent in torrents:
             assert not torrent.finished.is_set()
             assert sorted(torrent.completed) == [i for i in range(pieces) if i % 3 != 2]
-        home = sum(hashed.torrent.piece_length for i in range(pieces) if i % 3 != 2)
-        assert seeding.handle.status().total_payload_upload < 1.1 * home
-        for rank, (edge, torrent) in enumerate(zip(edges, torrents, strict=True)):
+        home = sum(site.hashed.torrent.piece_length for i in range(pieces) if i % 3 != 2)
+        assert site.seeding.handle.status().total_payload_upload < 1.1 * home
+        for rank, (edge, torrent) in enumerate(zip(site.edges, torrents, strict=True)):
             torrent.share_work(rank, 3, seed_bound=False)
             assert not torrent.left_seeders
-            edge.connect_peer(torrent, "127.0.0.2", seed.listen_port)  # as the tracker would
+            edge.connect_peer(torrent, "127.0.0.2", site.seed.listen_port)  # as a tracker would
         async with asyncio.timeout(30):
             await asyncio.gather(*(t.finished.wait() for t in torrents))
-    finally:
-        seed.close()
-        for edge in edges:
-            edge.close()
 
 
 async def test_leech_streams_verified_pieces_in_order_from_a_seed(tmp_path: Path) -> None:
