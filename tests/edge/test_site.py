@@ -451,3 +451,50 @@ async def test_a_request_from_another_edge_takes_over_a_download_waiting_for_the
     assert debrepo.server.requests(pkg.filename) == 1
     assert metric(edge, SITE_FETCHES, result="failed") == 1
     assert metric(edge, SERVED, source="upstream") >= 2 * pkg.size
+
+
+async def test_an_edge_passes_a_file_on_to_the_edges_below_as_it_arrives(
+    make_edge: EdgeFactory,
+    tracker: RunningTracker,
+    debrepo: DebRepo,
+    client: aiohttp.ClientSession,
+    fake_edge: Serve,
+) -> None:
+    """The parent sends half the file and pauses: an edge below already has that half, while
+    this edge's own clients get nothing until the whole file is in and checked."""
+    pkg = max(small_packages(debrepo), key=lambda p: p.size)
+    half = pkg.size // 2
+    resume = asyncio.Event()
+
+    async def halves(request: web.Request) -> web.StreamResponse:
+        data = debrepo.read(pkg.filename)
+        response = web.StreamResponse(headers={"Content-Length": str(len(data))})
+        await response.prepare(request)
+        await response.write(data[:half])
+        await resume.wait()
+        await response.write(data[half:])
+        return response
+
+    url = await fake_edge(halves)
+    (edge,) = await site_edges(make_edge, tracker, 1)
+    await register(tracker, owning_id(edge, [pkg]), url)
+    await wait_for(lambda: len(tracker.store.live_edges(ZONE)) == 2, what="parent registered")
+    await edge.refresh_edges()
+    await fetch_indexes(client, edge, debrepo)
+    target = prefix_url(edge, pkg.filename)
+    try:
+        async with client.get(target, headers={VIA_HEADER: "below"}) as below:
+            assert below.status == 200
+            # All but the last byte written: that one waits for this edge's check.
+            first = await asyncio.wait_for(below.content.readexactly(half - 1), 5.0)
+            a_client = asyncio.create_task(get(client, target))
+            await asyncio.sleep(0.3)
+            assert not a_client.done()  # a client waits for the checked file
+            resume.set()
+            rest = await below.content.read()
+        status, body, _ = await a_client
+    finally:
+        resume.set()
+    assert first + rest == debrepo.read(pkg.filename)
+    assert status == 200 and body == debrepo.read(pkg.filename)
+    assert debrepo.server.requests(pkg.filename) == 0  # all of it came from the parent
