@@ -358,7 +358,14 @@ def _hex(info_hashes: Any) -> str:
 class SwarmTorrent:
     """One torrent in the session; its events arrive from the alert pump."""
 
-    def __init__(self, handle: Any, num_pieces: int, piece_length: int, size: int) -> None:
+    def __init__(
+        self,
+        handle: Any,
+        num_pieces: int,
+        piece_length: int,
+        size: int,
+        leave: Callable[[set[str]], None] | None = None,
+    ) -> None:
         self.handle = handle
         self.num_pieces = num_pieces
         self.piece_length = piece_length
@@ -379,9 +386,9 @@ class SwarmTorrent:
         self._peer_bytes = 0
         self._priorities: list[int] = []
         # `share_work` at a seed-bound site: this torrent applies the session's IP filter,
-        # which blocks the seeders it left (`Swarm.leave`).
+        # which blocks the seeders it left (`leave`: `Swarm.leave`).
         self.left_seeders = False
-        self._leave: Callable[[set[str]], None] | None = None
+        self._leave = leave
 
     def _notify(self) -> None:
         self._changed.set()
@@ -705,9 +712,10 @@ class Swarm:
             handle = self._session.add_torrent(atp)
         except RuntimeError as exc:
             raise SwarmError(f"adding torrent {info.name()}: {exc}") from None
-        torrent = SwarmTorrent(handle, info.num_pieces(), info.piece_length(), info.total_size())
+        torrent = SwarmTorrent(
+            handle, info.num_pieces(), info.piece_length(), info.total_size(), self.leave
+        )
         torrent.web_seeds = list(web_seeds)
-        torrent._leave = self.leave
         self._torrents[key] = torrent
         if seed:
             torrent.finished.set()

@@ -407,7 +407,7 @@ class FileService:
         # Another edge gets the bytes as they arrive, before this edge has them all (it checks
         # them itself; the last byte still waits for this edge's check): a file relayed along
         # the site's tree is not held back at every hop. Clients wait for `begin`.
-        early = bool(via) and download.expected is not None and download.size is not None
+        early = bool(via) and download.expected is not None  # its size is known
         try:
             if not early:
                 await asyncio.shield(download.started)

@@ -135,8 +135,7 @@ class TrackerClient:
         """Registers or renews an edge or a seed box (`Edge.seed_box`); returns the lease in
         seconds (renew at `renew_after` of it)."""
         request = registry_pb2.RegisterEdgeRequest(edge=edge_to_proto(edge))
-        kind = "seed box" if edge.seed_box else "edge"
-        async with _translated(f"registering {kind} {edge.id}"):
+        async with _translated(f"registering {edge.kind} {edge.id}"):
             response = await self._registry.RegisterEdge(
                 request, timeout=deadline or self._timeout, metadata=self._metadata
             )

@@ -61,6 +61,11 @@ class Edge:
     upload_capacity: int = 0  # BitTorrent uplink in bytes per second; 0: unknown
     seed_box: bool = False
 
+    @property
+    def kind(self) -> str:
+        """What it is, for messages: "edge" or "seed box"."""
+        return "seed box" if self.seed_box else "edge"
+
 
 @dataclass(frozen=True)
 class Site:

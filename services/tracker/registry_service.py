@@ -34,7 +34,7 @@ MAX_UINT64 = 2**64 - 1  # what ListEdgesResponse.seed_upload_capacity holds
 
 def check_edge(edge: Edge) -> None:
     """Edges and seed boxes follow the same rules, but a seed box may have no url."""
-    kind = "seed box" if edge.seed_box else "edge"
+    kind = edge.kind
     if not EDGE_ID.fullmatch(edge.id):
         raise InvalidRecord(f"{kind} id must be {EDGE_ID_RULE}")
     if edge.url or not edge.seed_box:
@@ -59,8 +59,8 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> registry_pb2.RegisterEdgeResponse:
         edge = edge_from_proto(request.edge)
-        action = "registering a seed box" if edge.seed_box else "registering an edge"
-        await require_token(context, self._token, action)
+        article = "a" if edge.seed_box else "an"
+        await require_token(context, self._token, f"registering {article} {edge.kind}")
         try:
             check_edge(edge)
         except InvalidRecord as exc:
@@ -72,7 +72,7 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
         if (edge.id, edge.seed_box) not in self._seen:
             self._seen.add((edge.id, edge.seed_box))
             log.info(
-                "seed box registered" if edge.seed_box else "edge registered",
+                f"{edge.kind} registered",
                 edge_id=edge.id,
                 url=edge.url,
                 zone=edge.zone,

@@ -148,16 +148,22 @@ def test_sqlite_reopens_with_records_allow_list_and_leases(
     after.close()
 
 
-def test_sqlite_opens_a_database_made_before_edges_had_an_upload_capacity(tmp_path: Path) -> None:
-    clock = FakeClock()
-    old = sqlite3.connect(tmp_path / "old.db")
+def _old_edges_table(path: Path, columns: str, row: tuple[object, ...]) -> None:
+    """A database whose edges table has only `columns` after the first four, holding `row`."""
+    old = sqlite3.connect(path)
     old.execute(
         "CREATE TABLE edges (id TEXT PRIMARY KEY, url TEXT NOT NULL, zone TEXT NOT NULL,"
-        " expires REAL NOT NULL)"
+        f" expires REAL NOT NULL{columns})"
     )
-    old.execute("INSERT INTO edges VALUES ('old', 'http://old:3142', 'z', ?)", (clock() + 60,))
+    marks = ", ".join("?" * len(row))
+    old.execute(f"INSERT INTO edges VALUES ({marks})", row)  # noqa: S608 - placeholders only
     old.commit()
     old.close()
+
+
+def test_sqlite_opens_a_database_made_before_edges_had_an_upload_capacity(tmp_path: Path) -> None:
+    clock = FakeClock()
+    _old_edges_table(tmp_path / "old.db", "", ("old", "http://old:3142", "z", clock() + 60))
     store = SqliteStore(tmp_path / "old.db", clock)
     assert store.live_edges("z") == [Edge("old", "http://old:3142", "z", upload_capacity=0)]
     store.register_edge(Edge("new", "http://new:3142", "z", upload_capacity=5_000_000), 60)
@@ -172,16 +178,11 @@ def test_sqlite_opens_a_database_made_before_edges_had_an_upload_capacity(tmp_pa
 
 def test_sqlite_opens_a_database_made_before_seed_boxes(tmp_path: Path) -> None:
     clock = FakeClock()
-    old = sqlite3.connect(tmp_path / "old.db")
-    old.execute(
-        "CREATE TABLE edges (id TEXT PRIMARY KEY, url TEXT NOT NULL, zone TEXT NOT NULL,"
-        " expires REAL NOT NULL, upload_capacity INTEGER NOT NULL DEFAULT 0)"
+    _old_edges_table(
+        tmp_path / "old.db",
+        ", upload_capacity INTEGER NOT NULL DEFAULT 0",
+        ("old", "http://old:3142", "z", clock() + 60, 7_000_000),
     )
-    old.execute(
-        "INSERT INTO edges VALUES ('old', 'http://old:3142', 'z', ?, 7000000)", (clock() + 60,)
-    )
-    old.commit()
-    old.close()
     store = SqliteStore(tmp_path / "old.db", clock)
     assert store.live_edges("z") == [Edge("old", "http://old:3142", "z", 7_000_000)]
     assert store.seed_upload_capacity() == 0
