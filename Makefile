@@ -11,7 +11,7 @@ UV_VERSION := 0.13.8
 SYS_PACKAGES := aria2 rtorrent prometheus gnupg apt dpkg-dev iproute2 nginx-light wrk
 PYTEST_ARGS ?=
 
-.PHONY: all venv sysdeps proto proto-check test check run deb bench bench-swarm lock images deploy-generate clean
+.PHONY: all venv sysdeps proto proto-check test check run deb bench bench-swarm fuzz lock images deploy-generate clean
 
 all: test
 
@@ -59,6 +59,7 @@ test: venv sysdeps proto-check images
 
 BUF_VERSION := 1.75.0
 check: venv
+	$(PY) tools/imports.py
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
@@ -72,13 +73,20 @@ clean:
 
 # The aptmesh-apt-method Debian package (method, mesh+http/mesh+https links, apt.conf.d snippet).
 deb: venv
-	$(PY) -m aptmesh.aptmethod.package --out dist
+	$(PY) -m aptmesh_apt_method.package --out dist
 
 # Benchmarks: they measure and print figures; they never gate CI.
 bench: venv sysdeps
 	$(PY) bench/tracker_announce.py
 	$(PY) bench/seeder_hash.py
 	$(PY) bench/edge_vs_nginx.py
+
+# Every fuzz target (tests marked `fuzz`) with many more examples than make test runs;
+# prints, per target, how many inputs it tried and whether any failed.
+FUZZ_EXAMPLES ?= 20000
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz APTMESH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -n 2 -m fuzz \
+	  -p no:randomly --hypothesis-show-statistics -q tests
 
 # The swarm benchmark (issue 7), full configuration, as root.
 # Exit 3 means measured but some run was invalid (e.g. CPU-bound on a shared machine).

@@ -190,7 +190,7 @@ def main() -> int:
         if args.memory_file_max:
             env["APTMESH_EDGE_MEMORY_FILE_MAX_BYTES"] = args.memory_file_max
         edge = subprocess.Popen(
-            pinned(0, [sys.executable, "-m", "aptmesh", "edge"]),
+            pinned(0, [sys.executable, "-m", "aptmesh_cli", "edge"]),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

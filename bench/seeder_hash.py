@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 from aptmesh import logs
-from aptmesh.seeder import app
-from aptmesh.seeder.config import SeederConfig
-from aptmesh.seeder.publish import MemoryPublisher
-from tests.fixtures.debrepo import PackageSpec, SigningKey, build_repo
+from aptmesh.debrepo import PackageSpec, SigningKey, build_repo
+from aptmesh_seeder import app
+from aptmesh_seeder.config import SeederConfig
+from aptmesh_seeder.publish import MemoryPublisher
 
 MiB = 1024**2
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import aiohttp
 
-from aptmesh.tracker import wire
+from aptmesh_tracker import wire
 
 MINIMAL = """
 import sys
@@ -159,7 +159,7 @@ def main() -> int:
         tracker = [
             sys.executable,
             "-m",
-            "aptmesh",
+            "aptmesh_cli",
             "tracker",
             "--open-tracker=true",
             "--http-host=127.0.0.1",

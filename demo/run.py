@@ -35,8 +35,8 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from aptmesh import aptsources
+from aptmesh.debrepo import DebRepo, SigningKey, apt_env, build_repo
 from aptmesh.v1 import seeder_pb2, seeder_pb2_grpc
-from tests.fixtures.debrepo import DebRepo, SigningKey, apt_env, build_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -242,7 +242,7 @@ class BenchRun:
     def service(self, host: netns.Host, *argv: str) -> Proc:
         """A real `aptmesh` service (its stdout is logs, not events; stopped by signal)."""
         log = self.tmp / f"{host.name}-aptmesh-{argv[0]}-{len(self.procs)}.log"
-        proc = Proc(host, list(argv), log, module="aptmesh")
+        proc = Proc(host, list(argv), log, module="aptmesh_cli")
         proc.service = True
         self.procs.append(proc)
         return proc

@@ -413,7 +413,7 @@ async def edge_get(args: argparse.Namespace) -> None:
 
 async def wait_index(args: argparse.Namespace) -> None:
     """Waits until the tracker's index holds every swarmed file of the manifest."""
-    from aptmesh.tracker.client import TrackerClient, TrackerClientError
+    from aptmesh_tracker.client import TrackerClient, TrackerClientError
 
     wanted = json.loads(_read(args.manifest).decode())
     hashes = [w["sha256"] for w in wanted if w.get("torrent")]

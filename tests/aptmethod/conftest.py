@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aptmesh.aptmethod.install import SYSTEM_PYTHON, install
+from aptmesh_apt_method.install import SYSTEM_PYTHON, install
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
-from aptmesh.aptmethod.message import Message, Parser
+from aptmesh_apt_method.message import Message, Parser
 
 DEADLINE = 10.0
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from aptmesh.aptmethod.config import MeshConfig
-from aptmesh.aptmethod.edges import CacheEntry, Edge, write_cache
+from aptmesh_apt_method.config import MeshConfig
+from aptmesh_apt_method.edges import CacheEntry, Edge, write_cache
 
 from .servers import Running, Site, free_port, serve
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from aptmesh.aptmethod.config import (
+from aptmesh_apt_method.config import (
     MeshConfig,
     from_items,
     items_from_message,
     normalize_edge_url,
     split_edges,
 )
-from aptmesh.aptmethod.uris import UriError, parse_mesh_uri, redirect_targets
+from aptmesh_apt_method.uris import UriError, parse_mesh_uri, redirect_targets
 
 EDGES = ["http://edge-a:3142", "http://edge-b:3142"]
 

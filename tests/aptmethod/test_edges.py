@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from aptmesh.aptmethod.config import MeshConfig
-from aptmesh.aptmethod.edges import (
+from aptmesh_apt_method.config import MeshConfig
+from aptmesh_apt_method.edges import (
     CacheEntry,
     Edge,
     ListingError,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from aptmesh.aptmethod import install as installmod
-from aptmesh.aptmethod.install import install
-from aptmesh.aptmethod.package import project_version
+from aptmesh_apt_method import install as installmod
+from aptmesh_apt_method.install import install
+from aptmesh_apt_method.package import project_version
 
 from .proc import MethodProcess
 
@@ -77,7 +77,7 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     # Exactly what `make deb` runs.
     result = subprocess.run(
-        [sys.executable, "-m", "aptmesh.aptmethod.package", "--out", str(out)],
+        [sys.executable, "-m", "aptmesh_apt_method.package", "--out", str(out)],
         capture_output=True,
         text=True,
         check=True,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aptmesh.aptmethod.message import (
+from aptmesh_apt_method.message import (
     Message,
     MessageError,
     Parser,

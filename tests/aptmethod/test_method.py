@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from aptmesh.aptmethod.config import MeshConfig
-from aptmesh.aptmethod.main import main
-from aptmesh.aptmethod.message import Message, make, parse
-from aptmesh.aptmethod.method import Method
+from aptmesh_apt_method.config import MeshConfig
+from aptmesh_apt_method.main import main
+from aptmesh_apt_method.message import Message, make, parse
+from aptmesh_apt_method.method import Method
 
 URI = "mesh+http://deb.example.org/debian/pool/main/a/a%2bb%7e1_all.deb"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aptmesh.aptmethod.message import make
+from aptmesh_apt_method.message import make
 
 from .proc import MethodProcess
 from .servers import Site, free_port, serve
@@ -22,7 +22,7 @@ CAPABILITIES = (
 def argv(request: pytest.FixtureRequest, method_path: Path) -> list[str]:
     if request.param == "installed":
         return [str(method_path)]
-    return [sys.executable, "-m", "aptmesh.aptmethod"]
+    return [sys.executable, "-m", "aptmesh_apt_method"]
 
 
 def test_capabilities_come_first_unasked(argv: list[str]) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from aptmesh.aptsources import AptSource
 from aptmesh.config import ConfigError, build
-from aptmesh.up import UpConfig, apt_lines, origin, plan, repository_spec
+from aptmesh_cli.up import UpConfig, apt_lines, origin, plan, repository_spec
 
 
 def _keyring(tmp_path: Path) -> Path:

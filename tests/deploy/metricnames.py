@@ -13,13 +13,13 @@ import re
 
 from prometheus_client import CollectorRegistry
 
-from aptmesh.edge.metrics import EdgeMetrics
 from aptmesh.metrics import GrpcServerMetrics, new_registry
-from aptmesh.seeder.metrics import SeederMetrics
 from aptmesh.swarm import SwarmStats
-from aptmesh.tracker.metrics import TrackerMetrics
-from aptmesh.tracker.peerstore import PeerStore
-from aptmesh.tracker.store import MemoryStore
+from aptmesh_edge.metrics import EdgeMetrics
+from aptmesh_seeder.metrics import SeederMetrics
+from aptmesh_tracker.metrics import TrackerMetrics
+from aptmesh_tracker.peerstore import PeerStore
+from aptmesh_tracker.store import MemoryStore
 
 # Series Prometheus itself adds to every scrape target.
 SCRAPE_SERIES = frozenset(

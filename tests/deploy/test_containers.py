@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from aptmesh import __version__
+from aptmesh.debrepo import SWARM_MIN_SIZE, DebRepo
 from tests.deploy.manifests import SERVICES
-from tests.fixtures.debrepo import SWARM_MIN_SIZE, DebRepo
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(600)]
 

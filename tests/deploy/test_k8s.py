@@ -17,10 +17,10 @@ import yaml
 
 from aptmesh import __version__
 from aptmesh.config import ConfigError, build, env_name
-from aptmesh.edge.config import EdgeConfig
-from aptmesh.seeder.config import SeederConfig
-from aptmesh.tracker.config import TrackerConfig
 from aptmesh.v1 import edge_pb2, index_pb2, registry_pb2, seeder_pb2
+from aptmesh_edge.config import EdgeConfig
+from aptmesh_seeder.config import SeederConfig
+from aptmesh_tracker.config import TrackerConfig
 from tests.deploy.manifests import (
     K8S,
     NAMESPACE,
@@ -173,7 +173,7 @@ def test_the_config_check_catches_a_typo() -> None:
 
 
 def _has_main(service: str) -> bool:
-    return importlib.util.find_spec(f"aptmesh.{service}.main") is not None
+    return importlib.util.find_spec(f"aptmesh_{service}.main") is not None
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -183,7 +183,7 @@ def test_the_real_entry_point_accepts_the_environment(service: str) -> None:
         pytest.skip(f"aptmesh.{service}.main does not exist yet")
     container = service_container(render(DEFAULT), service)
     env = {"PATH": os.environ.get("PATH", ""), **container.env}
-    command = [sys.executable, "-m", "aptmesh", *container.spec["args"], "--print-config"]
+    command = [sys.executable, "-m", "aptmesh_cli", *container.spec["args"], "--print-config"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     printed = dict(line.split("=", 1) for line in result.stdout.splitlines())

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fixtures.debrepo import AptEnv, DebRepo, RepoPackage, apt_env
+from aptmesh.debrepo import AptEnv, DebRepo, RepoPackage, apt_env
 
 BIN = Path(sys.executable).parent
 APTMESH = str(BIN / "aptmesh")

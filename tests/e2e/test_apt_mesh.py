@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.debrepo import DebRepo
+from aptmesh.debrepo import DebRepo
 
 from .conftest import (
     APTMESH,

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aptmesh.edge.app import Edge
-from aptmesh.edge.config import EdgeConfig
-from tests.fixtures.debrepo import DebRepo
+from aptmesh.debrepo import DebRepo
+from aptmesh_edge.app import Edge
+from aptmesh_edge.config import EdgeConfig
 
 HOST = "deb.example.org"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import aiohttp
 
-from aptmesh.edge.app import Edge
+from aptmesh.debrepo import DebRepo, apt_env
+from aptmesh_edge.app import Edge
 from tests.edge.conftest import HOST, metric
-from tests.fixtures.debrepo import DebRepo, apt_env
 
 
 async def _update_and_download(env_root: Path, edge: Edge, debrepo: DebRepo, mode: str) -> None:

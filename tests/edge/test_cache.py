@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from aptmesh.edge.cache import BlobStore, IndexMeta, IndexStore, PathIndex, PathRecord
+from aptmesh_edge.cache import BlobStore, IndexMeta, IndexStore, PathIndex, PathRecord
 
 
 def put(store: BlobStore, data: bytes) -> str:

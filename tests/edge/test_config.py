@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from aptmesh import config as aptconfig
-from aptmesh.edge import main as edge_main
-from aptmesh.edge.config import EdgeConfig
+from aptmesh_edge import main as edge_main
+from aptmesh_edge.config import EdgeConfig
 
 
 def test_defaults_flags_and_environment(tmp_path: Path) -> None:

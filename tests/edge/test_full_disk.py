@@ -18,9 +18,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from aptmesh.edge.app import Edge
-from aptmesh.edge.files import FileService
-from tests.fixtures.debrepo import DebRepo
+from aptmesh.debrepo import DebRepo
+from aptmesh_edge.app import Edge
+from aptmesh_edge.files import FileService
 
 from .conftest import EdgeFactory, fetch_indexes, get, metric, prefix_url
 

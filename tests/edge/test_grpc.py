@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from aptmesh.edge.app import Edge
+from aptmesh.debrepo import DebRepo
 from aptmesh.v1 import edge_pb2, edge_pb2_grpc
+from aptmesh_edge.app import Edge
 from tests.edge.conftest import HOST, EdgeFactory
-from tests.fixtures.debrepo import DebRepo
 
 
 async def test_prefetch_pin_and_stats(make_edge: EdgeFactory, debrepo: DebRepo) -> None:

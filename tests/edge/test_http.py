@@ -10,7 +10,8 @@ import socket
 import aiohttp
 import pytest
 
-from aptmesh.edge.app import Edge
+from aptmesh.debrepo import DebRepo, PackageSpec
+from aptmesh_edge.app import Edge
 from tests.edge.conftest import (
     HOST,
     EdgeFactory,
@@ -20,7 +21,6 @@ from tests.edge.conftest import (
     prefix_url,
     scrape,
 )
-from tests.fixtures.debrepo import DebRepo, PackageSpec
 
 
 async def test_three_url_forms_serve_indexes_and_packages(

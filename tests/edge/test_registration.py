@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from aptmesh.edge.app import reported_upload_capacity
-from aptmesh.edge.config import EdgeConfig
-from aptmesh.tracker.app import RunningTracker
-from aptmesh.tracker.records import Edge as EdgeRecord
+from aptmesh_edge.app import reported_upload_capacity
+from aptmesh_edge.config import EdgeConfig
+from aptmesh_tracker.app import RunningTracker
+from aptmesh_tracker.records import Edge as EdgeRecord
 from tests.edge.conftest import EdgeFactory, wait_for
 from tests.fixtures.tracker import TOKEN
 

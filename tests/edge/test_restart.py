@@ -15,8 +15,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from aptmesh.debrepo import DebRepo
 from tests.edge.conftest import HOST, upstream_entry
-from tests.fixtures.debrepo import DebRepo
 
 
 class EdgeProcess:
@@ -32,7 +32,7 @@ class EdgeProcess:
         )
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aptmesh", "edge", "--grpc-bind", "127.0.0.1:0"],
+            [sys.executable, "-m", "aptmesh_cli", "edge", "--grpc-bind", "127.0.0.1:0"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=self._log,

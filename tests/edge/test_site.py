@@ -15,10 +15,11 @@ import pytest
 from aiohttp import web
 
 from aptmesh import config as aptconfig
-from aptmesh.edge.app import Edge
-from aptmesh.edge.config import EdgeConfig
-from aptmesh.edge.metrics import EdgeMetrics
-from aptmesh.edge.site import (
+from aptmesh.debrepo import DebRepo, RepoPackage
+from aptmesh_edge.app import Edge
+from aptmesh_edge.config import EdgeConfig
+from aptmesh_edge.metrics import EdgeMetrics
+from aptmesh_edge.site import (
     VIA_HEADER,
     EdgeInfo,
     SiteFetch,
@@ -27,11 +28,10 @@ from aptmesh.edge.site import (
     rendezvous_owner,
     site_parent,
 )
-from aptmesh.tracker.app import RunningTracker
-from aptmesh.tracker.client import TrackerClient
-from aptmesh.tracker.records import Edge as EdgeRecord
+from aptmesh_tracker.app import RunningTracker
+from aptmesh_tracker.client import TrackerClient
+from aptmesh_tracker.records import Edge as EdgeRecord
 from tests.edge.conftest import HOST, EdgeFactory, fetch_indexes, get, metric, prefix_url, wait_for
-from tests.fixtures.debrepo import DebRepo, RepoPackage
 from tests.fixtures.tracker import TOKEN
 
 ZONE = "site"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aptmesh.edge.downloads import Download, DownloadFailed
-from aptmesh.edge.sources import (
+from aptmesh_edge.downloads import Download, DownloadFailed
+from aptmesh_edge.sources import (
     STREAM_MIN_PIECES,
     STREAM_PATIENCE,
     SwarmProgress,

@@ -9,16 +9,16 @@ from typing import Any
 
 import aiohttp
 
-from aptmesh.edge.app import Edge
-from aptmesh.seeder import app as seeder_app
-from aptmesh.seeder.config import SeederConfig
+from aptmesh.debrepo import DebRepo
 from aptmesh.swarm import Swarm, SwarmSettings
 from aptmesh.torrent import make_torrent, parse_torrent
-from aptmesh.tracker.app import RunningTracker
-from aptmesh.tracker.client import NotFound, TrackerClient
-from aptmesh.tracker.records import PackageRecord
+from aptmesh_edge.app import Edge
+from aptmesh_seeder import app as seeder_app
+from aptmesh_seeder.config import SeederConfig
+from aptmesh_tracker.app import RunningTracker
+from aptmesh_tracker.client import NotFound, TrackerClient
+from aptmesh_tracker.records import PackageRecord
 from tests.edge.conftest import EdgeFactory, fetch_indexes, get, metric, prefix_url
-from tests.fixtures.debrepo import DebRepo
 from tests.fixtures.tracker import TOKEN
 
 

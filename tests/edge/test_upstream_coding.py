@@ -10,10 +10,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from aptmesh.edge.app import Edge
-from aptmesh.edge.upstream import coding_action
+from aptmesh.debrepo import DebRepo
+from aptmesh_edge.app import Edge
+from aptmesh_edge.upstream import coding_action
 from tests.edge.conftest import HOST, EdgeFactory, get, prefix_url
-from tests.fixtures.debrepo import DebRepo
 
 Serve = Callable[[web.Application], Awaitable[str]]
 

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aptmesh.edge.downloads import Expected
-from aptmesh.edge.http import ByteRange, not_modified, parse_range
-from aptmesh.edge.sources import Choice, Facts, TorrentState, after_fetch, choose_source
-from aptmesh.edge.trust import SuitePath, split_suite
-from aptmesh.edge.urls import (
+from aptmesh_edge.downloads import Expected
+from aptmesh_edge.http import ByteRange, not_modified, parse_range
+from aptmesh_edge.sources import Choice, Facts, TorrentState, after_fetch, choose_source
+from aptmesh_edge.trust import SuitePath, split_suite
+from aptmesh_edge.urls import (
     FileClass,
     Origin,
     Resource,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from aptmesh.seeder import app
-from aptmesh.seeder.config import SeederConfig
-from aptmesh.seeder.publish import Publisher
-from aptmesh.tracker import app as tracker_app
-from tests.fixtures.debrepo import DebRepo
+from aptmesh.debrepo import DebRepo
+from aptmesh_seeder import app
+from aptmesh_seeder.config import SeederConfig
+from aptmesh_seeder.publish import Publisher
+from aptmesh_tracker import app as tracker_app
 from tests.fixtures.tracker import TOKEN
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aptmesh.config import ConfigError, build, render
-from aptmesh.seeder.config import SERVICE, SeederConfig, SpecError, parse_repository
+from aptmesh_seeder.config import SERVICE, SeederConfig, SpecError, parse_repository
 
 
 def test_a_full_spec_parses() -> None:

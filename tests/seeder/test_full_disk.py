@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aptmesh.seeder.publish import MemoryPublisher
-from tests.fixtures.debrepo import DebRepo
+from aptmesh.debrepo import DebRepo
+from aptmesh_seeder.publish import MemoryPublisher
 
 from .conftest import StartSeeder, seeder_config
 

@@ -7,7 +7,7 @@ import gzip
 from aiohttp import web
 
 from aptmesh import web as webhelp
-from aptmesh.seeder.sources import HttpSource
+from aptmesh_seeder.sources import HttpSource
 
 
 async def test_a_gz_file_served_with_gzip_coding_stays_compressed() -> None:

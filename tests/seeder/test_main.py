@@ -14,10 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from aptmesh.seeder.main import main
-from aptmesh.tracker.app import RunningTracker
-from aptmesh.tracker.client import TrackerClient
-from tests.fixtures.debrepo import DebRepo
+from aptmesh.debrepo import DebRepo
+from aptmesh_seeder.main import main
+from aptmesh_tracker.app import RunningTracker
+from aptmesh_tracker.client import TrackerClient
 from tests.fixtures.tracker import TOKEN
 
 from .conftest import StartSeeder, repo_spec, seeder_config

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from aptmesh.seeder import app
-from aptmesh.seeder.publish import MemoryPublisher
-from aptmesh.tracker import app as tracker_app
-from aptmesh.tracker.client import TrackerClient
-from aptmesh.tracker.records import Edge, Site
-from tests.fixtures.debrepo import DebRepo
+from aptmesh.debrepo import DebRepo
+from aptmesh_seeder import app
+from aptmesh_seeder.publish import MemoryPublisher
+from aptmesh_tracker import app as tracker_app
+from aptmesh_tracker.client import TrackerClient
+from aptmesh_tracker.records import Edge, Site
 from tests.fixtures.tracker import TOKEN
 
 from .conftest import StartSeeder, seeder_config

@@ -7,7 +7,7 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aptmesh.seeder.select import Candidate, Policy, plan
+from aptmesh_seeder.select import Candidate, Policy, plan
 
 MiB = 1024**2
 

@@ -11,18 +11,18 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from aptmesh.debrepo import DebRepo
 from aptmesh.metrics import new_registry
-from aptmesh.seeder import app
-from aptmesh.seeder.metrics import SeederMetrics
-from aptmesh.seeder.publish import MemoryPublisher
-from aptmesh.seeder.service import SERVICE_NAME
-from aptmesh.seeder.sync import SyncResult
 from aptmesh.swarm import QUEUE_MAX, Swarm, SwarmSettings
-from aptmesh.tracker import app as tracker_app
-from aptmesh.tracker.client import TrackerClient
-from aptmesh.tracker.records import Edge
 from aptmesh.v1 import seeder_pb2, seeder_pb2_grpc
-from tests.fixtures.debrepo import DebRepo
+from aptmesh_seeder import app
+from aptmesh_seeder.metrics import SeederMetrics
+from aptmesh_seeder.publish import MemoryPublisher
+from aptmesh_seeder.service import SERVICE_NAME
+from aptmesh_seeder.sync import SyncResult
+from aptmesh_tracker import app as tracker_app
+from aptmesh_tracker.client import TrackerClient
+from aptmesh_tracker.records import Edge
 from tests.fixtures.tracker import TOKEN
 
 from .conftest import StartSeeder, seeder_config

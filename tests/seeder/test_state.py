@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aptmesh.seeder.state import HeldFile, State, Validator
+from aptmesh_seeder.state import HeldFile, State, Validator
 
 
 def _held(tmp_path: Path, n: int, **changes: object) -> HeldFile:
@@ -91,7 +91,7 @@ def test_files_round_trip_with_resume_data(tmp_path: Path) -> None:
 _WRITER = """
 import sys
 from pathlib import Path
-from aptmesh.seeder.state import State
+from aptmesh_seeder.state import State
 from tests.seeder.test_state import _held
 state = State(Path(sys.argv[1]))
 n = 0

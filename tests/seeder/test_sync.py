@@ -9,12 +9,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from aptmesh.seeder import app
-from aptmesh.seeder.publish import MemoryPublisher
+from aptmesh.debrepo import DebRepo
 from aptmesh.swarm import Swarm, SwarmSettings
-from aptmesh.tracker.app import RunningTracker
-from aptmesh.tracker.client import TrackerClient
-from tests.fixtures.debrepo import DebRepo
+from aptmesh_seeder import app
+from aptmesh_seeder.publish import MemoryPublisher
+from aptmesh_tracker.app import RunningTracker
+from aptmesh_tracker.client import TrackerClient
 
 from .conftest import FakeClock, StartSeeder, repo_spec, seeder_config
 

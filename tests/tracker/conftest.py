@@ -13,10 +13,10 @@ import aiohttp
 import pytest
 
 from aptmesh.torrent import HashedFile
-from aptmesh.tracker import app
-from aptmesh.tracker.client import TrackerClient
-from aptmesh.tracker.config import TrackerConfig
-from aptmesh.tracker.records import PackageRecord
+from aptmesh_tracker import app
+from aptmesh_tracker.client import TrackerClient
+from aptmesh_tracker.config import TrackerConfig
+from aptmesh_tracker.records import PackageRecord
 
 TOKEN = "test-publish-token"
 

@@ -10,15 +10,15 @@ import pytest
 
 from aptmesh import bencode
 from aptmesh.torrent import make_torrent
-from aptmesh.tracker.app import RunningTracker
-from aptmesh.tracker.client import (
+from aptmesh.v1 import index_pb2, index_pb2_grpc
+from aptmesh_tracker.app import RunningTracker
+from aptmesh_tracker.client import (
     IndexUnavailable,
     NotFound,
     Rejected,
     TrackerClient,
 )
-from aptmesh.tracker.records import Edge, PackageRecord, Site
-from aptmesh.v1 import index_pb2, index_pb2_grpc
+from aptmesh_tracker.records import Edge, PackageRecord, Site
 from tests.tracker.conftest import FakeClock, make_file, record_of
 
 
@@ -212,7 +212,7 @@ async def test_unreachable_tracker_is_retryable() -> None:
 
 
 async def test_a_restart_keeps_the_index(tmp_path: Path, records: list[PackageRecord]) -> None:
-    from aptmesh.tracker import app
+    from aptmesh_tracker import app
     from tests.tracker.conftest import TOKEN, make_config
 
     config = make_config(tmp_path)

@@ -10,11 +10,11 @@ import aiohttp
 import pytest
 
 from aptmesh.torrent import make_torrent
-from aptmesh.tracker import app, wire
-from aptmesh.tracker.app import RunningTracker
-from aptmesh.tracker.client import TrackerClient
-from aptmesh.tracker.records import PackageRecord
-from aptmesh.tracker.wire import AnnounceRequest, ScrapeRequest
+from aptmesh_tracker import app, wire
+from aptmesh_tracker.app import RunningTracker
+from aptmesh_tracker.client import TrackerClient
+from aptmesh_tracker.records import PackageRecord
+from aptmesh_tracker.wire import AnnounceRequest, ScrapeRequest
 from tests.tracker.conftest import FakeClock, get_bytes, make_config, make_file, record_of
 
 
@@ -226,10 +226,10 @@ async def test_live_metrics_pass_promtool(
 def test_peers6_for_ipv6_clients(tmp_path: Path) -> None:
     """The logic hands IPv6 peers out in `peers6` (no IPv6 socket needed to prove it)."""
     from aptmesh.metrics import new_registry
-    from aptmesh.tracker.metrics import TrackerMetrics
-    from aptmesh.tracker.peerstore import PeerStore
-    from aptmesh.tracker.store import MemoryStore
-    from aptmesh.tracker.tracker import Policy, Tracker
+    from aptmesh_tracker.metrics import TrackerMetrics
+    from aptmesh_tracker.peerstore import PeerStore
+    from aptmesh_tracker.store import MemoryStore
+    from aptmesh_tracker.tracker import Policy, Tracker
 
     peers = PeerStore(60, FakeClock())
     store = MemoryStore()

@@ -38,9 +38,9 @@ import pytest
 
 from aptmesh.swarm import Swarm, SwarmSettings
 from aptmesh.torrent import make_torrent
-from aptmesh.tracker import wire
-from aptmesh.tracker.app import RunningTracker
-from aptmesh.tracker.client import TrackerClient
+from aptmesh_tracker import wire
+from aptmesh_tracker.app import RunningTracker
+from aptmesh_tracker.client import TrackerClient
 from tests.tracker.conftest import get_bytes, make_file, record_of, wait_until
 
 SIZE = 1_500_000

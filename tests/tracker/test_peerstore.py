@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from aptmesh.tracker.peerstore import MAX_RETIRED_COUNTS, PeerEntry, PeerStore, select_peers
-from aptmesh.tracker.wire import Peer, ScrapeStats, compact_address
+from aptmesh_tracker.peerstore import MAX_RETIRED_COUNTS, PeerEntry, PeerStore, select_peers
+from aptmesh_tracker.wire import Peer, ScrapeStats, compact_address
 from tests.tracker.conftest import FakeClock
 
 IH = b"i" * 20

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from aptmesh.torrent import make_torrent
-from aptmesh.tracker.client import TrackerClient
+from aptmesh_tracker.client import TrackerClient
 from tests.tracker.conftest import TOKEN, make_file, record_of
 
 APTMESH = str(Path(sys.executable).with_name("aptmesh"))

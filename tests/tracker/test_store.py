@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from aptmesh.torrent import make_torrent
-from aptmesh.tracker.records import Edge, PackageRecord
-from aptmesh.tracker.store import MemoryStore, SqliteStore, Store, summed_uplink
+from aptmesh_tracker.records import Edge, PackageRecord
+from aptmesh_tracker.store import MemoryStore, SqliteStore, Store, summed_uplink
 from tests.tracker.conftest import FakeClock, make_file, record_of
 
 Factory = Callable[[FakeClock], Store]

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aptmesh import bencode
-from aptmesh.tracker import wire
-from aptmesh.tracker.wire import (
+from aptmesh_tracker import wire
+from aptmesh_tracker.wire import (
     AnnounceRequest,
     AnnounceResponse,
     Peer,

@@ -29,7 +29,7 @@ from aptmesh.debian import (
     Sha256Checker,
     SignatureError,
 )
-from tests.fixtures.debrepo import SigningKey
+from aptmesh.debrepo import SigningKey
 
 RELEASE_TEXT = """\
 Origin: Debian

@@ -18,7 +18,7 @@ import pytest
 
 from aptmesh import debian
 from aptmesh.debian import IndexHashError, PackageHashError, SignatureError
-from tests.fixtures.debrepo import (
+from aptmesh.debrepo import (
     SWARM_MIN_SIZE,
     DebRepo,
     PackageSpec,

@@ -1,5 +1,0 @@
-import sys
-
-from aptmesh.cli import main
-
-sys.exit(main())

@@ -1,0 +1,1 @@
+"""The `aptmesh` command: the composition of every service (subcommands, `aptmesh up`)."""

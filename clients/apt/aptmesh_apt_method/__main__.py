@@ -1,0 +1,5 @@
+import sys
+
+from aptmesh_apt_method.main import main
+
+sys.exit(main())

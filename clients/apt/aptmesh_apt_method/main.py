@@ -1,0 +1,73 @@
+"""Entry point: `aptmesh-apt-method`, installed as /usr/lib/apt/methods/mesh.
+
+The I/O driver around `Method`: `100 Capabilities` goes out first, before
+anything slow is imported; then lines from stdin, messages to stdout. stdout
+carries nothing but protocol (written with os.write, one message at a time,
+unbuffered). End of input, SIGINT (apt's way of stopping a method) and a
+closed stdout all end the process quietly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+
+from aptmesh_apt_method.message import Message, MessageError, Parser, clean_line
+
+
+def _send(message: Message) -> None:
+    data = message.encode()
+    while data:
+        written = os.write(1, data)
+        data = data[written:]
+
+
+def _method_name(argv0: str) -> str:
+    """The name apt started us under (`mesh+http`, ...): config is looked up by it."""
+    name = os.path.basename(argv0)
+    if not name or name.endswith(".py") or name in ("aptmesh-apt-method", "__main__"):
+        return "mesh"
+    return name
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv if argv is None else argv
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        from aptmesh_apt_method.method import Method
+
+        method = Method(name=_method_name(args[0] if args else ""))
+        _send(method.capabilities())
+        parser = Parser()
+        stdin = sys.stdin.buffer
+        while True:
+            line = stdin.readline()
+            if not line:
+                return 0
+            try:
+                message = parser.feed(line)
+            except MessageError as exc:
+                sys.stderr.write(f"mesh: ignoring a malformed message from apt: {exc}\n")
+                sys.stderr.flush()
+                continue
+            if message is not None:
+                for reply in method.handle(message):
+                    _send(reply)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # last resort: one line for apt's log, never a traceback
+        with contextlib.suppress(OSError):
+            _send(Message(401, "General Failure", (("Message", clean_line(repr(exc))),)))
+        return 100
+    finally:
+        # apt closes stdin and then sends SIGINT: one arriving while the interpreter
+        # shuts down would print a KeyboardInterrupt traceback into the user's terminal.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

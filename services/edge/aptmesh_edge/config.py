@@ -1,0 +1,143 @@
+"""The edge's configuration: one frozen dataclass, flags and `APTMESH_EDGE_*` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from aptmesh.config import option, require
+from aptmesh.logs import LogFormat
+
+VerifyMode = Literal["enforce", "auto", "off"]
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    http_host: str = option("0.0.0.0", "address the HTTP cache listens on (apt clients, webseed)")
+    http_port: int = option(3142, "HTTP port (apt-cacher-ng's 3142; 0 picks a free port)")
+    grpc_bind: str = option("[::]:50051", "host:port of the EdgeService gRPC server")
+    cache_dir: Path = option(
+        Path("/var/cache/aptmesh/edge"), "directory of the cache (blobs, indexes, journal)"
+    )
+    cache_max_bytes: int = option(
+        50 * 1024**3, "size limit of cached package files; least recently used go first", size=True
+    )
+    memory_cache_bytes: int = option(
+        256 * 1024**2, "bytes of small files kept hot in memory (0 disables)", size=True
+    )
+    memory_file_max_bytes: int = option(
+        2 * 1024**2,
+        "files at most this size are also served from memory (most packages: p90 is 1.45 MB)",
+        size=True,
+    )
+    upstreams: tuple[str, ...] = option(
+        (),
+        "served upstreams: HOST[:PORT]=URL[|URL...] (backends tried in order) or a bare URL "
+        "meaning itself; anything else is refused",
+    )
+    keyring: Path | None = option(None, "OpenPGP keyring that verifies the upstreams' InRelease")
+    verify_mode: VerifyMode = option(
+        "enforce",
+        "InRelease verification: enforce (refuse what does not verify), auto (verify when the "
+        "key is known, pass through unverified otherwise, never caching it), off",
+    )
+    index_freeze_seconds: float = option(
+        27.0, "an index fetched this recently is served without asking upstream (FreshIndexMaxAge)"
+    )
+    swarm_min_size: int = option(
+        1024**2, "package files at least this size are fetched through the swarm", size=True
+    )
+    site_fetch: bool = option(
+        True,
+        "fetch package files below swarm_min_size through the edge of the zone that owns them "
+        "(rendezvous hash over live edges), so a site fetches each from outside once",
+    )
+    upstream_timeout: float = option(
+        30.0, "seconds to wait for an upstream to connect or send its headers (then 504)"
+    )
+    tracker_grpc: str = option("", "host:port of the tracker's gRPC server (empty: no swarm)")
+    tracker_announce: str = option("", "the tracker's HTTP announce URL put in torrents")
+    publish_token: str = option("", "token to publish torrents to the index", secret=True)
+    edge_id: str = option("", "this edge's id in the registry (empty: derived from public_url)")
+    public_url: str = option("", "URL clients and webseed users reach this edge at")
+    zone: str = option("", "zone (site, rack) clients use to pick the nearest edge")
+    listen_port: int = option(6881, "BitTorrent listen port (0 picks a free port)")
+    public_swarm: bool = option(
+        False, "join the public swarm: DHT on, public trackers, reachable listen port"
+    )
+    public_trackers: tuple[str, ...] = option(
+        (), "extra BitTorrent trackers announced to when public_swarm is on"
+    )
+    upload_rate_limit: int = option(
+        0, "BitTorrent upload cap in bytes per second (0: unlimited)", size=True
+    )
+    upload_capacity: int = option(
+        0,
+        "BitTorrent uplink in bytes per second, reported to the tracker's registry so seeders "
+        "can tell a seed-bound site (0: unknown)",
+        size=True,
+    )
+    swarm_timeout: float = option(
+        10.0, "seconds to wait for the first swarm bytes before falling back to upstream"
+    )
+    swarm_stall_seconds: float = option(
+        15.0, "a swarm download without progress this long falls back to upstream"
+    )
+    swarm_webseed_delay: float = option(
+        2.0,
+        "seconds a swarm download runs on peers alone before the upstream may join as web seed "
+        "(it joins when there are no peers, no seed, no new piece or too low a rate)",
+    )
+    swarm_webseed_stall_seconds: float = option(
+        2.0, "a swarm download without a new piece this long adds the upstream as web seed"
+    )
+    swarm_webseed_min_rate: int = option(
+        1024**2,
+        "bytes per second from peers below which the upstream joins as web seed",
+        size=True,
+    )
+    log_level: str = option("info", "log level: debug, info, warning, error")
+    log_format: LogFormat = option("json", "log format: json or console")
+
+    def __post_init__(self) -> None:
+        require(0 <= self.http_port <= 65535, "http_port", "must be between 0 and 65535")
+        require(0 <= self.listen_port <= 65535, "listen_port", "must be between 0 and 65535")
+        require(self.cache_max_bytes > 0, "cache_max_bytes", "must be positive")
+        require(self.memory_cache_bytes >= 0, "memory_cache_bytes", "must not be negative")
+        require(self.memory_file_max_bytes >= 0, "memory_file_max_bytes", "must not be negative")
+        require(self.index_freeze_seconds >= 0, "index_freeze_seconds", "must not be negative")
+        require(self.swarm_min_size > 0, "swarm_min_size", "must be positive")
+        require(self.upstream_timeout > 0, "upstream_timeout", "must be positive")
+        require(self.swarm_timeout > 0, "swarm_timeout", "must be positive")
+        require(self.swarm_stall_seconds > 0, "swarm_stall_seconds", "must be positive")
+        require(self.swarm_webseed_delay >= 0, "swarm_webseed_delay", "must not be negative")
+        require(
+            self.swarm_webseed_stall_seconds > 0,
+            "swarm_webseed_stall_seconds",
+            "must be positive",
+        )
+        require(self.swarm_webseed_min_rate >= 0, "swarm_webseed_min_rate", "must not be negative")
+        require(self.upload_rate_limit >= 0, "upload_rate_limit", "must not be negative")
+        require(self.upload_capacity >= 0, "upload_capacity", "must not be negative")
+        require(
+            self.log_level.lower() in {"debug", "info", "warning", "error"},
+            "log_level",
+            "must be debug, info, warning or error",
+        )
+        require(
+            self.verify_mode != "enforce" or self.keyring is not None or not self.upstreams,
+            "keyring",
+            "verify_mode enforce needs a keyring to serve upstreams (or set verify_mode to "
+            "auto or off)",
+        )
+        from aptmesh_edge.urls import UpstreamError, parse_upstreams
+
+        try:
+            parse_upstreams(self.upstreams)
+        except UpstreamError as exc:
+            raise_invalid("upstreams", str(exc))
+
+
+def raise_invalid(field: str, reason: str) -> None:
+    require(False, field, reason)

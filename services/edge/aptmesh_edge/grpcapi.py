@@ -1,0 +1,104 @@
+"""The EdgeService gRPC surface: prefetch, pin and unpin, cache statistics.
+
+Protobuf types stop here: the servicer translates them to calls on
+`FileService` and `BlobStore` and their errors to status codes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from aptmesh.v1 import edge_pb2, edge_pb2_grpc
+from aptmesh_edge.cache import BlobStore
+from aptmesh_edge.downloads import DownloadFailed
+from aptmesh_edge.files import FileService
+from aptmesh_edge.urls import Resource, Upstreams, UrlError, parse_target
+
+SERVICE_NAME = "aptmesh.v1.EdgeService"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+MAX_PREFETCH = 1000
+
+
+class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
+    def __init__(self, files: FileService, blobs: BlobStore, upstreams: Upstreams) -> None:
+        self._files = files
+        self._blobs = blobs
+        self._upstreams = upstreams
+
+    async def Prefetch(  # noqa: N802 - gRPC method name
+        self, request: edge_pb2.PrefetchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> edge_pb2.PrefetchResponse:
+        if len(request.paths) + len(request.sha256s) > MAX_PREFETCH:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_PREFETCH} files per call"
+            )
+        results = [await self._prefetch(path, self._resolve_path) for path in request.paths]
+        results += [await self._prefetch(sha, self._resolve_sha256) for sha in request.sha256s]
+        return edge_pb2.PrefetchResponse(results=results)
+
+    def _resolve_path(self, path: str) -> Resource:
+        target = parse_target("/" + path.lstrip("/"))
+        if target is None:
+            raise UrlError(400, "not HOST/path")
+        return self._upstreams.resolve(target)
+
+    def _resolve_sha256(self, sha256: str) -> Resource:
+        if not _HEX64.match(sha256):
+            raise UrlError(400, "sha256 must be 64 hex digits")
+        resource = self._files.verifier.locate(sha256)
+        if resource is None:
+            raise UrlError(404, "no verified Packages index this edge has seen lists it")
+        return resource
+
+    async def _prefetch(
+        self, path: str, resolve: Callable[[str], Resource]
+    ) -> edge_pb2.PrefetchResult:
+        """Fetches one file into the cache; `path` is a path or a SHA-256, as requested."""
+        try:
+            resource = resolve(path)
+            body = await self._files.get(resource)
+            if body.reader is not None:
+                async for _ in body.reader.chunks(0, None):
+                    pass
+        except UrlError as exc:
+            return edge_pb2.PrefetchResult(path=path, ok=False, error=exc.text)
+        except DownloadFailed as exc:
+            return edge_pb2.PrefetchResult(path=path, ok=False, error=exc.text)
+        return edge_pb2.PrefetchResult(path=path, ok=True, source=body.source)
+
+    async def Pin(  # noqa: N802 - gRPC method name
+        self, request: edge_pb2.PinRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> edge_pb2.PinResponse:
+        if not _HEX64.match(request.sha256):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sha256 must be 64 hex digits")
+        self._blobs.pin(request.sha256)
+        self._files.update_gauges()
+        return edge_pb2.PinResponse()
+
+    async def Unpin(  # noqa: N802 - gRPC method name
+        self, request: edge_pb2.UnpinRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> edge_pb2.UnpinResponse:
+        if not _HEX64.match(request.sha256):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sha256 must be 64 hex digits")
+        self._blobs.unpin(request.sha256)
+        self._files.update_gauges()
+        return edge_pb2.UnpinResponse()
+
+    async def GetCacheStats(  # noqa: N802 - gRPC method name
+        self, request: edge_pb2.GetCacheStatsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> edge_pb2.GetCacheStatsResponse:
+        stats = self._blobs.stats()
+        hits, misses = self._files.counts()
+        return edge_pb2.GetCacheStatsResponse(
+            size_bytes=stats.size_bytes,
+            limit_bytes=stats.limit_bytes,
+            entries=stats.entries,
+            pinned_entries=stats.pinned_entries,
+            memory_bytes=stats.memory_bytes,
+            hits=hits,
+            misses=misses,
+        )

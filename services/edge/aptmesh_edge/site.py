@@ -1,0 +1,269 @@
+"""Small package files through the site's edges, so a site fetches each from outside once.
+
+Theory of operation. Files below `swarm_min_size` are not swarmed (a P2P round
+trip costs more than it saves), yet without help every edge of a site would
+fetch each of them from the mirror. So the live edges of a zone sort
+themselves per file by sha256(f"{file_sha256}:{id}") (rendezvous hashing:
+every edge computes the same order from the same list without talking to the
+others, and an edge joining or leaving moves only its own places). The first
+is the file's owner and fetches it from the upstream once; the k-th fetches it
+from the (k - 1) // 2-th (`site_parent`), over plain HTTP at the path-prefix
+URL any client would use, with the header `X-Aptmesh-Via` naming the edges
+the request came through. An edge asked for a file it lacks asks its own
+parent in turn, so a file comes down a binary tree rooted at its owner: no
+uplink carries it more than twice (an owner serving the five others of six
+sent it five times, and small files crawled through its link), and an edge
+passes the bytes on to the edges below it as they arrive (files.py), not
+after it has them all. However many edges and clients ask at once, they join
+one download per edge.
+
+No loops, no waiting on the dead:
+- a parent precedes its children in the order, so with the same list the
+  requests climb towards the owner and stop there; an edge never asks a
+  parent that is already in the request's via path, and a request whose path
+  holds this edge or the parent it waits for makes that download drop the
+  parent for the upstream (`FileService`): edges whose lists disagree for a
+  refresh interval cannot wait on each other in a circle;
+- an edge routes only while it is itself in the zone's list (it registered, so
+  the others count on it too) and the list is fresh; otherwise, and when the
+  option is off, it fetches from the upstream as before;
+- the parent gets a short connect timeout (a dead one costs at most ~1 s, a
+  refused connection nothing).
+
+A parent is not trusted more than a mirror: its bytes go into the download's
+file, but the download does not `begin` (which is what lets clients read it)
+until the whole file has the size and SHA-256 the verified index gives; the
+edges below get the bytes early, and check them themselves. Any failure
+(refused, an answer other than 200, a timeout, a short body, wrong bytes)
+rewinds the download to nothing, and the caller fetches the file from the
+upstream. For files this small, holding the whole body back from clients
+costs little.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from aptmesh import logs
+from aptmesh_edge.downloads import Download, DownloadFailed
+from aptmesh_edge.metrics import EdgeMetrics
+from aptmesh_edge.urls import Resource
+
+log = logs.get(__name__)
+
+VIA_HEADER = "X-Aptmesh-Via"  # on requests between edges: the ids of the edges asking, in order
+MAX_VIA = 16  # a longer via path is a loop: a tree over a zone is a few hops deep
+OWNER_CONNECT_TIMEOUT = 1.0  # seconds for a TCP connection to the owner
+READ_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class EdgeInfo:
+    """One live edge as the tracker's registry lists it."""
+
+    id: str
+    url: str
+    zone: str
+
+
+def _score(sha256: str, edge: EdgeInfo) -> bytes:
+    return hashlib.sha256(f"{sha256}:{edge.id}".encode()).digest()
+
+
+def rendezvous_order(sha256: str, edges: Iterable[EdgeInfo]) -> list[EdgeInfo]:
+    """The edges by descending sha256(f"{sha256}:{edge.id}"); ties, which need two equal
+    digests, go to the smaller id, so the order never depends on the list's."""
+    by_id = sorted(edges, key=lambda edge: edge.id)
+    return sorted(by_id, key=lambda edge: _score(sha256, edge), reverse=True)  # stable
+
+
+def rendezvous_owner(sha256: str, edges: Iterable[EdgeInfo]) -> EdgeInfo | None:
+    """The first edge of `rendezvous_order` (None for no edges)."""
+    order = rendezvous_order(sha256, edges)
+    return order[0] if order else None
+
+
+def site_parent(
+    sha256: str, self_id: str, zone: str, edges: Sequence[EdgeInfo], via: Sequence[str] = ()
+) -> EdgeInfo | None:
+    """The edge of `zone` this edge fetches the file from; None when it fetches it from the
+    upstream itself. In the file's `rendezvous_order` of the zone's edges, the k-th (from 0)
+    fetches from the (k - 1) // 2-th: a binary tree with the owner (k = 0) at its root, so no
+    uplink carries a file more than twice and the deepest edge is two hops from the owner of
+    six. None when this edge owns the file, or is not in the list (the others do not count on
+    it, and it cannot know whether its view of the zone is theirs), or when the parent already
+    asked for this file (`via`: the lists disagree, and asking it could close a circle), or
+    the request came through MAX_VIA edges or more."""
+    if len(via) >= MAX_VIA:
+        return None
+    peers = [e for e in edges if e.zone == zone]
+    order = rendezvous_order(sha256, peers)
+    rank = next((k for k, edge in enumerate(order) if edge.id == self_id), 0)
+    if rank == 0:
+        return None
+    parent = order[(rank - 1) // 2]
+    return None if parent.id in via else parent
+
+
+def parse_via(header: str | None) -> tuple[str, ...]:
+    """The edges a request passed through (`X-Aptmesh-Via`, comma-separated, first asker
+    first); empty for a client's own request."""
+    if header is None:
+        return ()
+    return tuple(part.strip() for part in header.split(",") if part.strip()) or ("?",)
+
+
+class OwnerFailed(Exception):
+    """The owner did not give the verified file; `kind` is set when what it sent was wrong
+    (a verification failure), empty for transport failures."""
+
+    def __init__(self, text: str, kind: str = "") -> None:
+        super().__init__(text)
+        self.text = text
+        self.kind = kind
+
+
+class SiteFetch:
+    """The zone's live edges (as last read from the registry) and fetches from their owners.
+
+    `set_edges` is called after every successful read of the registry; a list older than
+    `stale_after` seconds is not used (the tracker is unreachable: fetch from the upstream)."""
+
+    def __init__(
+        self,
+        metrics: EdgeMetrics,
+        *,
+        zone: str,
+        read_timeout: float,
+        stale_after: float,
+        connect_timeout: float = OWNER_CONNECT_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._metrics = metrics
+        self._zone = zone
+        self._stale_after = stale_after
+        self._clock = clock
+        self._self_id = ""
+        self._edges: tuple[EdgeInfo, ...] = ()
+        self._listed_at: float | None = None
+        # Only the TCP connect is bounded short: waiting for a pooled connection is not the
+        # owner's fault, and the owner may itself wait up to its upstream timeout for headers.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout,
+            auto_decompress=False,
+            connector=aiohttp.TCPConnector(limit=128, limit_per_host=32),
+            headers={"User-Agent": "aptmesh-edge", "Accept-Encoding": "identity"},
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def set_edges(self, self_id: str, edges: Sequence[EdgeInfo]) -> None:
+        self._self_id = self_id
+        self._edges = tuple(edges)
+        self._listed_at = self._clock()
+
+    def parent_for(self, sha256: str, via: Sequence[str] = ()) -> EdgeInfo | None:
+        """The edge to ask for a small verified file (`site_parent`), for a request that came
+        through the edges `via`; None: fetch it from the upstream."""
+        if self._listed_at is None or self._clock() - self._listed_at > self._stale_after:
+            return None
+        return site_parent(sha256, self._self_id, self._zone, self._edges, via)
+
+    def closes_circle(self, via: Sequence[str], parent: str) -> bool:
+        """Whether a request through `via` for a file this edge waits for from `parent`
+        would wait on itself: this edge or that parent already asked for it."""
+        return self._self_id in via or parent in via
+
+    async def fetch(
+        self,
+        owner: EdgeInfo,
+        resource: Resource,
+        download: Download,
+        abandon: asyncio.Event,
+        via: Sequence[str] = (),
+    ) -> bool:
+        """Fills `download` (empty, with an expected hash) from `owner` (this edge's parent for
+        the file) and begins it; False, with the download rewound to nothing and not begun, if
+        the owner did not give the verified file or `abandon` was set first. Counted either
+        way. `via`: the edges the request for it came through."""
+        assert download.expected is not None and download.written == 0
+        url = owner.url.rstrip("/") + resource.prefix_url()
+        filling = asyncio.create_task(self._fill(url, download, (*via, self._self_id)))
+        abandoned = asyncio.create_task(abandon.wait())
+        try:
+            await asyncio.wait({filling, abandoned}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (filling, abandoned):
+                task.cancel()  # no-op when done; begin() is the filling's last step, no await
+            done = await asyncio.gather(filling, abandoned, return_exceptions=True)
+        error = done[0]
+        if error is None:
+            self._metrics.site_fetches.labels(result="ok").inc()
+            return True
+        if isinstance(error, DownloadFailed):
+            raise error  # not the owner's doing (a full disk): fails as an upstream fetch would
+        if isinstance(error, OwnerFailed):
+            reason = error.text
+            if error.kind:
+                self._metrics.verification_failures.labels(
+                    service="edge", kind=f"site_{error.kind}"
+                ).inc()
+        elif isinstance(error, asyncio.CancelledError):
+            reason = "the owner (or an edge it waits for) asked this edge for the file"
+        elif isinstance(error, Exception):
+            reason = f"talking to the owner: {type(error).__name__}: {error}"
+        else:
+            raise error
+        download.rewind(0)
+        self._metrics.site_fetches.labels(result="failed").inc()
+        log.info("site_fetch_failed", key=resource.key, owner=owner.id, reason=reason)
+        return False
+
+    async def _fill(self, url: str, download: Download, via: Sequence[str]) -> None:
+        expected = download.expected
+        assert expected is not None and self._session is not None
+        try:
+            async with self._session.get(url, headers={VIA_HEADER: ",".join(via)}) as resp:
+                if resp.status != 200:
+                    raise OwnerFailed(f"the owner answered {resp.status}")
+                coding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+                if coding not in ("", "identity"):
+                    raise OwnerFailed(f"the owner sent Content-Encoding {coding!r}")
+                length = resp.headers.get("Content-Length")
+                if length is not None and length != str(expected.size):
+                    raise OwnerFailed(
+                        f"the owner announced {length} bytes of {expected.size}", kind="size"
+                    )
+                digest = hashlib.sha256()
+                received = 0
+                async for data in resp.content.iter_chunked(READ_CHUNK):
+                    if received + len(data) > expected.size:
+                        raise OwnerFailed("the owner sent more bytes than the file has", "size")
+                    download.write(data, "edge")
+                    digest.update(data)
+                    received += len(data)
+                if received != expected.size:
+                    raise OwnerFailed(f"the owner sent {received} of {expected.size} bytes")
+                if digest.hexdigest() != expected.sha256:
+                    raise OwnerFailed("the owner's file differs from the signed index's", "sha256")
+                last_modified = resp.headers.get("Last-Modified", "")
+        except TimeoutError:
+            raise OwnerFailed("the owner did not connect or answer in time") from None
+        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+            raise OwnerFailed(f"talking to the owner: {type(exc).__name__}: {exc}") from None
+        download.begin(expected.size, last_modified, "edge")

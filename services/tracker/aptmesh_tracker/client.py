@@ -1,0 +1,171 @@
+"""The async client of the tracker's gRPC services, for the seeder, the edge and tools.
+
+Every call has a deadline. gRPC errors are translated here, once, into a small
+hierarchy that says whose problem it is:
+
+- `IndexUnavailable`: the tracker cannot be reached or did not answer in time
+  (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, RESOURCE_EXHAUSTED): retry later;
+- `NotFound`: the index has no such record;
+- `Rejected`: the tracker refused the call (bad token, invalid record...);
+  retrying the same call will not help.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import grpc
+
+from aptmesh.grpcserver import bearer_metadata
+from aptmesh.v1 import index_pb2, index_pb2_grpc, registry_pb2, registry_pb2_grpc
+from aptmesh_tracker.records import (
+    Edge,
+    PackageRecord,
+    Site,
+    edge_from_proto,
+    edge_to_proto,
+    record_from_proto,
+    record_to_proto,
+)
+
+BATCH = 1000  # the server's default max_batch; larger lookups are split
+
+
+class TrackerClientError(Exception):
+    """A call to the tracker failed; `code` is the gRPC status code's name."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class IndexUnavailable(TrackerClientError):
+    """The tracker is unreachable or too slow; worth retrying later."""
+
+
+class NotFound(TrackerClientError):
+    """The index has no record for that SHA-256."""
+
+
+class Rejected(TrackerClientError):
+    """The tracker refused the call (authentication, invalid argument, ...)."""
+
+
+_RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+@contextlib.asynccontextmanager
+async def _translated(action: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        text = f"{action}: {exc.details() or code.name}"
+        if code in _RETRYABLE:
+            raise IndexUnavailable(text, code.name) from None
+        if code == grpc.StatusCode.NOT_FOUND:
+            raise NotFound(text, code.name) from None
+        raise Rejected(text, code.name) from None
+
+
+def renew_after(lease_seconds: int) -> float:
+    """Renew a registration at a third of its lease (two chances before it ends)."""
+    return max(1.0, lease_seconds / 3)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    records: dict[str, PackageRecord]
+    missing: tuple[str, ...]
+
+
+class TrackerClient:
+    """`target` is host:port of the tracker's gRPC server; `token` is needed only to write."""
+
+    def __init__(self, target: str, *, token: str = "", timeout: float = 5.0) -> None:
+        self._channel = grpc.aio.insecure_channel(target)
+        self._index = index_pb2_grpc.IndexServiceStub(self._channel)
+        self._registry = registry_pb2_grpc.EdgeRegistryServiceStub(self._channel)
+        self._metadata = bearer_metadata(token) if token else ()
+        self._timeout = timeout
+
+    async def publish(self, record: PackageRecord, *, deadline: float | None = None) -> bool:
+        """Publishes a record; True when the index had no record for its SHA-256."""
+        request = index_pb2.PublishPackageRequest(record=record_to_proto(record))
+        async with _translated(f"publishing {record.name}"):
+            response = await self._index.PublishPackage(
+                request, timeout=deadline or self._timeout, metadata=self._metadata
+            )
+        return response.created
+
+    async def get(self, sha256: str, *, deadline: float | None = None) -> PackageRecord:
+        """The record of a SHA-256; raises NotFound when the index has none."""
+        async with _translated(f"looking up {sha256}"):
+            response = await self._index.GetPackage(
+                index_pb2.GetPackageRequest(sha256=sha256), timeout=deadline or self._timeout
+            )
+        return record_from_proto(response.record)
+
+    async def get_many(
+        self, sha256s: Sequence[str], *, deadline: float | None = None
+    ) -> BatchResult:
+        """Records of many SHA-256s (split into calls of BATCH); unknown ones in `missing`."""
+        records: dict[str, PackageRecord] = {}
+        missing: list[str] = []
+        unique = list(dict.fromkeys(sha256s))
+        for start in range(0, len(unique), BATCH):
+            request = index_pb2.BatchGetPackagesRequest(sha256s=unique[start : start + BATCH])
+            async with _translated(f"looking up {len(request.sha256s)} packages"):
+                response = await self._index.BatchGetPackages(
+                    request, timeout=deadline or self._timeout
+                )
+            records.update((r.sha256, record_from_proto(r)) for r in response.records)
+            missing.extend(response.missing)
+        return BatchResult(records, tuple(missing))
+
+    async def register_edge(self, edge: Edge, *, deadline: float | None = None) -> int:
+        """Registers or renews an edge or a seed box (`Edge.seed_box`); returns the lease in
+        seconds (renew at `renew_after` of it)."""
+        request = registry_pb2.RegisterEdgeRequest(edge=edge_to_proto(edge))
+        async with _translated(f"registering {edge.kind} {edge.id}"):
+            response = await self._registry.RegisterEdge(
+                request, timeout=deadline or self._timeout, metadata=self._metadata
+            )
+        return response.lease_seconds
+
+    async def list_site(self, zone: str = "", *, deadline: float | None = None) -> Site:
+        """Live edges, those in `zone` first, and the live seed boxes' summed uplink."""
+        async with _translated("listing edges"):
+            response = await self._registry.ListEdges(
+                registry_pb2.ListEdgesRequest(zone=zone), timeout=deadline or self._timeout
+            )
+        return Site(
+            edges=[edge_from_proto(e) for e in response.edges],
+            seed_upload_capacity=response.seed_upload_capacity,
+        )
+
+    async def list_edges(self, zone: str = "", *, deadline: float | None = None) -> list[Edge]:
+        """Live edges, those in `zone` first."""
+        return (await self.list_site(zone, deadline=deadline)).edges
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> TrackerClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,98 @@
+"""The gRPC EdgeRegistryService: edges and seed boxes register (token needed) and renew;
+anyone lists the edges and the seed boxes' summed uplink."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+from concurrent.futures import Executor
+from typing import Any
+
+import grpc
+
+from aptmesh import logs
+from aptmesh.v1 import registry_pb2, registry_pb2_grpc
+from aptmesh_tracker.index_service import InvalidRecord, abort, check_url, require_token
+from aptmesh_tracker.records import (
+    EDGE_ID,
+    EDGE_ID_RULE,
+    Edge,
+    Site,
+    edge_from_proto,
+    edge_to_proto,
+)
+from aptmesh_tracker.store import Store
+
+log = logs.get(__name__)
+
+SERVICE_NAME = "aptmesh.v1.EdgeRegistryService"
+_ZONE = re.compile(r"[A-Za-z0-9._:/@-]{0,128}")
+MAX_UPLOAD_CAPACITY = 2**63 - 1  # SQLite's INTEGER is signed; no real uplink comes near it
+MAX_UINT64 = 2**64 - 1  # what ListEdgesResponse.seed_upload_capacity holds
+
+
+def check_edge(edge: Edge) -> None:
+    """Edges and seed boxes follow the same rules, but a seed box may have no url."""
+    kind = edge.kind
+    if not EDGE_ID.fullmatch(edge.id):
+        raise InvalidRecord(f"{kind} id must be {EDGE_ID_RULE}")
+    if edge.url or not edge.seed_box:
+        check_url(edge.url, f"{kind} url")
+    if not _ZONE.fullmatch(edge.zone):
+        raise InvalidRecord(f"{kind} zone must be at most 128 letters, digits or . _ : / @ -")
+    if not 0 <= edge.upload_capacity <= MAX_UPLOAD_CAPACITY:
+        raise InvalidRecord(f"{kind} upload_capacity must be at most {MAX_UPLOAD_CAPACITY}")
+
+
+class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
+    def __init__(self, store: Store, executor: Executor, *, token: str, lease_seconds: int) -> None:
+        self._store = store
+        self._executor = executor
+        self._token = token
+        self._lease = lease_seconds
+        self._seen: set[tuple[str, bool]] = set()  # (id, seed_box) already logged as joined
+
+    async def RegisterEdge(  # noqa: N802 - gRPC method name
+        self,
+        request: registry_pb2.RegisterEdgeRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> registry_pb2.RegisterEdgeResponse:
+        edge = edge_from_proto(request.edge)
+        article = "a" if edge.seed_box else "an"
+        await require_token(context, self._token, f"registering {article} {edge.kind}")
+        try:
+            check_edge(edge)
+        except InvalidRecord as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._executor, functools.partial(self._store.register_edge, edge, self._lease)
+        )
+        if (edge.id, edge.seed_box) not in self._seen:
+            self._seen.add((edge.id, edge.seed_box))
+            log.info(
+                f"{edge.kind} registered",
+                edge_id=edge.id,
+                url=edge.url,
+                zone=edge.zone,
+                upload_capacity=edge.upload_capacity,
+            )
+        return registry_pb2.RegisterEdgeResponse(lease_seconds=self._lease)
+
+    async def ListEdges(  # noqa: N802 - gRPC method name
+        self,
+        request: registry_pb2.ListEdgesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> registry_pb2.ListEdgesResponse:
+        loop = asyncio.get_running_loop()
+        site = await loop.run_in_executor(
+            self._executor, functools.partial(self._site, request.zone)
+        )
+        return registry_pb2.ListEdgesResponse(
+            edges=[edge_to_proto(e) for e in site.edges],
+            seed_upload_capacity=min(site.seed_upload_capacity, MAX_UINT64),
+        )
+
+    def _site(self, zone: str) -> Site:
+        return Site(self._store.live_edges(zone), self._store.seed_upload_capacity())
