@@ -56,14 +56,16 @@ async def start(
     registry: CollectorRegistry,
 ) -> GrpcServer:
     """Starts a server on `bind` (host:port); raises OSError if the address is taken."""
+    metrics = GrpcServerMetrics(registry)
     server = grpc.aio.server(
-        interceptors=[GrpcServerMetrics(registry)],
+        interceptors=[metrics],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)],
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for servicer in servicers:
         servicer.add(servicer.impl, server)
+        metrics.initialize(servicer.name)
         await health_servicer.set(servicer.name, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(

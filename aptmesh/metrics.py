@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from google.protobuf import descriptor_pool
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -86,6 +87,24 @@ class GrpcServerMetrics(grpc.aio.ServerInterceptor):
             registry=registry,
         )
 
+    def initialize(self, service: str) -> None:
+        """Gives every method of `service` (a full name in the protobuf descriptor pool) its
+        samples at zero, as go-grpc-prometheus's InitializeMetrics does: a service that has not
+        been called yet still exports `grpc_server_*` series, so dashboards and `rate()` see it.
+        """
+        try:
+            descriptor = descriptor_pool.Default().FindServiceByName(service)
+        except KeyError:
+            return  # health and reflection: not in the default pool, and not ours to chart
+        for method in descriptor.methods:
+            kind = _grpc_type(method.client_streaming, method.server_streaming)
+            labels = (kind, service, method.name)
+            self.started.labels(*labels)
+            self.received.labels(*labels)
+            self.sent.labels(*labels)
+            self.handling.labels(*labels)
+            self.handled.labels(*labels, grpc.StatusCode.OK.name)
+
     async def intercept_service(
         self,
         continuation: Callable[
@@ -152,6 +171,12 @@ class GrpcServerMetrics(grpc.aio.ServerInterceptor):
             self._finish(labels, start, _code_of(context, grpc.StatusCode.OK))
 
         return wrapped
+
+
+def _grpc_type(client_streaming: bool, server_streaming: bool) -> str:
+    if client_streaming:
+        return "bidi_stream" if server_streaming else "client_stream"
+    return "server_stream" if server_streaming else "unary"
 
 
 def _code_of(

@@ -49,3 +49,25 @@ async def test_health_reflection_and_metrics_over_a_real_socket() -> None:
 def test_local_clients_dial_loopback_for_wildcard_binds() -> None:
     assert grpcserver.host_port("[::]:50051", 50051) == "127.0.0.1:50051"
     assert grpcserver.host_port("10.0.0.1:0", 4242) == "10.0.0.1:4242"
+
+
+async def test_every_method_exports_samples_before_its_first_call() -> None:
+    from aptmesh.v1 import edge_pb2, edge_pb2_grpc
+
+    registry = new_registry("test")
+    name = edge_pb2.DESCRIPTOR.services_by_name["EdgeService"].full_name
+    servicer = grpcserver.Servicer(
+        name, edge_pb2_grpc.add_EdgeServiceServicer_to_server, edge_pb2_grpc.EdgeServiceServicer()
+    )
+    server = await grpcserver.start("127.0.0.1:0", [servicer], registry)
+    await server.stop(0)
+    methods = [m.name for m in edge_pb2.DESCRIPTOR.services_by_name["EdgeService"].methods]
+    assert methods
+    for method in methods:
+        labels = {"grpc_type": "unary", "grpc_service": name, "grpc_method": method}
+        assert registry.get_sample_value("grpc_server_started_total", labels) == 0
+        assert (
+            registry.get_sample_value("grpc_server_handled_total", labels | {"grpc_code": "OK"})
+            == 0
+        )
+        assert registry.get_sample_value("grpc_server_handling_seconds_count", labels) == 0
