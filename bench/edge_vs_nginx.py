@@ -26,7 +26,6 @@ import random
 import re
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from aptmesh.testing import free_port
 
 HOST = "bench.example.org"
 FILES = {"60KB": 60 * 1000, "1MB": 1000 * 1000, "100MB": 100 * 1000 * 1000}
@@ -64,13 +65,6 @@ http {{
     }}
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def pinned(cpu: int, cmd: list[str]) -> list[str]:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import aiohttp
 
+from aptmesh.testing import free_port
 from aptmesh_tracker import wire
 
 MINIMAL = """
@@ -39,13 +40,6 @@ app = web.Application()
 app.router.add_get("/announce", handler)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def pin(cpu: int) -> None:

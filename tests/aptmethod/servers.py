@@ -100,12 +100,3 @@ def serve(site: Site, host: str = "127.0.0.1") -> Iterator[Running]:
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-def free_port(host: str) -> int:
-    """A port on `host` that nothing listens on (bound, then released)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from aptmesh.testing import free_port
 from aptmesh_apt_method.config import MeshConfig
 from aptmesh_apt_method.edges import CacheEntry, Edge, write_cache
-
-from .servers import Running, Site, free_port, serve
+from tests.aptmethod.servers import Running, Site, serve
 
 APT_HELPER = "/usr/lib/apt/apt-helper"
 DEB = b"!<arch>\n" + bytes(range(256)) * 40

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from aptmesh.testing import free_port
 from aptmesh_apt_method.config import MeshConfig
 from aptmesh_apt_method.edges import (
     CacheEntry,
@@ -26,8 +27,7 @@ from aptmesh_apt_method.edges import (
     read_cache,
     write_cache,
 )
-
-from .servers import Site, free_port, serve
+from tests.aptmethod.servers import Site, serve
 
 A, B, C = "http://127.0.0.2:3142", "http://127.0.0.3:3142", "http://127.0.0.4:3142"
 

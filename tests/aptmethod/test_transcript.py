@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from aptmesh.testing import free_port
 from aptmesh_apt_method.message import make
+from tests.aptmethod.servers import Site, serve
 
 from .proc import MethodProcess
-from .servers import Site, free_port, serve
 
 CAPABILITIES = (
     b"100 Capabilities\nVersion: aptmesh 0.1\nSingle-Instance: true\nPipeline: true\n"

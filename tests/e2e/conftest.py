@@ -22,10 +22,8 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +35,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aptmesh.debrepo import AptEnv, DebRepo, RepoPackage, apt_env
+from aptmesh.testing import poll_until
 
 BIN = Path(sys.executable).parent
 APTMESH = str(BIN / "aptmesh")
@@ -140,30 +139,23 @@ def wait_for(
     timeout: float = DEADLINE,
     procs: Sequence[Proc] = (),
 ) -> T:
-    """Polls `condition` until it returns something truthy; fails early if a process dies."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
+    """Polls `condition` until it returns something truthy; fails early if a process dies, and
+    with the processes' output if it times out."""
+
+    def alive() -> None:
         for proc in procs:
             if proc.popen.poll() is not None:
                 raise AssertionError(
                     f"{proc.name} exited ({proc.popen.returncode}) while waiting for {what}\n"
                     + proc.output()
                 )
-        if time.monotonic() > deadline:
-            logs = "\n".join(p.output() for p in procs)
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
-        time.sleep(0.02)  # the polling interval, not a wait for something to happen
 
-
-def free_port(host: str) -> int:
-    """A port nothing listens on at `host` (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    try:
+        return poll_until(condition, what, within=timeout, check=alive)
+    except AssertionError as exc:
+        if procs and "timed out" in str(exc):
+            raise AssertionError(f"{exc}\n" + "\n".join(p.output() for p in procs)) from None
+        raise
 
 
 # --- HTTP and metrics ------------------------------------------------------------------------

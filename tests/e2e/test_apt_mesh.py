@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from aptmesh.debrepo import DebRepo
-
-from .conftest import (
+from aptmesh.testing import free_port
+from tests.e2e.conftest import (
     APTMESH,
     DEADLINE,
     MESH_HOST,
@@ -29,7 +29,6 @@ from .conftest import (
     assert_downloaded,
     child_env,
     edge_process,
-    free_port,
     http_get,
     mesh_apt,
     pool_requests,

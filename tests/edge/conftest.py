@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -113,14 +111,3 @@ async def scrape(client: aiohttp.ClientSession, edge: Edge) -> dict[tuple[str, s
                 sample.value
             )
     return out
-
-
-async def wait_for(
-    predicate: Callable[[], bool], within: float = 10.0, what: str = "condition"
-) -> None:
-    """Polls `predicate` until it holds, failing after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)

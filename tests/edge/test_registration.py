@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from aptmesh.testing import wait_until
 from aptmesh_edge.app import reported_upload_capacity
 from aptmesh_edge.config import EdgeConfig
 from aptmesh_tracker.app import RunningTracker
 from aptmesh_tracker.records import Edge as EdgeRecord
-from tests.edge.conftest import EdgeFactory, wait_for
+from tests.edge.conftest import EdgeFactory
 from tests.fixtures.tracker import TOKEN
 
 
@@ -35,7 +36,7 @@ async def test_edges_register_their_upload_capacity(
         EdgeRecord("limited", limited.public_url(), "lab", upload_capacity=4 * 1024**2),
         EdgeRecord("measured", measured.public_url(), "lab", upload_capacity=10_000_000),
     ]
-    await wait_for(
+    await wait_until(
         lambda: tracker.store.live_edges("lab") == expected, what="both edges registered"
     )
 
@@ -50,7 +51,7 @@ async def test_registered_edges_rank_themselves_in_the_site_and_others_do_not(
     b = await make_edge(edge_id="b", publish_token=TOKEN, **swarm)
     a = await make_edge(edge_id="a", publish_token=TOKEN, **swarm)
     loner = await make_edge(edge_id="loner", **swarm)
-    await wait_for(lambda: len(tracker.store.live_edges("")) == 2, what="two edges registered")
+    await wait_until(lambda: len(tracker.store.live_edges("")) == 2, what="two edges registered")
     for edge in (a, b, loner):
         await edge.refresh_edges()
     assert a.swarm_side is not None and b.swarm_side is not None
@@ -71,7 +72,7 @@ async def test_edges_learn_whether_the_seed_boxes_are_the_sites_bottleneck(
         "upload_capacity": 10_000_000,
     }
     edges = [await make_edge(edge_id=name, **swarm) for name in ("a", "b")]
-    await wait_for(lambda: len(tracker.store.live_edges("")) == 2, what="two edges registered")
+    await wait_until(lambda: len(tracker.store.live_edges("")) == 2, what="two edges registered")
 
     async def seed_bound() -> list[bool]:
         for edge in edges:

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from aptmesh.debrepo import DebRepo
+from aptmesh.testing import FakeClock
 from aptmesh_seeder import app
 from aptmesh_seeder.config import SeederConfig
 from aptmesh_seeder.publish import Publisher
 from aptmesh_tracker import app as tracker_app
 from tests.fixtures.tracker import TOKEN
-
-
-class FakeClock:
-    """Wall-clock seconds that tests move by hand (starts now: InRelease has a Valid-Until)."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ from prometheus_client import CollectorRegistry
 
 from aptmesh.debrepo import DebRepo
 from aptmesh.swarm import Swarm, SwarmSettings
+from aptmesh.testing import FakeClock
 from aptmesh_seeder import app
 from aptmesh_seeder.publish import MemoryPublisher
 from aptmesh_tracker.app import RunningTracker
 from aptmesh_tracker.client import TrackerClient
-
-from .conftest import FakeClock, StartSeeder, repo_spec, seeder_config
+from tests.seeder.conftest import StartSeeder, repo_spec, seeder_config
 
 
 def _counter(registry: CollectorRegistry, name: str, **labels: str) -> float:

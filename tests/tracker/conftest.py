@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from aptmesh.testing import FakeClock
 from aptmesh.torrent import HashedFile
 from aptmesh_tracker import app
 from aptmesh_tracker.client import TrackerClient
@@ -19,19 +18,6 @@ from aptmesh_tracker.config import TrackerConfig
 from aptmesh_tracker.records import PackageRecord
 
 TOKEN = "test-publish-token"
-
-
-class FakeClock:
-    """A clock tests move by hand; starts at a realistic epoch time."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def make_config(tmp_path: Path, **overrides: object) -> TrackerConfig:
@@ -108,19 +94,3 @@ async def get_bytes(session: aiohttp.ClientSession, url: str) -> bytes:
     async with session.get(url) as response:
         assert response.status == 200, await response.text()
         return await response.read()
-
-
-async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], within: float = 30.0, what: str = ""
-) -> None:
-    """Polls `predicate` until it holds; fails after `timeout` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what or predicate}")
-        await asyncio.sleep(0.05)

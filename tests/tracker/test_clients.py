@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,12 @@ import libtorrent as lt
 import pytest
 
 from aptmesh import bencode
+from aptmesh.testing import free_port, wait_until
 from aptmesh.torrent import make_torrent
 from aptmesh_tracker import app, wire
 from aptmesh_tracker.app import RunningTracker
 from aptmesh_tracker.client import TrackerClient
-from tests.tracker.conftest import get_bytes, make_config, make_file, record_of, wait_until
+from tests.tracker.conftest import get_bytes, make_config, make_file, record_of
 
 SIZE = 1_500_000
 
@@ -126,13 +126,6 @@ async def test_libtorrent_seed_to_libtorrent_leech(
         return (stats.complete, stats.incomplete, stats.downloaded) == (2, 0, 1)
 
     await wait_until(counted, what="scrape to show 2 seeds, 0 leeches, 1 download")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def v1_only(metainfo: bytes, announce: str) -> tuple[bytes, bytes]:

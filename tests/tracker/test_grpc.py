@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from aptmesh import bencode
+from aptmesh.testing import FakeClock
 from aptmesh.torrent import make_torrent
 from aptmesh.v1 import index_pb2, index_pb2_grpc
 from aptmesh_tracker.app import RunningTracker
@@ -19,7 +20,7 @@ from aptmesh_tracker.client import (
     TrackerClient,
 )
 from aptmesh_tracker.records import Edge, PackageRecord, Site
-from tests.tracker.conftest import FakeClock, make_file, record_of
+from tests.tracker.conftest import make_file, record_of
 
 
 @pytest.fixture(scope="module")

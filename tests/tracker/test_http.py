@@ -9,13 +9,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from aptmesh.testing import FakeClock
 from aptmesh.torrent import make_torrent
 from aptmesh_tracker import app, wire
 from aptmesh_tracker.app import RunningTracker
 from aptmesh_tracker.client import TrackerClient
 from aptmesh_tracker.records import PackageRecord
 from aptmesh_tracker.wire import AnnounceRequest, ScrapeRequest
-from tests.tracker.conftest import FakeClock, get_bytes, make_config, make_file, record_of
+from tests.tracker.conftest import get_bytes, make_config, make_file, record_of
 
 
 @pytest.fixture

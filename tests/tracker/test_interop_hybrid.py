@@ -30,27 +30,20 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from aptmesh.swarm import Swarm, SwarmSettings
+from aptmesh.testing import free_port, wait_until
 from aptmesh.torrent import make_torrent
 from aptmesh_tracker import wire
 from aptmesh_tracker.app import RunningTracker
 from aptmesh_tracker.client import TrackerClient
-from tests.tracker.conftest import get_bytes, make_file, record_of, wait_until
+from tests.tracker.conftest import get_bytes, make_file, record_of
 
 SIZE = 1_500_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def scrape(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
+from aptmesh.testing import FakeClock
 from aptmesh_tracker.peerstore import MAX_RETIRED_COUNTS, PeerEntry, PeerStore, select_peers
 from aptmesh_tracker.wire import Peer, ScrapeStats, compact_address
-from tests.tracker.conftest import FakeClock
 
 IH = b"i" * 20
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from aptmesh.testing import FakeClock
 from aptmesh.torrent import make_torrent
 from aptmesh_tracker.records import Edge, PackageRecord
 from aptmesh_tracker.store import MemoryStore, SqliteStore, Store, summed_uplink
-from tests.tracker.conftest import FakeClock, make_file, record_of
+from tests.tracker.conftest import make_file, record_of
 
 Factory = Callable[[FakeClock], Store]
 
