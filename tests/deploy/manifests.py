@@ -20,6 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
+DEFAULT_K8S = Path("deploy/k8s")
 NAMESPACE = "aptmesh"
 SERVICES = ("tracker", "seeder", "edge")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
@@ -105,10 +106,16 @@ def workloads(objs: tuple[Obj, ...]) -> list[Obj]:
     return [o for o in objs if o["kind"] in WORKLOAD_KINDS]
 
 
-def containers(objs: tuple[Obj, ...]) -> Iterator[Container]:
+def all_containers(objs: tuple[Obj, ...]) -> Iterator[Container]:
+    """Every main container, aptmesh's and the stores' of the development overlay."""
     for workload in workloads(objs):
         for spec in workload["spec"]["template"]["spec"]["containers"]:
             yield Container(workload, spec, resolve_env(objs, spec))
+
+
+def containers(objs: tuple[Obj, ...]) -> Iterator[Container]:
+    """The main containers of aptmesh's own services (tracker, seeder, edge)."""
+    return (c for c in all_containers(objs) if c.service in SERVICES)
 
 
 def service_container(objs: tuple[Obj, ...], service: str) -> Container:
