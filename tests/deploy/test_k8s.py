@@ -782,6 +782,16 @@ def _secret_value(objs: tuple[Obj, ...], ref: dict[str, Any]) -> str:
     return base64.b64decode(secret["data"][ref["key"]]).decode()
 
 
+def _store_password(objs: tuple[Obj, ...], store: Container) -> str:
+    """Redis's from its variable, PostgreSQL's from the Secret file it reads."""
+    if "REDIS_PASSWORD" in store.env:
+        return _secret_value(objs, _secret_ref(store, "REDIS_PASSWORD"))
+    path = Path(store.env["POSTGRES_PASSWORD_FILE"])
+    mount = next(m for m in store.spec["volumeMounts"] if m["mountPath"] == str(path.parent))
+    secret = _volume(store.workload, mount["name"])["secret"]["secretName"]
+    return _secret_value(objs, {"name": secret, "key": path.name})
+
+
 def test_dev_ha_points_the_tracker_at_its_own_stores() -> None:
     """The generated URLs name the dev Services, on ports they serve and the
     network policies open, with the passwords the two pods start with."""
@@ -798,8 +808,7 @@ def test_dev_ha_points_the_tracker_at_its_own_stores() -> None:
         store = next(
             c for c in all_containers(objs) if c.workload["metadata"]["name"] == url.hostname
         )
-        password = {"postgresql": "POSTGRES_PASSWORD", "redis": "REDIS_PASSWORD"}[url.scheme]
-        assert url.password == _secret_value(objs, _secret_ref(store, password))
+        assert url.password == _store_password(objs, store)
         if url.scheme == "postgresql":
             assert url.username == store.env["POSTGRES_USER"]
             assert url.path == "/" + store.env["POSTGRES_DB"]
