@@ -8,6 +8,7 @@ services' own configuration loader.
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 import subprocess
@@ -143,13 +144,22 @@ def resolve_env(objs: tuple[Obj, ...], container: Obj) -> dict[str, str]:
         if "fieldRef" in source:
             env[item["name"]] = FIELD_VALUES[source["fieldRef"]["fieldPath"]]
         elif "secretKeyRef" in source:
-            env[item["name"]] = SECRET_VALUE
+            env[item["name"]] = _secret(objs, source["secretKeyRef"])
         elif "configMapKeyRef" in source:
             ref = source["configMapKeyRef"]
             env[item["name"]] = find(objs, "ConfigMap", ref["name"])["data"][ref["key"]]
         else:
             raise AssertionError(f"unsupported valueFrom {source}")
     return env
+
+
+def _secret(objs: tuple[Obj, ...], ref: Mapping[str, str]) -> str:
+    """A Secret the kustomization generates, decoded; SECRET_VALUE for one
+    created outside it (by hand, or by an operator such as CloudNativePG)."""
+    for obj in objs:
+        if obj["kind"] == "Secret" and obj["metadata"]["name"] == ref["name"]:
+            return base64.b64decode(obj["data"][ref["key"]]).decode()
+    return SECRET_VALUE
 
 
 def bind_port(bind: str) -> int:

@@ -32,6 +32,7 @@ from tests.deploy.manifests import (
     K8S,
     NAMESPACE,
     ROOT,
+    SECRET_VALUE,
     SERVICES,
     Container,
     Obj,
@@ -83,6 +84,12 @@ SINGLE = [p for p in APPLIED if p not in REPLICATED]
 # fields exist, without any change here.
 STORE_OPTIONS = {"store": "APTMESH_TRACKER_STORE", "peer_store": "APTMESH_TRACKER_PEER_STORE"}
 STORE_SCHEMES = {"store": "postgresql", "peer_store": "redis"}
+# What a store Secret made outside the kustomization holds (prod: CloudNativePG's
+# and the operator's Redis), for the configuration checks.
+STORE_EXAMPLES = {
+    "store": "postgresql://aptmesh:secret@aptmesh-postgresql-rw.aptmesh:5432/aptmesh",
+    "peer_store": "redis://:secret@redis.example.internal:6379/0",
+}
 # What the edge-zone init container would have written (see load_config).
 NODE_ZONE = "zone-a"
 ZONE_DIR = Path(tempfile.mkdtemp(prefix="aptmesh-k8s-zone-"))
@@ -195,6 +202,9 @@ def runnable_env(container: Container) -> dict[str, str]:
         path.write_text(NODE_ZONE + "\n")
         env["APTMESH_EDGE_ZONE_FILE"] = str(path)
     if container.service == "tracker":
+        for field, name in STORE_OPTIONS.items():
+            if env.get(name) == SECRET_VALUE:
+                env[name] = STORE_EXAMPLES[field]
         for name in pending_store_options():
             env.pop(name, None)
     return env
@@ -270,12 +280,14 @@ def _has_main(service: str) -> bool:
     return importlib.util.find_spec(f"aptmesh_{service}.main") is not None
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_the_real_entry_point_accepts_the_environment(service: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "service"), [*((DEFAULT, s) for s in SERVICES), (DEV_HA, "tracker")], ids=str
+)
+def test_the_real_entry_point_accepts_the_environment(path: Path, service: str) -> None:
     """`aptmesh SERVICE --print-config` with exactly the environment the pod gets."""
     if not _has_main(service):
         pytest.skip(f"aptmesh.{service}.main does not exist yet")
-    container = service_container(render(DEFAULT), service)
+    container = service_container(render(path), service)
     env = {"PATH": os.environ.get("PATH", ""), **runnable_env(container)}
     command = [sys.executable, "-m", "aptmesh_cli", *container.spec["args"], "--print-config"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
@@ -285,6 +297,10 @@ def test_the_real_entry_point_accepts_the_environment(service: str) -> None:
         if key.startswith("APTMESH_"):
             assert key in printed
     assert printed[env_name(service, "publish_token")] == "***"
+    for name in set(STORE_OPTIONS.values()) & set(env):
+        # The URLs carry passwords: masked whole or in part, never shown.
+        password = urlsplit(env[name]).password
+        assert password and password not in printed[name], name
     if service == "edge":
         assert printed["APTMESH_EDGE_ZONE"] == NODE_ZONE
 
