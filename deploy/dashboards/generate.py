@@ -345,6 +345,22 @@ def overview() -> dash.Dashboard:
             "reqps",
             stacked=True,
         ),
+        graph(
+            "Mirror really used?",
+            "Per edge, the share of the bytes served over the last hour that came from its "
+            "cache or the swarm instead of the upstream. An edge near 0 serves everything from "
+            "the upstream, so the mesh saves the mirror nothing through it (alert "
+            "AptmeshEdgeMeshUnused). Clients that bypass the edges cannot be seen here.",
+            [
+                Query(
+                    f'1 - sum by (instance) (rate({served}{{{SEL},source="upstream"}}[1h])) '
+                    f"/ sum by (instance) (rate({served}{{{SEL}}}[1h]))",
+                    "{{instance}}",
+                )
+            ],
+            "percentunit",
+            max_value=1,
+        ),
     )
     d = d.with_row(dash.Row("Swarm health"))
     d = add(

@@ -88,6 +88,7 @@ def test_alerts_follow_the_conventions() -> None:
         "AptmeshEdgeFallingBackToUpstream",
         "AptmeshVerificationFailures",
         "AptmeshSeederSyncStale",
+        "AptmeshEdgeMeshUnused",
     }
     assert expected <= set(names)
     for rule in rules():
@@ -182,6 +183,9 @@ def test_the_overview_shows_what_operators_ask_first() -> None:
     assert "sum by (reason)" in text  # fallbacks by reason
     assert "aptmesh_tracker_peers" in text  # swarm health
     assert "sum by (source)" in text  # bytes by source
+    # "Is the mirror really used?": per edge, the share not from the upstream.
+    titles = {panel["title"] for panel in panels(overview)}
+    assert "Mirror really used?" in titles
 
 
 def test_dashboard_expressions_use_exported_metrics() -> None:
