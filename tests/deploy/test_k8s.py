@@ -4,12 +4,14 @@ and probes that the real services accept."""
 
 from __future__ import annotations
 
+import atexit
 import base64
 import dataclasses
 import importlib.util
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,7 @@ from aptmesh_edge.config import EdgeConfig
 from aptmesh_seeder.config import SeederConfig
 from aptmesh_tracker.config import TrackerConfig
 from tests.deploy.manifests import (
+    DEFAULT_K8S,
     FIELD_VALUES,
     K8S,
     NAMESPACE,
@@ -67,7 +70,7 @@ READINESS_NAME = {
     "tracker": index_pb2.DESCRIPTOR.services_by_name["IndexService"].full_name,
     "seeder": seeder_pb2.DESCRIPTOR.services_by_name["SeederService"].full_name,
 }
-DEFAULT = Path("deploy/k8s")
+DEFAULT = DEFAULT_K8S
 DEV = Path("deploy/k8s/overlays/dev")
 DEV_HA = Path("deploy/k8s/overlays/dev-ha")
 PROD = Path("deploy/k8s/overlays/prod")
@@ -93,6 +96,7 @@ STORE_EXAMPLES = {
 # What the edge-zone init container would have written (see load_config).
 NODE_ZONE = "zone-a"
 ZONE_DIR = Path(tempfile.mkdtemp(prefix="aptmesh-k8s-zone-"))
+atexit.register(shutil.rmtree, ZONE_DIR, ignore_errors=True)
 # Oldest Kubernetes the manifests support (trafficDistribution: beta, on by
 # default in 1.31) and the newest schemas kubernetes-validate ships.
 K8S_VERSIONS = ["1.31", kubernetes_validate.latest_version()]
@@ -783,8 +787,8 @@ def test_the_zone_comes_from_the_node_through_the_init_container() -> None:
 
 def test_the_images_have_the_python_the_init_container_runs() -> None:
     dockerfile = (ROOT / "deploy/docker/Dockerfile").read_text()
-    init = render(DEFAULT)
-    (container,) = _edge(init).workload["spec"]["template"]["spec"]["initContainers"]
+    pod = _edge(render(DEFAULT)).workload["spec"]["template"]["spec"]
+    (container,) = pod["initContainers"]
     interpreter = container["command"][0]
     assert interpreter == "/opt/aptmesh/bin/python"
     assert "python3 -m venv --without-pip /opt/aptmesh" in dockerfile
