@@ -837,3 +837,23 @@ def test_dev_ha_points_the_tracker_at_its_own_stores() -> None:
         (rule,) = policy["spec"]["ingress"]
         assert [p["port"] for p in rule["ports"]] == [url.port]
         assert all(_selects(peer["podSelector"], tracker_labels) for peer in rule["from"])
+
+
+def test_the_readme_patch_opens_another_upstream_port(tmp_path: Path) -> None:
+    """deploy/README.md's example, applied in an overlay of the default: both
+    seeders and edges may then reach a mirror on 8080."""
+    readme = (ROOT / "deploy/README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    (example,) = [b for b in blocks if "name: aptmesh-upstream" in b]
+    overlay = yaml.safe_load(example)
+    overlay["resources"] = [os.path.relpath(ROOT / DEFAULT, tmp_path)]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    objs = tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+    for service in ("seeder", "edge"):
+        workload = service_container(objs, service).workload
+        assert {80, 443, 8080} <= _allowed_ports(objs, workload, "egress"), service
+    assert 8080 not in _allowed_ports(objs, service_container(objs, "tracker").workload, "egress")
