@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aptmesh.debrepo import DebRepo
-from aptmesh_edge.app import Edge
+from aptmesh_edge.app import RunningEdge, start
 from aptmesh_edge.config import EdgeConfig
 
 HOST = "deb.example.org"
@@ -41,17 +41,16 @@ def edge_config(repo: DebRepo, cache_dir: Path, **changes: Any) -> EdgeConfig:
     return replace(config, **changes)
 
 
-EdgeFactory = Callable[..., Awaitable[Edge]]
+EdgeFactory = Callable[..., Awaitable[RunningEdge]]
 
 
 @pytest.fixture
 async def make_edge(debrepo: DebRepo, tmp_path: Path) -> AsyncIterator[EdgeFactory]:
-    edges: list[Edge] = []
+    edges: list[RunningEdge] = []
 
-    async def factory(**changes: Any) -> Edge:
+    async def factory(**changes: Any) -> RunningEdge:
         cache_dir = changes.pop("cache_dir", tmp_path / f"edge{len(edges)}")
-        edge = Edge(edge_config(debrepo, cache_dir, **changes))
-        await edge.start()
+        edge = await start(edge_config(debrepo, cache_dir, **changes))
         edges.append(edge)
         return edge
 
@@ -65,7 +64,7 @@ async def make_edge(debrepo: DebRepo, tmp_path: Path) -> AsyncIterator[EdgeFacto
 
 
 @pytest.fixture
-async def edge(make_edge: EdgeFactory) -> Edge:
+async def edge(make_edge: EdgeFactory) -> RunningEdge:
     return await make_edge()
 
 
@@ -75,7 +74,7 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def prefix_url(edge: Edge, path: str) -> str:
+def prefix_url(edge: RunningEdge, path: str) -> str:
     """Path-prefix form: http://EDGE/deb.example.org/debian/<path>."""
     return f"{edge.http_url}/{HOST}/debian/{path}"
 
@@ -88,7 +87,7 @@ async def get(
         return resp.status, body, dict(resp.headers)
 
 
-async def fetch_indexes(client: aiohttp.ClientSession, edge: Edge, repo: DebRepo) -> None:
+async def fetch_indexes(client: aiohttp.ClientSession, edge: RunningEdge, repo: DebRepo) -> None:
     """What `apt-get update` does first: InRelease, then Packages (by-hash, as apt would)."""
     for path in (repo.INRELEASE, repo.PACKAGES + ".xz"):
         status, body, _ = await get(client, prefix_url(edge, path))
@@ -96,13 +95,13 @@ async def fetch_indexes(client: aiohttp.ClientSession, edge: Edge, repo: DebRepo
         assert body == repo.read(path)
 
 
-def metric(edge: Edge, name: str, **labels: str) -> float:
+def metric(edge: RunningEdge, name: str, **labels: str) -> float:
     """The current value of one sample of the edge's registry (0 if absent)."""
     value = edge.metrics.registry.get_sample_value(name, labels)
     return value or 0.0
 
 
-async def scrape(client: aiohttp.ClientSession, edge: Edge) -> dict[tuple[str, str], float]:
+async def scrape(client: aiohttp.ClientSession, edge: RunningEdge) -> dict[tuple[str, str], float]:
     """The /metrics page, parsed: (sample name, sorted labels) -> value."""
     async with client.get(f"{edge.http_url}/metrics") as resp:
         text = await resp.text()

@@ -284,6 +284,15 @@ class IndexMeta:
     verified: bool  # its hashes were believed (a verified InRelease vouches for it)
     url: str = ""  # scheme://host:port/path as clients named it (to re-learn at start-up)
 
+    def validators(self) -> dict[str, str]:
+        """The headers of a conditional request for this copy."""
+        headers = {}
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        return headers
+
 
 @dataclass(frozen=True)
 class IndexEntry:

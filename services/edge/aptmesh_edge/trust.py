@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from aptmesh import debian, logs
-from aptmesh_edge.downloads import Expected
+from aptmesh.debian import FileHash
 from aptmesh_edge.urls import Resource
 from aptmesh_edge.verify import VerificationFailed
 
@@ -59,7 +59,7 @@ class ReleaseVerifier:
         self._keyring = keyring
         self._mode = mode
         self._releases: dict[str, debian.Release] = {}  # origin key + suite dir -> Release
-        self._expected: dict[str, Expected] = {}  # package cache key -> its index entry
+        self._expected: dict[str, FileHash] = {}  # package cache key -> its index entry
         self._located: dict[str, Resource] = {}  # package SHA-256 -> where an index lists it
 
     def release_for(self, resource: Resource) -> Resource | None:
@@ -68,7 +68,7 @@ class ReleaseVerifier:
             return None
         return Resource(resource.origin, where.inrelease, resource.backends)
 
-    def expected(self, resource: Resource) -> Expected | None:
+    def expected(self, resource: Resource) -> FileHash | None:
         return self._expected.get(resource.key)
 
     def locate(self, sha256: str) -> Resource | None:
@@ -106,7 +106,7 @@ class ReleaseVerifier:
                 raise VerificationFailed(exc.kind, str(exc)) from None
             prefix = f"{resource.origin.key}/{where.archive}"
             for entry in entries:
-                self._expected[prefix + entry.filename] = Expected(entry.sha256, entry.size)
+                self._expected[prefix + entry.filename] = FileHash(entry.size, entry.sha256)
                 self._located[entry.sha256] = Resource(
                     resource.origin, where.archive + entry.filename, resource.backends
                 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from aptmesh_edge.downloads import Expected
+from aptmesh.debian import FileHash
 from aptmesh_edge.urls import Resource
 
 
@@ -35,7 +35,7 @@ class Verifier(Protocol):
         unverified; raises VerificationFailed if it must be refused."""
         ...
 
-    def expected(self, resource: Resource) -> Expected | None:
+    def expected(self, resource: Resource) -> FileHash | None:
         """A package file's SHA-256 and size from a verified index, if known."""
         ...
 
@@ -57,7 +57,7 @@ class NullVerifier:
     async def check_index(self, resource: Resource, path: Path, sha256: str, size: int) -> bool:
         return False
 
-    def expected(self, resource: Resource) -> Expected | None:
+    def expected(self, resource: Resource) -> FileHash | None:
         return None
 
     def locate(self, sha256: str) -> Resource | None:
