@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,16 @@ from aptmesh_edge.site import (
 from aptmesh_tracker.app import RunningTracker
 from aptmesh_tracker.client import TrackerClient
 from aptmesh_tracker.records import Edge as EdgeRecord
-from tests.edge.conftest import HOST, EdgeFactory, fetch_indexes, get, metric, prefix_url, wait_for
+from tests.edge.conftest import (
+    HOST,
+    EdgeFactory,
+    Serve,
+    fetch_indexes,
+    get,
+    metric,
+    prefix_url,
+    wait_for,
+)
 from tests.fixtures.tracker import TOKEN
 
 ZONE = "site"
@@ -274,28 +282,6 @@ async def test_a_dead_owner_costs_little_and_the_file_comes_from_upstream(
     assert metric(survivor, SITE_FETCHES, result="failed") == len(theirs)
     assert metric(survivor, SITE_FETCHES, result="ok") == 0
     assert metric(survivor, SERVED, source="edge") == 0
-
-
-Serve = Callable[[Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[str]]
-
-
-@pytest.fixture
-async def fake_edge() -> AsyncIterator[Serve]:
-    """Runs a handler for every path on loopback; returns its URL."""
-    runners: list[web.AppRunner] = []
-
-    async def start(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> str:
-        app = web.Application()
-        app.router.add_get("/{path:.*}", handler)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        return f"http://127.0.0.1:{runner.addresses[0][1]}"
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
 
 
 async def register(tracker: RunningTracker, edge_id: str, url: str) -> None:

@@ -73,6 +73,7 @@ class Download:
         self.etag = ""
         self.source = SourceKind.UPSTREAM
         self.written = 0
+        self.rewinds = 0  # a reader that read bytes before a rewind is cut (they are gone)
         self.sha256 = ""
         self.state = State.RUNNING
         self.error: DownloadFailed | None = None
@@ -149,9 +150,11 @@ class Download:
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
         self.check.reset()
+        self.rewinds += 1
         self.written = 0
         self._ends.clear()
         self._sources.clear()
+        self._notify()
 
     def verify(self) -> None:
         """Checks the bytes written as the whole file (`CheckedBytes.finish`); raises
@@ -240,8 +243,13 @@ class DownloadReader:
         """Bytes [start, end) (end None: to the end) as the download's check releases them."""
         download = self._download
         pos = start
+        rewinds = download.rewinds
         try:
             while end is None or pos < end:
+                if download.rewinds != rewinds:
+                    if pos > start:  # what this reader sent is not what the file will be
+                        raise DownloadFailed(502, "the bytes sent were refused; fetching again")
+                    rewinds = download.rewinds
                 readable = download.readable(relay=self._relay)
                 limit = readable if end is None else min(readable, end)
                 if pos < limit:
