@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aptmesh import grpcserver, logs, web
+from aptmesh.uplink import known_uplink
 from aptmesh.v1 import edge_pb2_grpc
 from aptmesh_edge.cache import BlobStore, IndexStore, PathIndex
 from aptmesh_edge.config import EdgeConfig
@@ -343,10 +344,9 @@ def _swarm_side(
 
 
 def reported_upload_capacity(config: EdgeConfig) -> int:
-    """The uplink the registry hears of: the configured capacity or the upload cap (the link a
-    limited edge can fill), the lower if both are set; 0: unknown."""
-    known = [v for v in (config.upload_capacity, config.upload_rate_limit) if v > 0]
-    return min(known) if known else 0
+    """The uplink the registry hears of (`aptmesh.uplink.known_uplink`); its swarm is not given
+    it: an edge's request queue is libtorrent's."""
+    return known_uplink(config.upload_capacity, config.upload_rate_limit)
 
 
 async def _swarm_metrics(side: EdgeSwarm) -> None:
