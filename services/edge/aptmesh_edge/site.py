@@ -55,6 +55,7 @@ from aptmesh_edge.decisions import SiteResult, SourceKind
 from aptmesh_edge.downloads import Download
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.sources import SourceUnavailable
+from aptmesh_edge.upstream import Session
 from aptmesh_edge.urls import Resource
 
 log = logs.get(__name__)
@@ -129,7 +130,7 @@ class OwnerFailed(Exception):
         self.text = text
 
 
-class SiteFetch:
+class SiteFetch(Session):
     """Owns the zone's live edges (as last read from the registry) and the HTTP session to
     them; `source` gives the `Source` that fetches a file from this edge's parent for it.
 
@@ -155,23 +156,13 @@ class SiteFetch:
         self._listed_at: float | None = None
         # Only the TCP connect is bounded short: waiting for a pooled connection is not the
         # owner's fault, and the owner may itself wait up to its upstream timeout for headers.
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=connect_timeout, sock_read=read_timeout
+        super().__init__(
+            aiohttp.ClientTimeout(
+                total=None, connect=None, sock_connect=connect_timeout, sock_read=read_timeout
+            ),
+            limit=128,
+            per_host=32,
         )
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            timeout=self._timeout,
-            auto_decompress=False,
-            connector=aiohttp.TCPConnector(limit=128, limit_per_host=32),
-            headers={"User-Agent": "aptmesh-edge", "Accept-Encoding": "identity"},
-        )
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     def set_edges(self, self_id: str, edges: Sequence[EdgeInfo]) -> None:
         self._self_id = self_id

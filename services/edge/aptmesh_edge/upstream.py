@@ -118,19 +118,21 @@ class Response:
                 yield tail
 
 
-class UpstreamClient:
-    def __init__(self, metrics: EdgeMetrics, timeout: float) -> None:
-        self._metrics = metrics
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
-        )
+class Session:
+    """Owns one aiohttp client session of the edge's (started by `start`): the file's own bytes
+    (`Accept-Encoding: identity`, nothing decoded behind the edge's back), pooled connections."""
+
+    def __init__(self, timeout: aiohttp.ClientTimeout, *, limit: int, per_host: int) -> None:
+        self._timeout = timeout
+        self._limit = limit
+        self._per_host = per_host
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
             auto_decompress=False,
-            connector=aiohttp.TCPConnector(limit=64, limit_per_host=16),
+            connector=aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._per_host),
             headers={"User-Agent": "aptmesh-edge", "Accept-Encoding": "identity"},
         )
 
@@ -138,6 +140,20 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class UpstreamClient(Session):
+    """The upstreams' backends, tried in order (see the module's docstring)."""
+
+    def __init__(self, metrics: EdgeMetrics, timeout: float) -> None:
+        super().__init__(
+            aiohttp.ClientTimeout(
+                total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+            ),
+            limit=64,
+            per_host=16,
+        )
+        self._metrics = metrics
 
     @contextlib.asynccontextmanager
     async def get(self, urls: list[str], headers: Mapping[str, str]) -> AsyncIterator[Response]:
