@@ -24,6 +24,7 @@ from aptmesh.swarm import Swarm, SwarmSettings
 from aptmesh.torrent import make_torrent
 from aptmesh_edge.app import RunningEdge
 from aptmesh_edge.decisions import FallbackReason
+from aptmesh_edge.packages import PackageService
 from aptmesh_edge.site import VIA_HEADER
 from aptmesh_tracker.app import RunningTracker
 from aptmesh_tracker.records import PackageRecord
@@ -104,6 +105,7 @@ def package_path(path: str) -> str:
     return path.removeprefix(f"{HOST}/").removeprefix("debian/")
 
 
+@pytest.mark.parametrize("disk", ["room", "full"])
 @pytest.mark.parametrize("size", [SMALL, LARGE])
 @pytest.mark.parametrize("tampering", list(TAMPERINGS))
 async def test_tampered_upstream(
@@ -111,9 +113,12 @@ async def test_tampered_upstream(
     debrepo: DebRepo,
     client: aiohttp.ClientSession,
     fake_edge: Serve,
+    monkeypatch: pytest.MonkeyPatch,
     tampering: str,
     size: str,
+    disk: str,
 ) -> None:
+    """With a full disk the file is passed through from the upstream, checked the same way."""
     pkg = debrepo.package(size)
     bad = TAMPERINGS[tampering](debrepo.read(pkg.filename))
 
@@ -124,14 +129,21 @@ async def test_tampered_upstream(
     url = await fake_edge(upstream)
     edge = await make_edge(upstreams=(f"{HOST}={url}",))
     await fetch_indexes(client, edge, debrepo)
+    if disk == "full":
+        monkeypatch.setattr(PackageService, "_room_for", lambda self, size: False)
     for _ in range(2):  # nothing was kept: asked again, it is fetched and refused again
         received = await receive(client, prefix_url(edge, pkg.filename))
         assert not received.complete or received.status != 200, "a tampered file completed"
         assert_never_unverified(received, pkg, size == SMALL)
         await assert_nothing_kept(edge, pkg, bad)
     assert edge.blobs.get(pkg.sha256) is None
-    kind = "package_sha256" if tampering in SAME_SIZE else "package_size"
-    assert metric(edge, "aptmesh_verification_failures_total", service="edge", kind=kind) == 2
+    if disk == "full":
+        action = {"file_class": "package", "action": "pass_through"}
+        assert metric(edge, "aptmesh_edge_disk_full_total", **action) == 2
+    else:
+        kind = "package_sha256" if tampering in SAME_SIZE else "package_size"
+        failures = metric(edge, "aptmesh_verification_failures_total", service="edge", kind=kind)
+        assert failures == 2
 
 
 @pytest.mark.parametrize("size", [SMALL, LARGE])
