@@ -8,9 +8,11 @@ whether a client may read it. The rule (DESIGN.md, integrity rule 4):
 
 - A file small enough for the memory cache (at most `memory_max` bytes) is
   verified whole before its first byte is released to a client.
-- A larger file is released as it arrives with its tail held back: the
-  swarm writes only pieces that libtorrent checked against the torrent's
-  piece hashes, and the upstream's bytes go out with the last one held back.
+- A larger file is released as it arrives with its tail held back. When its
+  torrent is known (`know_pieces`, from the tracker's index) only whole
+  pieces that matched the torrent's piece hashes are released, whichever
+  source wrote them (the swarm's pieces, libtorrent checked them already;
+  an HTTP fallback's are checked here); otherwise all but the last byte.
 - Either way the last byte is released only once the whole file has the
   index's size and SHA-256 (`finish`): a client never holds a complete body
   that did not verify. When the file fails, readers raise `DownloadFailed`
@@ -26,8 +28,19 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from dataclasses import dataclass
 
 from aptmesh.debian import FileHash, PackageHashError, Sha256Checker
+
+PIECE_DIGEST = 20  # bytes of a v1 piece hash (SHA-1, as BEP 3 has it)
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """A torrent's v1 piece hashes: `digests` holds PIECE_DIGEST bytes a piece."""
+
+    length: int
+    digests: bytes
 
 
 class Failure(enum.Enum):
@@ -35,6 +48,7 @@ class Failure(enum.Enum):
 
     SIZE = "size"
     SHA256 = "sha256"
+    PIECE = "piece"  # a piece differs from the torrent's piece hash
 
 
 class Verdict(enum.Enum):
@@ -68,12 +82,22 @@ class CheckedBytes:
         self.memory_max = memory_max
         self.size: int | None = expected.size if expected else None
         self.verdict = Verdict.PENDING
+        self._pieces: Pieces | None = None
         self._start()
 
     def _start(self) -> None:
         self._checker = Sha256Checker(self.expected, self.name) if self.expected else None
         self._digest = hashlib.sha256()
         self.received = 0
+        self._piece = hashlib.sha1(usedforsecurity=False)
+        self._pieces_end = 0  # bytes from the start in pieces that matched
+
+    def know_pieces(self, pieces: Pieces) -> None:
+        """From now on bytes are released only in whole pieces that match (before any byte:
+        the pieces are counted from the file's start)."""
+        if self.received:
+            raise ValueError("piece hashes are known only before the first byte")
+        self._pieces = pieces
 
     def announce(self, size: int | None) -> None:
         """A source says how many bytes it will send (None: it does not say)."""
@@ -90,12 +114,32 @@ class CheckedBytes:
         """Bytes in order; refuses them at once when there are more than the file has."""
         if self.size is not None and self.received + len(data) > self.size:
             self._refuse(Failure.SIZE, f"checking {self.name}: more than {self.size} bytes")
+        if self._pieces is not None:
+            self._check_pieces(data)
         if self._checker is not None:
             self._checker.update(data)
             self.received = self._checker.received
         else:
             self._digest.update(data)
             self.received += len(data)
+
+    def _check_pieces(self, data: bytes) -> None:
+        assert self._pieces is not None
+        length, digests = self._pieces.length, self._pieces.digests
+        pos, view = self.received, memoryview(data)
+        while view:
+            take = min(len(view), length - pos % length)
+            self._piece.update(view[:take])
+            pos, view = pos + take, view[take:]
+            if pos % length and pos != self.size:
+                continue
+            index = (pos - 1) // length
+            if self._piece.digest() != digests[index * PIECE_DIGEST : (index + 1) * PIECE_DIGEST]:
+                self._refuse(
+                    Failure.PIECE, f"checking {self.name}: piece {index} differs from the torrent's"
+                )
+            self._pieces_end = pos
+            self._piece = hashlib.sha1(usedforsecurity=False)
 
     def reset(self) -> None:
         """Forgets every byte (a new source starts the file again)."""
@@ -138,4 +182,6 @@ class CheckedBytes:
             return received
         if self.verdict is Verdict.REFUSED or (self.small() and not relay):
             return 0
+        if self._pieces is not None:
+            return max(0, min(received - 1, self._pieces_end))
         return max(0, received - 1)

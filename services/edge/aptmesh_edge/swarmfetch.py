@@ -38,6 +38,7 @@ from aptmesh import logs
 from aptmesh.debian import FileHash
 from aptmesh.swarm import Swarm, SwarmError, SwarmTorrent, seed_bound
 from aptmesh.torrent import TorrentError, make_torrent, parse_torrent
+from aptmesh_edge.checked import Pieces
 from aptmesh_edge.decisions import FallbackReason, SourceKind
 from aptmesh_edge.downloads import Download
 from aptmesh_edge.metrics import EdgeMetrics
@@ -89,6 +90,8 @@ class SwarmSource:
             raise SourceUnavailable(
                 FallbackReason.SWARM_ERROR, "the index's torrent has the wrong size"
             )
+        if download.written == 0:  # bytes from a fallback are checked piece by piece too
+            download.check.know_pieces(Pieces(torrent.piece_length, torrent.v1_pieces))
         scratch = owner.scratch_dir / self._expected.sha256
         scratch.mkdir(parents=True, exist_ok=True)
         trackers = owner.trackers
