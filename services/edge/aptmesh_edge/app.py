@@ -33,10 +33,9 @@ from aptmesh_edge.indexes import IndexService
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.packages import PackageService
 from aptmesh_edge.site import EdgeInfo, SiteFetch
-from aptmesh_edge.trust import ReleaseVerifier
+from aptmesh_edge.trust import NullVerifier, ReleaseVerifier, Verifier
 from aptmesh_edge.upstream import HttpSource, UpstreamClient
 from aptmesh_edge.urls import Resource, Upstreams, UrlError, parse_target, parse_upstreams
-from aptmesh_edge.verify import NullVerifier, Verifier
 
 if TYPE_CHECKING:  # libtorrent and the tracker's client load only for edges with a swarm
     from aptmesh_edge.swarmfetch import EdgeSwarm

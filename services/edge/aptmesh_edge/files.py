@@ -11,8 +11,8 @@ from aptmesh_edge.cache import BlobStore
 from aptmesh_edge.indexes import IndexService
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.packages import PackageService
+from aptmesh_edge.trust import Verifier
 from aptmesh_edge.urls import Resource
-from aptmesh_edge.verify import Verifier
 
 
 class FileService:

@@ -121,6 +121,10 @@ def not_modified(if_modified_since: str, last_modified: str) -> bool:
 
 
 class EdgeHttp:
+    """The HTTP front end: parses a target, asks `FileService`, writes the `Body`. Owns only
+    what makes the hot path cheap: remembered target resolutions, the memory hits' answers
+    and the metric children."""
+
     def __init__(
         self,
         *,

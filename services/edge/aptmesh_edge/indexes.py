@@ -27,9 +27,9 @@ from aptmesh_edge.decisions import Outcome, SourceKind
 from aptmesh_edge.downloads import DiskFull, Download, is_disk_full
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.sources import Source
+from aptmesh_edge.trust import VerificationFailed, Verifier
 from aptmesh_edge.upstream import NotModified, UpstreamFailure
 from aptmesh_edge.urls import Resource
-from aptmesh_edge.verify import VerificationFailed, Verifier
 
 log = logs.get(__name__)
 

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 
 class EdgeMetrics:
+    """Owns the edge's registry and its metrics, labels pre-registered from the enums."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else new_registry("edge")
         r = self.registry

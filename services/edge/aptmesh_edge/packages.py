@@ -45,9 +45,9 @@ from aptmesh_edge.sources import (
     after_fetch,
     choose_source,
 )
+from aptmesh_edge.trust import Verifier
 from aptmesh_edge.upstream import PassThrough, UpstreamClient
 from aptmesh_edge.urls import Resource
-from aptmesh_edge.verify import Verifier
 
 log = logs.get(__name__)
 

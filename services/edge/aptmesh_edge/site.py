@@ -13,7 +13,7 @@ the request came through. An edge asked for a file it lacks asks its own
 parent in turn, so a file comes down a binary tree rooted at its owner: no
 uplink carries it more than twice (an owner serving the five others of six
 sent it five times, and small files crawled through its link), and an edge
-passes the bytes on to the edges below it as they arrive (files.py), not
+passes the bytes on to the edges below it as they arrive (packages.py), not
 after it has them all. However many edges and clients ask at once, they join
 one download per edge.
 
@@ -22,7 +22,7 @@ No loops, no waiting on the dead:
   requests climb towards the owner and stop there; an edge never asks a
   parent that is already in the request's via path, and a request whose path
   holds this edge or the parent it waits for makes that download drop the
-  parent for the upstream (`FileService`): edges whose lists disagree for a
+  parent for the upstream (`PackageService`): edges whose lists disagree for a
   refresh interval cannot wait on each other in a circle;
 - an edge routes only while it is itself in the zone's list (it registered, so
   the others count on it too) and the list is fresh; otherwise, and when the

@@ -206,6 +206,9 @@ class SwarmSource:
 
 
 class EdgeSwarm:
+    """Owns the edge's libtorrent session and its torrents (downloading, seeding), the records
+    the tracker's index gave, and this edge's share of the site's work."""
+
     def __init__(
         self,
         swarm: Swarm,
