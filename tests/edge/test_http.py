@@ -266,6 +266,7 @@ async def test_tampered_inrelease_is_refused_and_never_cached(
     status, _, _ = await get(client, prefix_url(edge, debrepo.PACKAGES + ".xz"))
     assert status == 502
     assert not list((edge.config.cache_dir / "index").rglob("InRelease"))
+    assert not list(edge.blobs.tmp_dir.iterdir())  # the refused copy is not left behind
     kind = "signature"
     assert metric(edge, "aptmesh_verification_failures_total", service="edge", kind=kind) >= 1
     # A package the (unverified) index names is not believed: passed through, never cached.

@@ -150,7 +150,12 @@ class IndexService:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return self._store(resource, download, await self._check(resource, download)), Outcome.MISS
+        try:
+            verified = await self._check(resource, download)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return self._store(resource, download, verified), Outcome.MISS
 
     async def _revalidated(self, resource: Resource, entry: IndexEntry) -> IndexEntry:
         """The upstream says the cached copy is current (304): it is fresh again."""
