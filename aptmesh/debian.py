@@ -566,8 +566,8 @@ _PACKAGE_NAME = re.compile(
 )
 _INDEX_NAME = re.compile(
     r"(In)?Release(\.gpg)?"
-    r"|(Packages|Sources|Index|Components-[^/]+\.yml|icons-[^/]+\.tar)(\.[a-z0-9]+)?"
-    r"|(Translation|Contents|Commands)-[^/]+"
+    r"|(Packages|Sources|Index|MD5SUMS|SHA256SUMS)(\.[a-z0-9]+)?"
+    r"|(Translation|Contents|Commands|Components|icons)-[^/]+"
 )
 _INDEX_DIRS = ("by-hash", "Packages.diff", "Sources.diff", "i18n", "dep11", "cnf")
 

@@ -127,7 +127,7 @@ def apt_lines(p: Plan, edge_http: str, components: Sequence[str]) -> list[str]:
 
 async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
     # Imported here: `aptmesh up --help` stays fast and light.
-    from aptmesh_edge.app import Edge
+    from aptmesh_edge import app as edge_app
     from aptmesh_edge.config import EdgeConfig
     from aptmesh_seeder import app as seeder_app
     from aptmesh_seeder.config import SeederConfig
@@ -173,7 +173,7 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
                 log_format=cfg.log_format,
             )
         )
-        edge = Edge(
+        edge = await edge_app.start(
             EdgeConfig(
                 http_host=cfg.host,
                 http_port=0,
@@ -192,7 +192,6 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
                 log_format=cfg.log_format,
             )
         )
-        await edge.start()
         endpoints = {
             "tracker_announce": tracker.announce_url,
             "tracker_grpc": tracker.grpc_target,

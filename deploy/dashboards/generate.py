@@ -39,6 +39,8 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableSort,
 )
 
+from aptmesh_edge.decisions import Outcome, SourceKind
+
 HERE = Path(__file__).resolve().parent
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 RATE = "$__rate_interval"
@@ -250,11 +252,11 @@ def overview() -> dash.Dashboard:
     served = "aptmesh_edge_served_bytes_total"
     requests = "aptmesh_edge_requests_total"
     offload = (
-        f'1 - sum(rate({served}{{{SEL},source="upstream"}}[@window])) '
+        f'1 - sum(rate({served}{{{SEL},source="{SourceKind.UPSTREAM.value}"}}[@window])) '
         f"/ sum(rate({served}{{{SEL}}}[@window]))"
     )
     hit_ratio = (
-        f'sum(rate({requests}{{{SEL},cache="hit"}}[@window])) '
+        f'sum(rate({requests}{{{SEL},cache="{Outcome.HIT.value}"}}[@window])) '
         f"/ sum(rate({requests}{{{SEL}}}[@window]))"
     )
     d = base(
