@@ -595,7 +595,8 @@ def _source_entry(p: Paragraph, number: int) -> SourceEntry:
             raise MalformedIndexError(f"parsing {what}: bad Checksums-Sha256 line {line!r}")
         if "/" in parts[2]:
             raise MalformedIndexError(f"parsing {what}: unsafe file name {parts[2]!r}")
-        name = _safe_relative(f"{directory}/{parts[2]}", what)
+        # A flat repository's Directory is "." (its files are beside Sources).
+        name = _safe_relative(f"{directory}/{parts[2]}" if directory != "." else parts[2], what)
         files.append(SourceFile(name, int(parts[1]), parts[0].lower()))
     return SourceEntry(p["Package"], p["Version"], directory, tuple(files), p.get("Section"))
 
