@@ -157,3 +157,39 @@ async def test_a_release_dated_in_the_future_is_refused_like_apt_does(
     [result] = await seeder.box.sync()
     assert (result.result, result.kind) == ("failed", "signature")
     assert "not valid yet" in result.error
+
+
+async def test_a_replayed_older_release_is_never_believed_even_after_a_restart(
+    debrepo: DebRepo, tmp_path: Path, start_seeder: StartSeeder
+) -> None:
+    index = MemoryPublisher()
+    now = datetime.now(UTC).replace(microsecond=0)
+    debrepo.resign(date=now - timedelta(hours=2))
+    old_inrelease = debrepo.read(debrepo.INRELEASE)
+    config = seeder_config(tmp_path, debrepo, None)
+    seeder = await start_seeder(config, publisher=index)
+    [first] = await seeder.box.sync()
+    assert first.result == "ok", first.error
+    # A republish: aptmesh-large leaves the archive.
+    large, huge = debrepo.package("aptmesh-large"), debrepo.package("aptmesh-huge")
+    debrepo.remove_package("aptmesh-large", delete_file=False)
+    debrepo.resign(date=now - timedelta(hours=1))
+    [second] = await seeder.box.sync()
+    assert second.result == "ok", second.error
+    assert seeder.seeder.state.wanted("test") == {huge.sha256}
+
+    # The upstream (or a mirror behind it) serves the older, validly signed InRelease again.
+    (debrepo.root / debrepo.INRELEASE).write_bytes(old_inrelease)
+    [replayed] = await seeder.box.sync()
+    assert (replayed.result, replayed.kind) == ("failed", "replay"), replayed.error
+    assert "older than the" in replayed.error
+    failures = "aptmesh_verification_failures_total"
+    assert _value(seeder.seeder.registry, failures, service="seeder", kind="replay") == 1
+    assert seeder.seeder.state.wanted("test") == {huge.sha256}  # the newer generation holds
+    assert large.sha256 not in seeder.seeder.state.wanted("test")
+    await seeder.stop(0)
+
+    restarted = await start_seeder(config, publisher=index)
+    [again] = await restarted.box.sync()
+    assert (again.result, again.kind) == ("failed", "replay")
+    assert restarted.seeder.state.wanted("test") == {huge.sha256}
