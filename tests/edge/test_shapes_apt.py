@@ -3,7 +3,8 @@
 Each shape of `tests.fixtures.debrepo.SHAPES` is served on loopback, an edge
 in this process fronts it as `deb.example.org`, and a real apt-get with an
 isolated configuration updates and downloads the largest package through the
-proxy line and through the path prefix. Shapes the current edge does not take
+proxy line, through the path prefix and through the `mesh+http` method (installed
+as a client machine has it). Shapes the current edge does not take
 yet are marked xfail (strict), so fixing one shows as XPASS and its mark goes.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from aptmesh.debrepo import DebRepo, apt_env
+from aptmesh_apt_method.install import SYSTEM_PYTHON, install
 from aptmesh_edge.app import Edge
 from tests.edge.conftest import HOST, edge_config
 from tests.fixtures.debrepo import SHAPES, ShapedRepo
@@ -28,6 +30,13 @@ _NOT_YET = {
 }
 
 StartEdge = Callable[[DebRepo], Awaitable[Edge]]
+
+
+@pytest.fixture(scope="module")
+def mesh_method(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("method-root")
+    install(root, SYSTEM_PYTHON)
+    return root / "usr/lib/apt/methods/mesh+http"
 
 
 @pytest.fixture
@@ -54,16 +63,28 @@ async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
         for name in sorted(SHAPES)
     ],
 )
-@pytest.mark.parametrize("mode", ["proxy", "prefix"])
+@pytest.mark.parametrize("mode", ["proxy", "prefix", "mesh+http"])
 async def test_apt_takes_each_shape_through_the_edge(
-    name: str, mode: str, shaped_repo: ShapedRepo, start_edge: StartEdge, tmp_path: Path
+    name: str,
+    mode: str,
+    shaped_repo: ShapedRepo,
+    start_edge: StartEdge,
+    mesh_method: Path,
+    tmp_path: Path,
 ) -> None:
     repo = shaped_repo(name)
     edge = await start_edge(repo)
+    extra: dict[str, str] = {}
     if mode == "proxy":
         base, extra = f"http://{HOST}/debian", {"Acquire::http::Proxy": edge.http_url}
-    else:
-        base, extra = f"{edge.http_url}/{HOST}/debian", {}
+    elif mode == "prefix":
+        base = f"{edge.http_url}/{HOST}/debian"
+    else:  # the mirror itself is only the method's last fallback, and does not resolve here
+        base = f"mesh+http://{HOST}/debian"
+        extra = {
+            "Dir::Bin::Methods::mesh+http": str(mesh_method),
+            "Acquire::mesh::Edges": edge.http_url,
+        }
     lines = [repo.sources_line(base, suite) for suite in repo.suites]
     if SHAPES[name].sources:
         lines += [line.replace("deb ", "deb-src ", 1) for line in lines]
