@@ -16,8 +16,8 @@ anywhere leaves nothing of R's new index published or seeded:
    there), checked against the verified hash, parsed, and the selection
    policy (`select.plan`) picks the files to seed. An index R asks for that
    Release does not list is skipped as apt skips it (one `indexes_absent`
-   line, the `aptmesh_seeder_absent_indexes` gauge), never a failed sync. Each picked file
-   not already held is fetched to a temporary name in the data directory,
+   line, the `aptmesh_seeder_absent_indexes` gauge), never a failed sync.
+   Each picked file not already held is fetched to a temporary name in the data directory,
    fsynced, hashed once (`make_torrent` gives its SHA-256 and its torrent),
    checked against `Packages`, and renamed to its content address; a local
    mirror's file is hashed in place instead. While a body streams in only
