@@ -193,3 +193,21 @@ async def test_a_replayed_older_release_is_never_believed_even_after_a_restart(
     [again] = await restarted.box.sync()
     assert (again.result, again.kind) == ("failed", "replay")
     assert restarted.seeder.state.wanted("test") == {huge.sha256}
+
+
+@pytest.mark.parametrize("name", ["detached-only", "flat", "sources", "ubuntu"])
+async def test_a_local_mirror_of_each_shape_is_seeded_in_place(
+    name: str, shaped_repo: ShapedRepo, tmp_path: Path, start_seeder: StartSeeder
+) -> None:
+    repo = shaped_repo(name)
+    spec = _spec_for(repo, name).replace(repo.base_url, str(repo.root), 1)
+    config = seeder_config(tmp_path, repo, None, repositories=(spec,))
+    seeder = await start_seeder(config, publisher=MemoryPublisher())
+    [result] = await seeder.box.sync()
+    assert result.result == "ok", result.error
+    large = [f for f in _files(repo, name) if f.swarmed]
+    assert seeder.seeder.seeding.seeding() == {f.sha256 for f in large}
+    for file in large:
+        held = seeder.seeder.state.file(file.sha256)
+        assert held is not None and held.path == file.path and not held.owned
+    assert repo.server.log == []
