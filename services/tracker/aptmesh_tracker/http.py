@@ -1,10 +1,14 @@
-"""The HTTP frontend: `/announce`, `/scrape`, `/metrics`, `/healthz`.
+"""The HTTP frontend: `/announce`, `/scrape`, `/metrics`, `/healthz`, `/readyz`.
 
 Every route is parse, call the logic, write. A request the client got wrong is
 answered with HTTP 200 and a bencoded `failure reason` (what BitTorrent
 clients expect); any other failure is logged and answered with a generic
 reason, and the tracker keeps serving. The announce path is hot: no logging
 on it, metrics children bound in advance, one allocation-light parse.
+
+`/healthz` is liveness (the process serves HTTP). `/readyz` is readiness: 503
+with the reason while a store is unreachable, so a load balancer prefers the
+replicas that can publish and register; announces are answered either way.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from aptmesh import logs
 from aptmesh.metrics import REGISTRY_KEY, metrics_handler
 from aptmesh_tracker.metrics import TrackerMetrics
+from aptmesh_tracker.stores import StoreHealth
 from aptmesh_tracker.tracker import Tracker
 from aptmesh_tracker.wire import (
     TrackerRequestError,
@@ -76,8 +81,19 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+def readiness(health: StoreHealth) -> web.Response:
+    problems = health.problems()
+    if not problems:
+        return web.Response(text="ready\n")
+    text = "".join(f"{c.value} store unreachable: {error}\n" for c, error in problems.items())
+    return web.Response(status=503, text=text)
+
+
 def build_app(
-    tracker: Tracker, metrics: TrackerMetrics, registry: CollectorRegistry
+    tracker: Tracker,
+    metrics: TrackerMetrics,
+    registry: CollectorRegistry,
+    health: StoreHealth,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[REGISTRY_KEY] = registry
@@ -86,4 +102,9 @@ def build_app(
     app.router.add_get("/scrape", frontend.scrape)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
+
+    async def readyz(request: web.Request) -> web.Response:
+        return readiness(health)
+
+    app.router.add_get("/readyz", readyz)
     return app

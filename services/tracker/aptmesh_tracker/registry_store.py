@@ -1,0 +1,130 @@
+"""The edge registry: its rules written once, over a lease table that each backend provides.
+
+Theory of operation. A backend stores leases and nothing else: `LeaseTable`
+(memory, SQLite, PostgreSQL; `tests/tracker/test_registry_store.py` runs one
+suite against every backend through `Registry`). `Registry` holds every rule:
+edges and seed boxes share one namespace of ids (a registration replaces any
+other with its id, of either kind); leases end on the injected wall clock and
+an ended one is never listed; seed boxes keep leases like edges, but
+`live_edges` and `edge_count` leave them out, and they count only in
+`seed_upload_capacity()`; the caller's zone is listed first.
+
+Replicas that share a table see each other's registrations at once in
+`live_edges` and `seed_upload_capacity`, which read the table. `edge_count`
+(a gauge, read from the event loop) answers from the view of the table the
+last read left in memory, so it never blocks and lags by at most one
+maintenance sweep.
+
+Threads: as for the index (`index_store`): every method but `edge_count` runs
+in a store thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from aptmesh_tracker.records import Edge
+
+Clock = Callable[[], float]
+
+
+class LeaseTable(Protocol):
+    """Leases as a backend keeps them; the rules are `Registry`'s."""
+
+    def put(self, edge: Edge, expires: float) -> None:
+        """Stores or replaces the lease of `edge.id`."""
+        ...
+
+    def live(self, now: float) -> list[tuple[Edge, float]]:
+        """Every lease (edge or seed box) that ends after `now`, with its end."""
+        ...
+
+    def delete_ended(self, now: float) -> int:
+        """Deletes the leases ended by `now`; returns how many."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def order_edges(edges: Iterable[Edge], zone: str) -> list[Edge]:
+    """The caller's zone first, then the others by zone; by id within a zone."""
+    return sorted(edges, key=lambda e: (e.zone != zone, e.zone, e.id))
+
+
+def summed_uplink(capacities: Iterable[int]) -> int:
+    """The uplink of seed boxes together: the sum of theirs, but 0 (unknown) when there is
+    none or any one's is unknown, since a sum missing a box would understate the site."""
+    total = 0
+    for capacity in capacities:
+        if capacity <= 0:
+            return 0
+        total += capacity
+    return total
+
+
+class Registry:
+    """The registry's rules over one lease table; owns the in-memory view `edge_count` reads."""
+
+    def __init__(self, table: LeaseTable, clock: Clock = time.time) -> None:
+        self._table = table
+        self._clock = clock
+        self._view: dict[str, tuple[Edge, float]] = {}
+
+    def _read(self) -> list[Edge]:
+        now = self._clock()
+        leases = self._table.live(now)
+        self._view = {edge.id: (edge, expires) for edge, expires in leases}
+        return [edge for edge, _ in leases]
+
+    def register(self, edge: Edge, lease_seconds: float) -> float:
+        """Registers or renews an edge or seed box; returns its lease's end (clock time)."""
+        expires = self._clock() + lease_seconds
+        self._table.put(edge, expires)
+        self._view = {**self._view, edge.id: (edge, expires)}
+        return expires
+
+    def live_edges(self, zone: str) -> list[Edge]:
+        """Edges (never seed boxes) whose lease has not ended, those in `zone` first."""
+        return order_edges((e for e in self._read() if not e.seed_box), zone)
+
+    def seed_upload_capacity(self) -> int:
+        """The live seed boxes' summed uplink (`summed_uplink`)."""
+        return summed_uplink(e.upload_capacity for e in self._read() if e.seed_box)
+
+    def edge_count(self) -> int:
+        """How many edges (never seed boxes) have a live lease, in the last view (no I/O)."""
+        now = self._clock()
+        return sum(1 for e, exp in list(self._view.values()) if exp > now and not e.seed_box)
+
+    def expire(self) -> int:
+        """Deletes edges and seed boxes whose lease ended; returns how many."""
+        gone = self._table.delete_ended(self._clock())
+        self._read()
+        return gone
+
+    def close(self) -> None:
+        self._table.close()
+
+
+class MemoryLeases:
+    """The in-memory lease table: nothing survives the process."""
+
+    def __init__(self) -> None:
+        self._leases: dict[str, tuple[Edge, float]] = {}
+
+    def put(self, edge: Edge, expires: float) -> None:
+        self._leases[edge.id] = (edge, expires)
+
+    def live(self, now: float) -> list[tuple[Edge, float]]:
+        return [lease for lease in self._leases.values() if lease[1] > now]
+
+    def delete_ended(self, now: float) -> int:
+        gone = [edge_id for edge_id, (_, exp) in self._leases.items() if exp <= now]
+        for edge_id in gone:
+            del self._leases[edge_id]
+        return len(gone)
+
+    def close(self) -> None:
+        pass
