@@ -55,3 +55,17 @@ def test_summed_uplink() -> None:
     assert summed_uplink([]) == 0
     assert summed_uplink([3, 4]) == 7
     assert summed_uplink([3, 0, 4]) == 0
+
+
+def test_registered_addresses_while_their_lease_lives(open_backend: Backends) -> None:
+    clock = FakeClock()
+    store = open_backend(clock).registry
+    store.register(Edge("e", "http://e:3142", "z", address="10.0.0.5"), 60)
+    store.register(Edge("s", "", "z", seed_box=True, address="10.0.0.6"), 30)
+    assert store.is_registered_address("10.0.0.5") and store.is_registered_address("10.0.0.6")
+    assert not store.is_registered_address("10.0.0.7")
+    assert store.live_edges("z") == [Edge("e", "http://e:3142", "z", address="10.0.0.5")]
+    clock.advance(31)
+    assert not store.is_registered_address("10.0.0.6")
+    store.refresh()
+    assert store.is_registered_address("10.0.0.5")

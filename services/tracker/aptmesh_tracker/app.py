@@ -84,7 +84,11 @@ class RunningTracker:
     async def refresh(self) -> bool:
         """Catches up with the shared store (periodically, or when a test says so); whether
         the store answered."""
-        return await self._in_store(self.stores.index.refresh)
+        return await self._in_store(self._refresh_stores)
+
+    def _refresh_stores(self) -> None:
+        self.stores.index.refresh()
+        self.stores.registry.refresh()
 
     async def _maintain_forever(self, every: float) -> None:
         while True:

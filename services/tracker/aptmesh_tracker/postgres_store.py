@@ -40,7 +40,7 @@ from aptmesh_tracker.records import Edge, PackageRecord, tracker_hashes
 # Two int4 keys: "aptm" and the lock's purpose (1: migrations).
 MIGRATION_LOCK = (0x6170746D, 1)
 CONNECT_TIMEOUT = 3  # seconds to reach the server for a new connection
-POOL_TIMEOUT = 5.0  # seconds a store call waits for a connection before it is unavailable
+POOL_TIMEOUT = 2.0  # seconds a store call waits for a connection before it is unavailable
 STATEMENT_TIMEOUT_MS = 10_000
 LOOKBACK = 256
 
@@ -66,6 +66,7 @@ MIGRATIONS: tuple[str, ...] = (
         zone text NOT NULL,
         upload_capacity bigint NOT NULL,
         seed_box boolean NOT NULL,
+        address text NOT NULL,
         expires double precision NOT NULL
     );
     CREATE INDEX edges_by_expiry ON edges (expires);
@@ -245,24 +246,32 @@ class PostgresLeases:
     def put(self, edge: Edge, expires: float) -> None:
         with self._database.connection("registering") as conn:
             conn.execute(
-                "INSERT INTO edges (id, url, zone, upload_capacity, seed_box, expires)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
+                "INSERT INTO edges (id, url, zone, upload_capacity, seed_box, address, expires)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
                 " url = excluded.url, zone = excluded.zone,"
                 " upload_capacity = excluded.upload_capacity, seed_box = excluded.seed_box,"
-                " expires = excluded.expires",
-                (edge.id, edge.url, edge.zone, edge.upload_capacity, edge.seed_box, expires),
+                " address = excluded.address, expires = excluded.expires",
+                (
+                    edge.id,
+                    edge.url,
+                    edge.zone,
+                    edge.upload_capacity,
+                    edge.seed_box,
+                    edge.address,
+                    expires,
+                ),
             )
 
     def live(self, now: float) -> list[tuple[Edge, float]]:
         with self._database.connection("listing edges") as conn:
             rows = conn.execute(
-                "SELECT id, url, zone, upload_capacity, seed_box, expires FROM edges"
+                "SELECT id, url, zone, upload_capacity, seed_box, address, expires FROM edges"
                 " WHERE expires > %s",
                 (now,),
             ).fetchall()
         return [
-            (Edge(edge_id, url, zone, capacity, seed_box), expires)
-            for edge_id, url, zone, capacity, seed_box, expires in rows
+            (Edge(edge_id, url, zone, capacity, seed_box, address), expires)
+            for edge_id, url, zone, capacity, seed_box, address, expires in rows
         ]
 
     def delete_ended(self, now: float) -> int:

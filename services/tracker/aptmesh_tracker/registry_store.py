@@ -11,9 +11,10 @@ an ended one is never listed; seed boxes keep leases like edges, but
 
 Replicas that share a table see each other's registrations at once in
 `live_edges` and `seed_upload_capacity`, which read the table. `edge_count`
-(a gauge, read from the event loop) answers from the view of the table the
-last read left in memory, so it never blocks and lags by at most one
-maintenance sweep.
+(a gauge) and `is_registered_address` (asked on every announce) are read from
+the event loop, so they answer from the view of the table that the last read
+left in memory: they never block, and lag another replica's registrations by
+at most one `refresh()` (the app's store refresh interval).
 
 Threads: as for the index (`index_store`): every method but `edge_count` runs
 in a store thread.
@@ -71,19 +72,34 @@ class Registry:
         self._table = table
         self._clock = clock
         self._view: dict[str, tuple[Edge, float]] = {}
+        self._addresses: dict[str, float] = {}  # registered IP -> when its last lease ends
+
+    def _set_view(self, view: dict[str, tuple[Edge, float]]) -> None:
+        addresses: dict[str, float] = {}
+        for edge, expires in view.values():
+            if edge.address:
+                addresses[edge.address] = max(expires, addresses.get(edge.address, 0.0))
+        self._view, self._addresses = view, addresses  # each one atomic for readers
 
     def _read(self) -> list[Edge]:
-        now = self._clock()
-        leases = self._table.live(now)
-        self._view = {edge.id: (edge, expires) for edge, expires in leases}
+        leases = self._table.live(self._clock())
+        self._set_view({edge.id: (edge, expires) for edge, expires in leases})
         return [edge for edge, _ in leases]
 
     def register(self, edge: Edge, lease_seconds: float) -> float:
         """Registers or renews an edge or seed box; returns its lease's end (clock time)."""
         expires = self._clock() + lease_seconds
         self._table.put(edge, expires)
-        self._view = {**self._view, edge.id: (edge, expires)}
+        self._set_view({**self._view, edge.id: (edge, expires)})
         return expires
+
+    def refresh(self) -> None:
+        """Reads the table into the view (another replica's registrations)."""
+        self._read()
+
+    def is_registered_address(self, ip: str) -> bool:
+        """True while a live registration (edge or seed box) came from `ip`, in the view."""
+        return self._addresses.get(ip, 0.0) > self._clock()
 
     def live_edges(self, zone: str) -> list[Edge]:
         """Edges (never seed boxes) whose lease has not ended, those in `zone` first."""

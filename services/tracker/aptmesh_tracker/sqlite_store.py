@@ -53,7 +53,8 @@ def _v1(db: sqlite3.Connection) -> None:
             zone TEXT NOT NULL,
             expires REAL NOT NULL,
             upload_capacity INTEGER NOT NULL DEFAULT 0,
-            seed_box INTEGER NOT NULL DEFAULT 0
+            seed_box INTEGER NOT NULL DEFAULT 0,
+            address TEXT NOT NULL DEFAULT ''
         )
         """
     )
@@ -64,6 +65,8 @@ def _v1(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE edges ADD COLUMN upload_capacity INTEGER NOT NULL DEFAULT 0")
     if "seed_box" not in edge_columns:
         db.execute("ALTER TABLE edges ADD COLUMN seed_box INTEGER NOT NULL DEFAULT 0")
+    if "address" not in edge_columns:
+        db.execute("ALTER TABLE edges ADD COLUMN address TEXT NOT NULL DEFAULT ''")
 
 
 # Index i brings a database from version i to i + 1. Append; never edit a released one.
@@ -183,19 +186,29 @@ class SqliteLeases:
 
     def put(self, edge: Edge, expires: float) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO edges (id, url, zone, upload_capacity, seed_box, expires)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (edge.id, edge.url, edge.zone, edge.upload_capacity, int(edge.seed_box), expires),
+            "INSERT OR REPLACE INTO edges"
+            " (id, url, zone, upload_capacity, seed_box, address, expires)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                edge.id,
+                edge.url,
+                edge.zone,
+                edge.upload_capacity,
+                int(edge.seed_box),
+                edge.address,
+                expires,
+            ),
         )
 
     def live(self, now: float) -> list[tuple[Edge, float]]:
         rows = self._db.execute(
-            "SELECT id, url, zone, upload_capacity, seed_box, expires FROM edges WHERE expires > ?",
+            "SELECT id, url, zone, upload_capacity, seed_box, address, expires FROM edges"
+            " WHERE expires > ?",
             (now,),
         )
         return [
-            (Edge(edge_id, url, zone, capacity, bool(seed_box)), expires)
-            for edge_id, url, zone, capacity, seed_box, expires in rows
+            (Edge(edge_id, url, zone, capacity, bool(seed_box), address), expires)
+            for edge_id, url, zone, capacity, seed_box, address, expires in rows
         ]
 
     def delete_ended(self, now: float) -> int:
