@@ -31,7 +31,8 @@ from aptmesh_tracker import http, index_service, registry_service
 from aptmesh_tracker.config import TrackerConfig
 from aptmesh_tracker.index_store import StoreUnavailable
 from aptmesh_tracker.metrics import TrackerMetrics
-from aptmesh_tracker.peerstore import MAX_RETIRED_COUNTS, PeerStore
+from aptmesh_tracker.peerstore import MAX_RETIRED_COUNTS, MemoryPeerStore, PeerStore
+from aptmesh_tracker.redis_peerstore import RedisPeerStore
 from aptmesh_tracker.stores import Component, Stores, open_stores
 from aptmesh_tracker.tracker import Policy, Tracker
 
@@ -50,6 +51,7 @@ class RunningTracker:
     grpc: grpcserver.GrpcServer
     site: web.Site
     executor: ThreadPoolExecutor
+    closing: list[Callable[[], None]]  # the stores' close, in order
     maintenance: asyncio.Task[None] | None = None
     refreshing: asyncio.Task[None] | None = None
 
@@ -115,7 +117,8 @@ class RunningTracker:
         await self.site.stop()
         await self.grpc.stop(grace)
         self.executor.shutdown(wait=True)
-        self.stores.close()
+        for close in self.closing:
+            close()
 
 
 async def start(
@@ -135,11 +138,20 @@ async def start(
         opening = functools.partial(open_stores, config.store, config.db_path, clock or time.time)
         stores = await loop.run_in_executor(None, opening)
     # Only an open tracker counts completions of arbitrary infohashes, so only it caps them.
-    peers = PeerStore(
+    memory = MemoryPeerStore(
         config.peer_ttl,
         clock or time.monotonic,
         max_retired=MAX_RETIRED_COUNTS if config.open_tracker else None,
     )
+    peers: PeerStore = memory
+    closing: list[Callable[[], None]] = [stores.close]
+    if config.peer_store:
+        # Shared swarms; this process's memory only answers while Redis cannot.
+        redis_peers = RedisPeerStore(
+            config.peer_store, config.peer_ttl, stores.health, memory, clock or time.time
+        )
+        peers = redis_peers
+        closing.append(redis_peers.close)
     registry = new_registry("tracker")
     metrics = TrackerMetrics(registry, peers, stores)
     policy = Policy(
@@ -176,7 +188,8 @@ async def start(
         grpc_server = await grpcserver.start(config.grpc_bind, servicers, registry)
     except BaseException:
         executor.shutdown()
-        stores.close()
+        for close in closing:
+            close()
         raise
     try:
         site = await web.start(
@@ -187,9 +200,12 @@ async def start(
     except BaseException:
         await grpc_server.stop(0)
         executor.shutdown()
-        stores.close()
+        for close in closing:
+            close()
         raise
-    running = RunningTracker(config, stores, peers, tracker, registry, grpc_server, site, executor)
+    running = RunningTracker(
+        config, stores, peers, tracker, registry, grpc_server, site, executor, closing
+    )
     every = min(60.0, config.peer_ttl / 4) if maintain_every is None else maintain_every
     if every > 0:
         running.maintenance = asyncio.create_task(running._maintain_forever(every))
