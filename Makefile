@@ -79,6 +79,7 @@ deb: venv
 # Benchmarks: they measure and print figures; they never gate CI.
 bench: venv sysdeps
 	$(PY) bench/tracker_announce.py
+	$(PY) bench/tracker_scale.py
 	$(PY) bench/seeder_hash.py
 	$(PY) bench/edge_vs_nginx.py
 

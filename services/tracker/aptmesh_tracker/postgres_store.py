@@ -1,10 +1,23 @@
 """The shared backend: the index and the lease table on PostgreSQL, for several replicas.
 
 Theory of operation. Every replica opens the same database; the database is
-the truth and each replica's memory only a cache of it (`index_store`). The
-driver is psycopg 3 with its connection pool (chosen on measurement, see
-services/tracker/README.md): the store contract is synchronous and runs in
-the app's store threads, one pool connection per thread.
+the truth and each replica's memory only a cache of it (`index_store`).
+
+The driver is psycopg 3 with its connection pool, chosen on measurement
+(PostgreSQL 15 on loopback, 3,000 operations each, one connection):
+
+    driver                 upsert of a record   select by primary key
+    psycopg 3, sync pool       10,300 /s             3,500 /s
+    psycopg 3, async pool       5,200 /s             3,600 /s
+    asyncpg 0.32                9,800 /s             4,800 /s
+
+asyncpg reads a third faster, but nothing on the announce path reads the
+database (it answers from `TrackedHashes` and the registry's view); publishes,
+lookups and registrations are thousands of times rarer than announces. So
+the store contract stays synchronous, as SQLite needs, and runs in the app's
+store threads, one pool connection each; psycopg's sync pool is the fastest
+writer of the three in that shape, and one contract keeps one conformance
+suite.
 
 Schema versions live in the table `aptmesh_schema_versions`; `migrate` runs
 at every start (and by `aptmesh tracker migrate`) inside one transaction that
