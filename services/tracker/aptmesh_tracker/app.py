@@ -39,6 +39,8 @@ from aptmesh_tracker.tracker import Policy, Tracker
 log = logs.get(__name__)
 
 Clock = Callable[[], float]
+# How long an open tracker on Redis keeps a completed count after its last completion.
+OPEN_TRACKER_COUNT_TTL = 30 * 86400
 
 
 @dataclass
@@ -148,7 +150,12 @@ async def start(
     if config.peer_store:
         # Shared swarms; this process's memory only answers while Redis cannot.
         redis_peers = RedisPeerStore(
-            config.peer_store, config.peer_ttl, stores.health, memory, clock or time.time
+            config.peer_store,
+            config.peer_ttl,
+            stores.health,
+            memory,
+            clock or time.time,
+            count_ttl=OPEN_TRACKER_COUNT_TTL if config.open_tracker else 0,
         )
         peers = redis_peers
         closing.append(redis_peers.close)

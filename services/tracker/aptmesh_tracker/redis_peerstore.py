@@ -9,7 +9,9 @@ Redis runs atomically (one round trip). Per swarm (infohash `H`):
   score the time its announce ends (now + ttl);
 - `sw:{H}:r`: the registered peers among them (offered first);
 - `sw:{H}:a:IP`: the anonymous peers of one address in this swarm;
-- `sw:{H}:d`: the completed count (BEP 48), which outlives the swarm.
+- `sw:{H}:d`: the completed count (BEP 48), which outlives the swarm (for
+  `count_ttl` after its last completion, or for ever on a tracker limited to
+  the index, which bounds the infohashes it counts).
 
 and across swarms `ad:IP` (an address's anonymous peers everywhere), `all`
 (every peer), `seeders` (every seeder) and `swarms` (each swarm's last end),
@@ -72,7 +74,7 @@ local s, l, r, asw, aad, all, seeders, swarms, d = KEYS[1], KEYS[2], KEYS[3], KE
   KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local key, now, expires, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local seeder, event, numwant = ARGV[5] == '1', ARGV[6], tonumber(ARGV[7])
-local registered, ih = ARGV[8] == '1', ARGV[9]
+local registered, ih, count_ttl = ARGV[8] == '1', ARGV[9], tonumber(ARGV[14])
 local max_asw, max_aad, max_swarm, max_total = tonumber(ARGV[10]), tonumber(ARGV[11]),
   tonumber(ARGV[12]), tonumber(ARGV[13])
 local global = ih .. key
@@ -110,7 +112,10 @@ if refused == 0 then
   end
   for _, k in ipairs({s, l, r}) do redis.call('EXPIRE', k, ttl) end
 end
-if event == 'completed' then redis.call('INCR', d) end
+if event == 'completed' then
+  redis.call('INCR', d)
+  if count_ttl > 0 then redis.call('EXPIRE', d, count_ttl) end
+end
 local first, others = {}, {}
 if numwant > 0 then
   for _, p in ipairs(redis.call('ZRANGE', r, 0, numwant)) do
@@ -159,8 +164,11 @@ class RedisPeerStore:
         per_address: int = 1_000,
         per_swarm: int = 2_000,
         total: int = 200_000,
+        count_ttl: int = 0,
     ) -> None:
-        """`fallback` answers while Redis cannot (this replica's peers only)."""
+        """`fallback` answers while Redis cannot (this replica's peers only). `count_ttl`
+        forgets a completed count that long after its last completion (0: never; an open
+        tracker, which counts any infohash, needs it to bound Redis's memory)."""
         self._redis = redis.Redis.from_url(
             url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, health_check_interval=0
         )
@@ -170,7 +178,7 @@ class RedisPeerStore:
         self._fallback = fallback
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not secrecy
-        self._bounds = (per_address_swarm, per_address, per_swarm, total)
+        self._bounds = (per_address_swarm, per_address, per_swarm, total, count_ttl)
         self._down_until = 0.0
         self._gauges = (0, 0, 0)  # swarms, seeders, peers, as of the last expire()
         self.last_refusal = ""  # the bound that refused the last announce's peer, if one did
