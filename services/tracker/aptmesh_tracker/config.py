@@ -81,7 +81,7 @@ class TrackerConfig:
         require(
             0 < self.store_refresh_interval <= 3600,
             "store_refresh_interval",
-            "must be between 0 and 3600 seconds",
+            "must be more than 0 and at most 3600 seconds",
         )
         require(":" in self.grpc_bind, "grpc_bind", "must be host:port, e.g. [::]:50051")
         require(0 <= self.http_port <= 65535, "http_port", "must be between 0 and 65535")

@@ -7,8 +7,9 @@ reason, and the tracker keeps serving. The announce path is hot: no logging
 on it, metrics children bound in advance, one allocation-light parse.
 
 `/healthz` is liveness (the process serves HTTP). `/readyz` is readiness: 503
-with the reason while a store is unreachable, so a load balancer prefers the
-replicas that can publish and register; announces are answered either way.
+naming the stores that are unreachable (the cause is in the log, as
+`store_unreachable`, never on this public port), so a load balancer prefers
+the replicas that can publish and register; announces are answered either way.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def readiness(health: StoreHealth) -> web.Response:
     problems = health.problems()
     if not problems:
         return web.Response(text="ready\n")
-    text = "".join(f"{c.value} store unreachable: {error}\n" for c, error in problems.items())
+    text = "".join(f"{c.value} store unreachable\n" for c in problems)
     return web.Response(status=503, text=text)
 
 

@@ -23,6 +23,7 @@ from aptmesh_tracker.stores import Component, StoreHealth
 log = logs.get(__name__)
 
 SERVICE_NAME = "aptmesh.v1.IndexService"
+STORE_UNAVAILABLE = "the tracker cannot reach its store now; retry later"
 MAX_URLS = 32
 MAX_URL_LENGTH = 2048
 _HEX40 = re.compile(r"[0-9a-f]{40}")
@@ -117,7 +118,8 @@ class StoreCalls:
             result = await loop.run_in_executor(self._executor, functools.partial(fn, *args))
         except StoreUnavailable as exc:
             self._health.failed(Component.INDEX, str(exc))
-            await abort(context, grpc.StatusCode.UNAVAILABLE, f"the tracker's store: {exc}")
+            # The cause (the database's address, the driver's words) stays in the log.
+            await abort(context, grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE)
         self._health.ok(Component.INDEX)
         return result
 

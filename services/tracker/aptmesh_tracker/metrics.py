@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from aptmesh_tracker.peerstore import PeerStore
@@ -56,5 +58,5 @@ class TrackerMetrics:
         )
         for component in Component:
             up.labels(store=component.value).set_function(
-                lambda c=component: float(stores.health.up(c))  # type: ignore[misc]
+                functools.partial(stores.health.up, component)
             )
