@@ -41,6 +41,7 @@ log = logs.get(__name__)
 Clock = Callable[[], float]
 # How long an open tracker on Redis keeps a completed count after its last completion.
 OPEN_TRACKER_COUNT_TTL = 30 * 86400
+PEER_THREADS = 8  # announces in flight to Redis at once, per replica
 
 
 @dataclass
@@ -147,6 +148,7 @@ async def start(
     )
     peers: PeerStore = memory
     closing: list[Callable[[], None]] = [stores.close]
+    offload: ThreadPoolExecutor | None = None
     if config.peer_store:
         # Shared swarms; this process's memory only answers while Redis cannot.
         redis_peers = RedisPeerStore(
@@ -158,7 +160,9 @@ async def start(
             count_ttl=OPEN_TRACKER_COUNT_TTL if config.open_tracker else 0,
         )
         peers = redis_peers
-        closing.append(redis_peers.close)
+        # Announces wait on Redis: threads overlap the waits instead of stalling the loop.
+        offload = ThreadPoolExecutor(max_workers=PEER_THREADS, thread_name_prefix="tracker-peers")
+        closing += [functools.partial(offload.shutdown, wait=True), redis_peers.close]
     registry = new_registry("tracker")
     metrics = TrackerMetrics(registry, peers, stores)
     policy = Policy(
@@ -200,7 +204,7 @@ async def start(
         raise
     try:
         site = await web.start(
-            http.build_app(tracker, metrics, registry, stores.health),
+            http.build_app(tracker, metrics, registry, stores.health, offload),
             config.http_host,
             config.http_port,
         )

@@ -30,9 +30,11 @@ Selection: every live registered peer first (bounded by the registry), then
 a random draw (ZRANDMEMBER: O(numwant), never O(swarm)) of the others; a
 seeder gets only leechers.
 
-Blocking: the peer store contract is synchronous (one writer, the event
-loop), so calls block the loop for one loopback or LAN round trip (about
-0.1 ms; see bench/tracker_scale.py), bounded by `TIMEOUT`. When Redis fails,
+Threads: the peer store contract is synchronous, and each call waits for one
+round trip to Redis (bounded by `TIMEOUT`), so the app runs announces against
+this store in a few threads (`app.PEER_THREADS`) that overlap those waits;
+Redis's script is the atomic step, and the in-process fallback is used under
+a lock. `expire()` runs on the event loop (one call a sweep). When Redis fails,
 the store says so in its health, answers from an in-process fallback swarm
 (peers that announced to this replica meanwhile) and does not try Redis again
 for `RETRY_AFTER` seconds, so a dead Redis costs one time-out per interval,
@@ -47,6 +49,7 @@ slots); a single primary with replicas (or Sentinel) is.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -176,12 +179,13 @@ class RedisPeerStore:
         self._ttl = ttl
         self._health = health
         self._fallback = fallback
+        self._fallback_lock = threading.Lock()  # the fallback has one writer at a time
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not secrecy
         self._bounds = (per_address_swarm, per_address, per_swarm, total, count_ttl)
         self._down_until = 0.0
         self._gauges = (0, 0, 0)  # swarms, seeders, peers, as of the last expire()
-        self.last_refusal = ""  # the bound that refused the last announce's peer, if one did
+        self.last_refusal = ""  # the bound that refused the last announce's peer (for tests)
 
     def _usable(self) -> bool:
         return time.monotonic() >= self._down_until
@@ -256,12 +260,14 @@ class RedisPeerStore:
                 return ScrapeStats(complete, incomplete, int(downloaded or 0))
             except redis.exceptions.RedisError as exc:
                 self._failed(exc)
-        return self._fallback.scrape(info_hash)
+        with self._fallback_lock:
+            return self._fallback.scrape(info_hash)
 
     def expire(self) -> int:
         """Prunes the global sets (swarm keys expire by their TTL); returns peers gone.
         Also the moment Redis is tried again after a failure, and the gauges are read."""
-        dropped = self._fallback.expire()
+        with self._fallback_lock:
+            dropped = self._fallback.expire()
         try:
             now = repr(self._clock())
             pipe = self._redis.pipeline(transaction=False)
