@@ -19,7 +19,10 @@ from aptmesh_tracker.config import SERVICE, TrackerConfig
 from aptmesh_tracker.index_store import StoreError
 from aptmesh_tracker.stores import migrate
 
-DESCRIPTION = "The aptmesh tracker: package index (gRPC), BitTorrent tracker and edge registry."
+DESCRIPTION = (
+    "The aptmesh tracker: package index (gRPC), BitTorrent tracker and edge registry. "
+    "`aptmesh tracker migrate [options]` only brings the store's schema up to date and exits."
+)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -42,6 +45,12 @@ def main(argv: Sequence[str]) -> int:
             return 1
         log.info("store_migrated", schema_version=version)
         return 0
+    if config.store and not config.peer_store:
+        log.warning(
+            "peers_not_shared",
+            reason="the index is shared (store) but swarms are in memory (no peer_store): "
+            "replicas will not see each other's peers",
+        )
     if not config.publish_token:
         log.warning("no publish token configured: publishing and edge registration are refused")
 

@@ -209,7 +209,10 @@ class RedisPeerStore:
                 return self._announce(info_hash, peer, seeder, event, numwant, registered)
             except redis.exceptions.RedisError as exc:
                 self._failed(exc)
-        return self._fallback.announce(info_hash, peer, seeder=seeder, event=event, numwant=numwant)
+        with self._fallback_lock:
+            return self._fallback.announce(
+                info_hash, peer, seeder=seeder, event=event, numwant=numwant
+            )
 
     def _announce(
         self,

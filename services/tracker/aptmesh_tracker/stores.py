@@ -59,6 +59,8 @@ class StoreHealth:
         self._lock = threading.Lock()
 
     def ok(self, component: Component) -> None:
+        if component not in self._errors:  # the common case, on every store call: no lock
+            return
         with self._lock:
             was = self._errors.pop(component, None)
         if was is not None:
