@@ -7,13 +7,14 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 from aptmesh.torrent import make_torrent
-from aptmesh_tracker import wire
+from aptmesh_tracker import sqlite_store, wire
 from aptmesh_tracker.client import TrackerClient
 from aptmesh_tracker.records import Edge
 from tests.tracker.conftest import TOKEN, make_file, record_of, wait_until
@@ -146,3 +147,16 @@ async def test_a_replica_killed_loses_no_publish_registration_or_peer(
     finally:
         two.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(two.wait(), timeout=20) == 0
+
+
+def test_migrate_brings_a_sqlite_file_to_the_schema_and_exits(tmp_path: Path) -> None:
+    db = tmp_path / "data" / "tracker.sqlite3"
+    for _ in range(2):  # and again: nothing left to do
+        done = run_cli("migrate", f"--db-path={db}")
+        assert done.returncode == 0, done.stderr
+        assert "store_migrated" in done.stderr
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_store.MIGRATIONS)
+    finally:
+        conn.close()
