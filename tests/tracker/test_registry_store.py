@@ -69,3 +69,16 @@ def test_registered_addresses_while_their_lease_lives(open_backend: Backends) ->
     assert not store.is_registered_address("10.0.0.6")
     store.refresh()
     assert store.is_registered_address("10.0.0.5")
+
+
+def test_site_and_the_last_site_read(open_backend: Backends) -> None:
+    clock = FakeClock()
+    store = open_backend(clock).registry
+    store.register(Edge("b", "http://b:3142", "west", 1), 60)
+    store.register(Edge("a", "http://a:3142", "east", 2), 60)
+    store.register(Edge("s", "", "east", 5_000_000, seed_box=True), 60)
+    site = store.site("east")
+    assert [e.id for e in site.edges] == ["a", "b"] and site.seed_upload_capacity == 5_000_000
+    clock.advance(61)
+    assert store.last_site("east") == site  # ended leases included: nobody could renew
+    assert store.site("east").edges == [] and store.last_site("east").edges == []

@@ -110,6 +110,8 @@ async def test_postgres_down_announces_go_on_and_the_tracker_recovers(
         aiohttp.ClientSession() as http,
     ):
         await client.publish(record)
+        await client.register_edge(Edge("edge-1", "http://192.0.2.1:3142", "lab"))
+        assert [e.id for e in await client.list_edges("lab")] == ["edge-1"]
         v1, _ = record.tracker_hashes()
         own_postgres.stop("immediate")
         assert await tracker.refresh() is False  # what the refresh loop does every interval
@@ -122,6 +124,10 @@ async def test_postgres_down_announces_go_on_and_the_tracker_recovers(
         other = record_of(make_torrent(make_file(tmp_path / "g", "other_1.0_all.deb", 90_000)))
         with pytest.raises(IndexUnavailable):
             await client.publish(other)
+        with pytest.raises(IndexUnavailable):
+            await client.register_edge(Edge("edge-2", "http://192.0.2.2:3142", "lab"))
+        # the edge list the registry last read, rather than none
+        assert [e.id for e in await client.list_edges("lab")] == ["edge-1"]
         own_postgres.start()
         await wait_until(tracker.refresh, within=30, what="the store back")
         assert (await readiness(http, tracker))[0] == 200

@@ -111,13 +111,20 @@ class StoreCalls:
         self._health = health
 
     async def __call__(
-        self, context: grpc.aio.ServicerContext[Any, Any], fn: Callable[..., T], *args: Any
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        fn: Callable[..., T],
+        *args: Any,
+        fallback: Callable[[], T] | None = None,
     ) -> T:
+        """`fallback` answers instead of UNAVAILABLE when the store is unreachable."""
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(self._executor, functools.partial(fn, *args))
         except StoreUnavailable as exc:
             self._health.failed(Component.INDEX, str(exc))
+            if fallback is not None:
+                return fallback()
             # The cause (the database's address, the driver's words) stays in the log.
             await abort(context, grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE)
         self._health.ok(Component.INDEX)

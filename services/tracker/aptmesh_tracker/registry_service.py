@@ -3,6 +3,7 @@ anyone lists the edges and the seed boxes' summed uplink."""
 
 from __future__ import annotations
 
+import functools
 import re
 from concurrent.futures import Executor
 from typing import Any
@@ -22,7 +23,6 @@ from aptmesh_tracker.records import (
     EDGE_ID,
     EDGE_ID_RULE,
     Edge,
-    Site,
     edge_from_proto,
     edge_to_proto,
 )
@@ -95,11 +95,14 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
         request: registry_pb2.ListEdgesRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> registry_pb2.ListEdgesResponse:
-        site = await self._call(context, self._site, request.zone)
+        zone = request.zone
+        site = await self._call(
+            context,
+            self._registry.site,
+            zone,
+            fallback=functools.partial(self._registry.last_site, zone),
+        )
         return registry_pb2.ListEdgesResponse(
             edges=[edge_to_proto(e) for e in site.edges],
             seed_upload_capacity=min(site.seed_upload_capacity, MAX_UINT64),
         )
-
-    def _site(self, zone: str) -> Site:
-        return Site(self._registry.live_edges(zone), self._registry.seed_upload_capacity())

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from aptmesh_tracker.records import Edge
+from aptmesh_tracker.records import Edge, Site
 
 Clock = Callable[[], float]
 
@@ -63,6 +63,14 @@ def summed_uplink(capacities: Iterable[int]) -> int:
             return 0
         total += capacity
     return total
+
+
+def _site(edges: Iterable[Edge], zone: str) -> Site:
+    every = list(edges)
+    return Site(
+        order_edges((e for e in every if not e.seed_box), zone),
+        summed_uplink(e.upload_capacity for e in every if e.seed_box),
+    )
 
 
 class Registry:
@@ -108,6 +116,16 @@ class Registry:
     def seed_upload_capacity(self) -> int:
         """The live seed boxes' summed uplink (`summed_uplink`)."""
         return summed_uplink(e.upload_capacity for e in self._read() if e.seed_box)
+
+    def site(self, zone: str) -> Site:
+        """What ListEdges answers, from one read of the table."""
+        return _site((e for e in self._read()), zone)
+
+    def last_site(self, zone: str) -> Site:
+        """The site as the last read of the table saw it, ended leases included (no I/O):
+        what the registry can still answer while its table is unreachable, since nobody
+        can renew then; a client falls back past an edge that is gone."""
+        return _site((edge for edge, _ in list(self._view.values())), zone)
 
     def edge_count(self) -> int:
         """How many edges (never seed boxes) have a live lease, in the last view (no I/O)."""
