@@ -37,13 +37,14 @@ Redis's script is the atomic step, and the in-process fallback is used under
 a lock. `expire()` runs on the event loop (one call a sweep). When Redis fails,
 the store says so in its health, answers from an in-process fallback swarm
 (peers that announced to this replica meanwhile) and does not try Redis again
-for `RETRY_AFTER` seconds, so a dead Redis costs one time-out per interval,
-not one per announce. Peers re-announce every interval, so the shared swarms
+for `RETRY_AFTER` seconds (or until the next sweep reaches it), so a dead
+Redis costs one time-out every `RETRY_AFTER`, not one per announce. Peers re-announce every interval, so the shared swarms
 fill again by themselves once Redis is back.
 
 Time is the wall clock (replicas compare ends written by one another);
 tests inject one. Redis Cluster is not supported (the script's keys span
-slots); a single primary with replicas (or Sentinel) is.
+slots); one primary behind one address is (failover to a replica behind that
+address, e.g. a Kubernetes Service, loses at most the swarms of one interval).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ runs; `migrate` does only that (`aptmesh tracker migrate`).
 
 `StoreHealth` is the one place that knows whether each shared store answered
 its last call; readiness and the `aptmesh_tracker_store_up` gauge read it, and
-the app's refresh loop and the servicers write it.
+the app's refresh and maintenance, the servicers and the Redis peer store
+write it.
 """
 
 from __future__ import annotations
