@@ -22,6 +22,7 @@ while a store thread writes (each update is one atomic step under the GIL).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -82,20 +83,23 @@ def merge(existing: PackageRecord | None, record: PackageRecord) -> PackageRecor
 class TrackedHashes:
     """Which infohashes the index tracks, by record: the announce path's allow-list in memory.
 
-    A record whose torrent is replaced stops tracking the old torrent's hashes."""
+    A record whose torrent is replaced stops tracking the old torrent's hashes. Writers
+    (several store threads) take the lock; readers (the event loop) do not need it."""
 
     def __init__(self) -> None:
         self._by_record: dict[str, tuple[bytes, bytes]] = {}
         self._tracked: set[bytes] = set()
+        self._lock = threading.Lock()
 
     def set(self, sha256: str, hashes: tuple[bytes, bytes]) -> None:
-        old = self._by_record.get(sha256)
-        if old == hashes:
-            return
-        self._by_record[sha256] = hashes
-        if old is not None:
-            self._tracked.difference_update(old)
-        self._tracked.update(hashes)
+        with self._lock:
+            old = self._by_record.get(sha256)
+            if old == hashes:
+                return
+            self._by_record[sha256] = hashes
+            if old is not None:
+                self._tracked.difference_update(old)
+            self._tracked.update(hashes)
 
     def __contains__(self, info_hash: bytes) -> bool:
         return info_hash in self._tracked

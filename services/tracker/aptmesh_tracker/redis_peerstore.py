@@ -38,8 +38,9 @@ a lock. `expire()` runs on the event loop (one call a sweep). When Redis fails,
 the store says so in its health, answers from an in-process fallback swarm
 (peers that announced to this replica meanwhile) and does not try Redis again
 for `RETRY_AFTER` seconds (or until the next sweep reaches it), so a dead
-Redis costs one time-out every `RETRY_AFTER`, not one per announce. Peers re-announce every interval, so the shared swarms
-fill again by themselves once Redis is back.
+Redis costs one time-out every `RETRY_AFTER`, not one per announce. Peers
+re-announce every interval, so the shared swarms fill again by themselves
+once Redis is back.
 
 Time is the wall clock (replicas compare ends written by one another);
 tests inject one. Redis Cluster is not supported (the script's keys span

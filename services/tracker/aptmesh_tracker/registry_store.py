@@ -22,6 +22,7 @@ in a store thread.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -81,6 +82,7 @@ class Registry:
         self._clock = clock
         self._view: dict[str, tuple[Edge, float]] = {}
         self._addresses: dict[str, float] = {}  # registered IP -> when its last lease ends
+        self._lock = threading.Lock()  # store threads replace the view one at a time
 
     def _set_view(self, view: dict[str, tuple[Edge, float]]) -> None:
         addresses: dict[str, float] = {}
@@ -91,14 +93,16 @@ class Registry:
 
     def _read(self) -> list[Edge]:
         leases = self._table.live(self._clock())
-        self._set_view({edge.id: (edge, expires) for edge, expires in leases})
+        with self._lock:
+            self._set_view({edge.id: (edge, expires) for edge, expires in leases})
         return [edge for edge, _ in leases]
 
     def register(self, edge: Edge, lease_seconds: float) -> float:
         """Registers or renews an edge or seed box; returns its lease's end (clock time)."""
         expires = self._clock() + lease_seconds
         self._table.put(edge, expires)
-        self._set_view({**self._view, edge.id: (edge, expires)})
+        with self._lock:
+            self._set_view({**self._view, edge.id: (edge, expires)})
         return expires
 
     def refresh(self) -> None:
