@@ -6,7 +6,8 @@ drives them with wrk over keep-alive connections: every request is an edge
 (one of N peer ids and ports) re-announcing one of T torrents, which is what
 N edges seeding T torrents each do every `interval` seconds. It prints the
 announce rate that load needs next to the rate served at saturation, wrk's
-p99 latency, and Redis's commands per announce, for:
+p99 latency, and the store load (PostgreSQL transactions per second, which
+announces do not cause, and Redis commands per announce), for:
 
 - 1 replica, swarms in memory (the embedded default),
 - 1 replica, swarms on Redis,
@@ -34,6 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import redis
 
 from aptmesh_tracker import wire
@@ -129,6 +131,15 @@ def wrk(ports: list[int], script: Path, seconds: int, connections: int) -> Serve
     return Served(rate, p99)
 
 
+def postgres_transactions(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def redis_commands(url: str) -> int:
     client = redis.Redis.from_url(url)
     try:
@@ -149,7 +160,7 @@ def main() -> int:
         raise SystemExit("wrk is needed (Debian package `wrk`: make sysdeps)")
     needed = args.edges * args.torrents / args.interval
     postgres, redis_server = PostgresServer(), RedisServer()
-    results: list[tuple[str, Served, float]] = []
+    results: list[tuple[str, Served, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         script = workdir / "announce.lua"
@@ -171,10 +182,12 @@ def main() -> int:
                 trackers = [start_tracker(workdir, store, peer_store) for _ in range(replicas)]
                 try:
                     before = redis_commands(redis_server.url())
+                    transactions = postgres_transactions(store)
                     served = wrk([p for _, p in trackers], script, args.seconds, args.connections)
                     commands = redis_commands(redis_server.url()) - before
+                    pg_rate = (postgres_transactions(store) - transactions) / args.seconds
                     per = commands / (served.rate * args.seconds) if peer_store else 0.0
-                    results.append((name, served, per))
+                    results.append((name, served, per, pg_rate))
                 finally:
                     for process, _ in trackers:
                         process.terminate()
@@ -187,11 +200,12 @@ def main() -> int:
         f" = {needed:,.0f} announces/s needed; wrk, {args.connections} connections,"
         f" {args.seconds} s per run"
     )
-    for name, served, per in results:
+    for name, served, per, pg_rate in results:
         redis_load = f", {per:.1f} Redis commands/announce" if per else ""
         print(
             f"{name:30} {served.rate:9,.0f} announces/s served ({served.rate / needed:5.1f}x"
-            f" needed), p99 {served.p99_ms:6.1f} ms{redis_load}"
+            f" needed), p99 {served.p99_ms:6.1f} ms, PostgreSQL {pg_rate:.1f} transactions/s"
+            f"{redis_load}"
         )
     return 0
 
