@@ -16,8 +16,9 @@ the event loop, so they answer from the view of the table that the last read
 left in memory: they never block, and lag another replica's registrations by
 at most one `refresh()` (the app's store refresh interval).
 
-Threads: as for the index (`index_store`): every method but `edge_count` runs
-in a store thread.
+Threads: as for the index (`index_store`): the methods that read or write the
+table run in a store thread; `edge_count`, `is_registered_address` and
+`last_site` do no I/O and may run anywhere.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def summed_uplink(capacities: Iterable[int]) -> int:
 
 
 def _site(edges: Iterable[Edge], zone: str) -> Site:
+    """The one rule of what is listed: edges (never seed boxes) in zone order, and the
+    seed boxes only as their summed uplink."""
     every = list(edges)
     return Site(
         order_edges((e for e in every if not e.seed_box), zone),
@@ -115,15 +118,15 @@ class Registry:
 
     def live_edges(self, zone: str) -> list[Edge]:
         """Edges (never seed boxes) whose lease has not ended, those in `zone` first."""
-        return order_edges((e for e in self._read() if not e.seed_box), zone)
+        return self.site(zone).edges
 
     def seed_upload_capacity(self) -> int:
         """The live seed boxes' summed uplink (`summed_uplink`)."""
-        return summed_uplink(e.upload_capacity for e in self._read() if e.seed_box)
+        return self.site("").seed_upload_capacity
 
     def site(self, zone: str) -> Site:
         """What ListEdges answers, from one read of the table."""
-        return _site((e for e in self._read()), zone)
+        return _site(self._read(), zone)
 
     def last_site(self, zone: str) -> Site:
         """The site as the last read of the table saw it, ended leases included (no I/O):
