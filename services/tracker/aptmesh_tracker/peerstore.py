@@ -25,6 +25,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aptmesh_tracker.wire import Event, Peer, ScrapeStats
 
@@ -86,7 +87,31 @@ def select_peers(
     return tuple(candidates)
 
 
-class PeerStore:
+class PeerStore(Protocol):
+    """What the tracker's logic needs from a peer store: this module's `MemoryPeerStore`,
+    or `redis_peerstore.RedisPeerStore` for several replicas."""
+
+    def announce(
+        self,
+        info_hash: bytes,
+        peer: Peer,
+        *,
+        seeder: bool,
+        event: Event,
+        numwant: int,
+        registered: bool = False,
+    ) -> AnnounceResult: ...
+
+    def scrape(self, info_hash: bytes) -> ScrapeStats: ...
+
+    def expire(self) -> int: ...
+
+    def swarm_count(self) -> int: ...
+
+    def peer_counts(self) -> tuple[int, int]: ...
+
+
+class MemoryPeerStore:
     def __init__(
         self,
         ttl: float,
@@ -114,7 +139,14 @@ class PeerStore:
         self._retired[info_hash] = swarm.downloaded
 
     def announce(
-        self, info_hash: bytes, peer: Peer, *, seeder: bool, event: Event, numwant: int
+        self,
+        info_hash: bytes,
+        peer: Peer,
+        *,
+        seeder: bool,
+        event: Event,
+        numwant: int,
+        registered: bool = False,
     ) -> AnnounceResult:
         now = self._clock()
         key = peer.peer_id + peer.address
