@@ -112,6 +112,7 @@ async def start(
             index_service.IndexServicer(
                 store, executor, token=config.publish_token, max_batch=config.max_batch
             ),
+            index_service.request_bounds(config.max_batch),
         ),
         grpcserver.Servicer(
             registry_service.SERVICE_NAME,

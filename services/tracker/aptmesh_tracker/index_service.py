@@ -7,13 +7,13 @@ import functools
 import re
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
 
 from aptmesh import logs
-from aptmesh.grpcserver import token_matches
+from aptmesh.grpcserver import abort, repeated_bytes, require_token
 from aptmesh.torrent import TorrentError, parse_torrent
 from aptmesh.v1 import index_pb2, index_pb2_grpc
 from aptmesh_tracker.records import PackageRecord, record_from_proto, record_to_proto
@@ -24,6 +24,25 @@ log = logs.get(__name__)
 SERVICE_NAME = "aptmesh.v1.IndexService"
 MAX_URLS = 32
 MAX_URL_LENGTH = 2048
+# The largest torrent a record may carry. A package's torrent holds 20 + 32 bytes per
+# piece and a piece is at least 1/1024 of the file (up to 4 MiB pieces), so up to a
+# 4 GiB file it is under 60 KiB; 1 MiB leaves room for files of some 80 GiB.
+MAX_TORRENT = 1 << 20
+# One PublishPackage request: the torrent, the URLs and the small fields.
+MAX_PUBLISH_REQUEST = MAX_TORRENT + repeated_bytes(MAX_URLS, MAX_URL_LENGTH)
+TOKEN_OPTION = "publish_token (APTMESH_TRACKER_PUBLISH_TOKEN)"
+
+
+def request_bounds(max_batch: int) -> dict[str, int]:
+    """Most bytes of one request per method (grpcserver.Servicer.max_request)."""
+    return {
+        "PublishPackage": MAX_PUBLISH_REQUEST,
+        # A hash may come in upper case or be garbage of any length; up to 64 bytes each
+        # is what a legitimate batch holds.
+        "BatchGetPackages": repeated_bytes(max_batch, 64),
+    }
+
+
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 T = TypeVar("T")
@@ -55,6 +74,8 @@ def check_record(record: PackageRecord) -> None:
         raise InvalidRecord("info_hash_v2 must be 64 lower-case hex digits (the full v2 hash)")
     if not record.name or "/" in record.name or "\0" in record.name or len(record.name) > 255:
         raise InvalidRecord(f"name must be a file's basename: {record.name[:100]!r}")
+    if len(record.torrent) > MAX_TORRENT:
+        raise InvalidRecord(f"torrent is {len(record.torrent)} bytes, at most {MAX_TORRENT}")
     if len(record.upstream_urls) > MAX_URLS:
         raise InvalidRecord(f"at most {MAX_URLS} upstream_urls per record")
     for url in record.upstream_urls:
@@ -78,28 +99,6 @@ def check_record(record: PackageRecord) -> None:
         raise InvalidRecord("record and torrent disagree: " + "; ".join(disagree))
 
 
-async def abort(
-    context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, text: str
-) -> NoReturn:
-    await context.abort(code, text)
-    raise AssertionError("unreachable: abort raises")
-
-
-async def require_token(
-    context: grpc.aio.ServicerContext[Any, Any], token: str, action: str
-) -> None:
-    if not token:
-        await abort(
-            context,
-            grpc.StatusCode.UNAUTHENTICATED,
-            f"{action} is disabled: the tracker has no publish token configured",
-        )
-    if not token_matches(context, token):
-        await abort(
-            context, grpc.StatusCode.UNAUTHENTICATED, f"{action} needs a valid bearer token"
-        )
-
-
 class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     def __init__(self, store: Store, executor: Executor, *, token: str, max_batch: int) -> None:
         """`executor` is the store's single writer thread."""
@@ -117,7 +116,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         request: index_pb2.PublishPackageRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> index_pb2.PublishPackageResponse:
-        await require_token(context, self._token, "publishing")
+        await require_token(context, self._token, "publishing", option=TOKEN_OPTION)
         if not request.HasField("record"):
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "record is missing")
         record = record_from_proto(request.record)

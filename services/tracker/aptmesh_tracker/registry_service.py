@@ -12,8 +12,9 @@ from typing import Any
 import grpc
 
 from aptmesh import logs
+from aptmesh.grpcserver import abort, require_token
 from aptmesh.v1 import registry_pb2, registry_pb2_grpc
-from aptmesh_tracker.index_service import InvalidRecord, abort, check_url, require_token
+from aptmesh_tracker.index_service import TOKEN_OPTION, InvalidRecord, check_url
 from aptmesh_tracker.records import (
     EDGE_ID,
     EDGE_ID_RULE,
@@ -60,7 +61,9 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
     ) -> registry_pb2.RegisterEdgeResponse:
         edge = edge_from_proto(request.edge)
         article = "a" if edge.seed_box else "an"
-        await require_token(context, self._token, f"registering {article} {edge.kind}")
+        await require_token(
+            context, self._token, f"registering {article} {edge.kind}", option=TOKEN_OPTION
+        )
         try:
             check_edge(edge)
         except InvalidRecord as exc:
