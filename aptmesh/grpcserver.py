@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
-
-from google.protobuf.message import DecodeError
 
 from aptmesh import logs
 from aptmesh.metrics import GrpcServerMetrics
@@ -90,12 +89,14 @@ class _RequestBounds(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming or handler.response_streaming:
-            return handler  # health's Watch and reflection: the global bound holds
+        if handler is None or handler.unary_unary is None:
+            return handler  # health's Watch and reflection stream: the global bound holds
         method = handler_call_details.method
         limit = self._limits.get(method, DEFAULT_MAX_REQUEST)
         parse = handler.request_deserializer
@@ -116,7 +117,7 @@ class _RequestBounds(grpc.aio.ServerInterceptor):
             if isinstance(request, _Refused):
                 _refused(method=method, code=request.code.name, detail=request.text)
                 await abort(context, request.code, request.text)
-            return await inner(request, context)
+            return await inner(request, context)  # type: ignore[arg-type] # aio passes aio
 
         return grpc.unary_unary_rpc_method_handler(
             behavior, request_deserializer=bounded, response_serializer=handler.response_serializer

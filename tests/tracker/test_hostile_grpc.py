@@ -50,13 +50,15 @@ async def test_four_concurrent_oversized_batches_do_not_grow_the_tracker(tmp_pat
 async def test_batches_over_their_bounds_are_refused(
     tmp_path: Path, sha256s: list[str], code: grpc.StatusCode
 ) -> None:
-    async with tracker_process(tmp_path / "t.sqlite3") as tracker:
-        async with grpc.aio.insecure_channel(tracker.grpc_target) as channel:
-            stub = index_pb2_grpc.IndexServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.BatchGetPackages(
-                    index_pb2.BatchGetPackagesRequest(sha256s=sha256s), timeout=10
-                )
+    async with (
+        tracker_process(tmp_path / "t.sqlite3") as tracker,
+        grpc.aio.insecure_channel(tracker.grpc_target) as channel,
+    ):
+        stub = index_pb2_grpc.IndexServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.BatchGetPackages(
+                index_pb2.BatchGetPackagesRequest(sha256s=sha256s), timeout=10
+            )
     assert caught.value.code() == code
 
 
@@ -71,20 +73,24 @@ async def test_a_huge_bencoded_integer_in_a_torrent_is_invalid_argument(tmp_path
         piece_length=65536,
         torrent=torrent,
     )
-    async with tracker_process(
-        tmp_path / "t.sqlite3", env={"APTMESH_TRACKER_PUBLISH_TOKEN": TOKEN}
-    ) as tracker:
-        async with grpc.aio.insecure_channel(tracker.grpc_target) as channel:
-            stub = index_pb2_grpc.IndexServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.PublishPackage(
-                    index_pb2.PublishPackageRequest(record=record),
-                    metadata=(("authorization", f"Bearer {TOKEN}"),),
-                    timeout=10,
-                )
-            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            # Bytes that are no protobuf at all: INVALID_ARGUMENT, not INTERNAL.
-            raw = channel.unary_unary("/aptmesh.v1.IndexService/GetPackage")
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await raw(b"\xff\xff\xff\xff", timeout=10)
-            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    async with (
+        tracker_process(
+            tmp_path / "t.sqlite3", env={"APTMESH_TRACKER_PUBLISH_TOKEN": TOKEN}
+        ) as tracker,
+        grpc.aio.insecure_channel(tracker.grpc_target) as channel,
+    ):
+        stub = index_pb2_grpc.IndexServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.PublishPackage(
+                index_pb2.PublishPackageRequest(record=record),
+                metadata=(("authorization", f"Bearer {TOKEN}"),),
+                timeout=10,
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # Bytes that are no protobuf at all: INVALID_ARGUMENT, not INTERNAL.
+        raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/aptmesh.v1.IndexService/GetPackage"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await raw(b"\xff\xff\xff\xff", timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

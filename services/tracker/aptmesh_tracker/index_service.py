@@ -30,7 +30,7 @@ MAX_URL_LENGTH = 2048
 MAX_TORRENT = 1 << 20
 # One PublishPackage request: the torrent, the URLs and the small fields.
 MAX_PUBLISH_REQUEST = MAX_TORRENT + repeated_bytes(MAX_URLS, MAX_URL_LENGTH)
-TOKEN_OPTION = "publish_token (APTMESH_TRACKER_PUBLISH_TOKEN)"
+TOKEN_OPTION = "publish_token (APTMESH_TRACKER_PUBLISH_TOKEN)"  # noqa: S105 - a name
 
 
 def request_bounds(max_batch: int) -> dict[str, int]:
