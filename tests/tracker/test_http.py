@@ -135,7 +135,7 @@ async def test_numwant_is_bounded(
     for n in range(tracker.config.numwant_max + 20):
         tracker.peers.announce(
             v1,
-            wire.Peer(b"%020d" % n, wire.compact_address("10.1.0.1", 1000 + n)),
+            wire.Peer(b"%020d" % n, wire.compact_address(f"10.1.{n // 250}.{n % 250}", 1000 + n)),
             seeder=False,
             event="started",
             numwant=0,
@@ -227,11 +227,11 @@ def test_peers6_for_ipv6_clients(tmp_path: Path) -> None:
     """The logic hands IPv6 peers out in `peers6` (no IPv6 socket needed to prove it)."""
     from aptmesh.metrics import new_registry
     from aptmesh_tracker.metrics import TrackerMetrics
-    from aptmesh_tracker.peerstore import PeerStore
+    from aptmesh_tracker.peerstore import MemoryPeerStore
     from aptmesh_tracker.store import MemoryStore
     from aptmesh_tracker.tracker import Policy, Tracker
 
-    peers = PeerStore(60, FakeClock())
+    peers = MemoryPeerStore(60, FakeClock())
     store = MemoryStore()
     logic = Tracker(
         peers, None, Policy(30, 5, 50, 200), TrackerMetrics(new_registry("t"), peers, store)

@@ -22,7 +22,7 @@ from aptmesh.v1 import index_pb2_grpc, registry_pb2_grpc
 from aptmesh_tracker import http, index_service, registry_service
 from aptmesh_tracker.config import TrackerConfig
 from aptmesh_tracker.metrics import TrackerMetrics
-from aptmesh_tracker.peerstore import MAX_RETIRED_COUNTS, PeerStore
+from aptmesh_tracker.peerstore import MAX_RETIRED_COUNTS, MemoryPeerStore, PeerStore
 from aptmesh_tracker.store import SqliteStore, Store
 from aptmesh_tracker.tracker import Policy, Tracker
 
@@ -93,17 +93,25 @@ async def start(
     """
     store = store or SqliteStore(config.db_path, clock or time.time)
     # Only an open tracker counts completions of arbitrary infohashes, so only it caps them.
-    peers = PeerStore(
+    limits = config.peer_limits()
+    peers = MemoryPeerStore(
         config.peer_ttl,
         clock or time.monotonic,
         max_retired=MAX_RETIRED_COUNTS if config.open_tracker else None,
+        limits=limits,
     )
     registry = new_registry("tracker")
-    metrics = TrackerMetrics(registry, peers, store)
+    metrics = TrackerMetrics(registry, peers, store, limits)
     policy = Policy(
         config.announce_interval, config.min_interval, config.numwant_default, config.numwant_max
     )
-    tracker = Tracker(peers, None if config.open_tracker else store.is_tracked, policy, metrics)
+    tracker = Tracker(
+        peers,
+        None if config.open_tracker else store.is_tracked,
+        policy,
+        metrics,
+        is_registered=store.is_registered_address,
+    )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker-store")
     servicers = [
         grpcserver.Servicer(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from aptmesh.config import option, require
+from aptmesh_tracker.peerstore import PeerLimits
 
 SERVICE = "tracker"
 
@@ -40,6 +41,21 @@ class TrackerConfig:
     )
     numwant_default: int = option(50, "peers returned when a client does not say how many")
     numwant_max: int = option(200, "most peers returned to one announce, whatever numwant says")
+    max_peers_per_address_swarm: int = option(
+        8,
+        "most peers one IP address has in one swarm (registered edges and seed boxes "
+        "excepted); more are answered but not stored",
+    )
+    max_peers_per_address: int = option(
+        1000, "most peers one IP address has in all swarms (registered ones excepted)"
+    )
+    max_peers_per_swarm: int = option(
+        2000, "most anonymous peers in one swarm (registered edges and seed boxes excepted)"
+    )
+    max_peers: int = option(
+        200_000,
+        "most anonymous peers in all swarms: about 400 bytes each, so 80 MB at the default",
+    )
     open_tracker: bool = option(
         False, "track any infohash; false tracks only the torrents in the index"
     )
@@ -72,3 +88,18 @@ class TrackerConfig:
         )
         require(self.edge_lease_seconds >= 1, "edge_lease_seconds", "must be at least 1 second")
         require(1 <= self.max_batch <= 100_000, "max_batch", "must be between 1 and 100000")
+        for name in (
+            "max_peers_per_address_swarm",
+            "max_peers_per_address",
+            "max_peers_per_swarm",
+            "max_peers",
+        ):
+            require(getattr(self, name) >= 1, name, "must be at least 1")
+
+    def peer_limits(self) -> PeerLimits:
+        return PeerLimits(
+            per_address_swarm=self.max_peers_per_address_swarm,
+            per_address=self.max_peers_per_address,
+            per_swarm=self.max_peers_per_swarm,
+            total=self.max_peers,
+        )

@@ -60,6 +60,9 @@ class Edge:
     zone: str = ""
     upload_capacity: int = 0  # BitTorrent uplink in bytes per second; 0: unknown
     seed_box: bool = False
+    # The IP the registration came from, as the registry saw it (never what the caller
+    # says): the tracker offers peers announcing from it first. '' when unknown.
+    address: str = ""
 
     @property
     def kind(self) -> str:

@@ -4,6 +4,7 @@ anyone lists the edges and the seed boxes' summed uplink."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import re
 from concurrent.futures import Executor
@@ -24,6 +25,7 @@ from aptmesh_tracker.records import (
     edge_to_proto,
 )
 from aptmesh_tracker.store import Store
+from aptmesh_tracker.wire import grpc_peer_ip
 
 log = logs.get(__name__)
 
@@ -68,6 +70,7 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
             check_edge(edge)
         except InvalidRecord as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        edge = dataclasses.replace(edge, address=grpc_peer_ip(context.peer() or ""))
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(
             self._executor, functools.partial(self._store.register_edge, edge, self._lease)

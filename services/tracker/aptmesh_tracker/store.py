@@ -61,6 +61,11 @@ class Store(Protocol):
         """Edges (never seed boxes) whose lease has not ended, those in `zone` first."""
         ...
 
+    def is_registered_address(self, ip: str) -> bool:
+        """True while a live registration came from `ip` (Edge.address); called on every
+        announce, so it answers from memory."""
+        ...
+
     def edge_count(self) -> int:
         """How many edges (never seed boxes) have a live lease."""
         ...
@@ -115,10 +120,15 @@ class EdgeLeases:
 
     def __init__(self, clock: Clock, leases: Iterable[tuple[Edge, float]] = ()) -> None:
         self._clock = clock
-        self._edges = {edge.id: (edge, expires) for edge, expires in leases}
+        self._edges: dict[str, tuple[Edge, float]] = {}
+        self._addresses: dict[str, float] = {}  # registered IP -> when its last lease ends
+        for edge, expires in leases:
+            self.put(edge, expires)
 
     def put(self, edge: Edge, expires: float) -> None:
         self._edges[edge.id] = (edge, expires)
+        if edge.address:
+            self._addresses[edge.address] = max(expires, self._addresses.get(edge.address, 0.0))
 
     def _live(self) -> list[Edge]:
         now = self._clock()
@@ -127,6 +137,10 @@ class EdgeLeases:
     def live(self, zone: str) -> list[Edge]:
         """Live edges, never seed boxes."""
         return order_edges((e for e in self._live() if not e.seed_box), zone)
+
+    def is_registered_address(self, ip: str) -> bool:
+        """True while a live registration (edge or seed box) came from `ip`."""
+        return self._addresses.get(ip, 0.0) > self._clock()
 
     def count(self) -> int:
         """How many edges (not seed boxes) are live."""
@@ -140,6 +154,8 @@ class EdgeLeases:
         gone = [edge_id for edge_id, (_, exp) in list(self._edges.items()) if exp <= now]
         for edge_id in gone:
             del self._edges[edge_id]
+        for ip in [ip for ip, exp in self._addresses.items() if exp <= now]:
+            del self._addresses[ip]
         return len(gone)
 
 
@@ -180,6 +196,9 @@ class MemoryStore:
     def live_edges(self, zone: str) -> list[Edge]:
         return self._edges.live(zone)
 
+    def is_registered_address(self, ip: str) -> bool:
+        return self._edges.is_registered_address(ip)
+
     def edge_count(self) -> int:
         return self._edges.count()
 
@@ -210,7 +229,8 @@ CREATE TABLE IF NOT EXISTS edges (
     zone TEXT NOT NULL,
     expires REAL NOT NULL,
     upload_capacity INTEGER NOT NULL DEFAULT 0,
-    seed_box INTEGER NOT NULL DEFAULT 0
+    seed_box INTEGER NOT NULL DEFAULT 0,
+    address TEXT NOT NULL DEFAULT ''
 );
 """
 _COLUMNS = "sha256, size, name, info_hash_v1, info_hash_v2, piece_length, torrent, upstream_urls"
@@ -229,6 +249,8 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE edges ADD COLUMN upload_capacity INTEGER NOT NULL DEFAULT 0")
     if "seed_box" not in edge_columns:
         db.execute("ALTER TABLE edges ADD COLUMN seed_box INTEGER NOT NULL DEFAULT 0")
+    if "address" not in edge_columns:
+        db.execute("ALTER TABLE edges ADD COLUMN address TEXT NOT NULL DEFAULT ''")
 
 
 def _record(row: tuple[str, int, str, str, str, int, bytes, str]) -> PackageRecord:
@@ -249,7 +271,7 @@ class SqliteStore:
             _add_missing_columns(self._db)
             rows = self._db.execute("SELECT info_hash_v1, info_hash_v2 FROM packages").fetchall()
             edges = self._db.execute(
-                "SELECT id, url, zone, upload_capacity, seed_box, expires FROM edges"
+                "SELECT id, url, zone, upload_capacity, seed_box, address, expires FROM edges"
             ).fetchall()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"opening the tracker database {path}: {exc}") from None
@@ -261,8 +283,8 @@ class SqliteStore:
         self._edges = EdgeLeases(
             clock,
             (
-                (Edge(edge_id, url, zone, capacity, bool(seed_box)), exp)
-                for edge_id, url, zone, capacity, seed_box, exp in edges
+                (Edge(edge_id, url, zone, capacity, bool(seed_box), address), exp)
+                for edge_id, url, zone, capacity, seed_box, address, exp in edges
             ),
         )
 
@@ -321,15 +343,27 @@ class SqliteStore:
     def register_edge(self, edge: Edge, lease_seconds: float) -> float:
         expires = self._clock() + lease_seconds
         self._db.execute(
-            "INSERT OR REPLACE INTO edges (id, url, zone, upload_capacity, seed_box, expires)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (edge.id, edge.url, edge.zone, edge.upload_capacity, int(edge.seed_box), expires),
+            "INSERT OR REPLACE INTO edges"
+            " (id, url, zone, upload_capacity, seed_box, address, expires)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                edge.id,
+                edge.url,
+                edge.zone,
+                edge.upload_capacity,
+                int(edge.seed_box),
+                edge.address,
+                expires,
+            ),
         )
         self._edges.put(edge, expires)
         return expires
 
     def live_edges(self, zone: str) -> list[Edge]:
         return self._edges.live(zone)
+
+    def is_registered_address(self, ip: str) -> bool:
+        return self._edges.is_registered_address(ip)
 
     def edge_count(self) -> int:
         return self._edges.count()
