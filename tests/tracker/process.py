@@ -20,6 +20,7 @@ class TrackerProcess:
     process: asyncio.subprocess.Process
     grpc_target: str
     http_url: str
+    log: list[dict[str, object]]  # every JSON line it has written to stderr since it started
 
     def memory(self) -> tuple[int, int]:
         """(resident bytes now, peak resident bytes) from /proc (VmRSS, VmHWM)."""
@@ -35,9 +36,12 @@ def rss(pid: int) -> tuple[int, int]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
+async def _drain(stream: asyncio.StreamReader, into: list[dict[str, object]]) -> None:
+    while line := await stream.readline():
+        try:
+            into.append(json.loads(line))
+        except ValueError:
+            into.append({"event": "not json", "line": line.decode(errors="replace")})
 
 
 @contextlib.asynccontextmanager
@@ -65,9 +69,10 @@ async def tracker_process(
             event = json.loads(line)
             if event["event"] in ("tracker started", "tracker_started"):
                 break
-        drain = asyncio.create_task(_drain(process.stderr))
+        log: list[dict[str, object]] = []
+        drain = asyncio.create_task(_drain(process.stderr, log))
         announce = str(event["announce_url"])
-        yield TrackerProcess(process, str(event["grpc_target"]), announce.rsplit("/", 1)[0])
+        yield TrackerProcess(process, str(event["grpc_target"]), announce.rsplit("/", 1)[0], log)
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)

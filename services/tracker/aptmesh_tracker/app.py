@@ -137,8 +137,15 @@ async def start(
         store.close()
         raise
     try:
+        frontend = http.Frontend(tracker, metrics)
         site = await web.start(
-            http.build_app(tracker, metrics, registry), config.http_host, config.http_port
+            http.build_app(frontend, registry),
+            config.http_host,
+            config.http_port,
+            limits=web.ServerLimits(
+                head_timeout=config.http_head_timeout, body_timeout=config.http_body_timeout
+            ),
+            bad_request=frontend.bad_request,
         )
     except BaseException:
         await grpc_server.stop(0)

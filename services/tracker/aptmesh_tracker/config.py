@@ -19,6 +19,14 @@ class TrackerConfig:
     )
     http_host: str = option("0.0.0.0", "address of the BitTorrent HTTP tracker and /metrics")
     http_port: int = option(6969, "port of /announce, /scrape, /metrics, /healthz (0 = free)")
+    http_head_timeout: float = option(
+        15.0,
+        "seconds an HTTP connection has to send a complete request head, and may stay "
+        "idle between requests; then it is closed",
+    )
+    http_body_timeout: float = option(
+        5.0, "seconds spent reading and discarding a request body (the tracker reads none)"
+    )
     db_path: Path = option(
         Path("aptmesh-tracker.sqlite3"),
         "SQLite file holding the index and edge registry; its directory must be writable",
@@ -69,6 +77,8 @@ class TrackerConfig:
     def __post_init__(self) -> None:
         require(":" in self.grpc_bind, "grpc_bind", "must be host:port, e.g. [::]:50051")
         require(0 <= self.http_port <= 65535, "http_port", "must be between 0 and 65535")
+        require(self.http_head_timeout > 0, "http_head_timeout", "must be above 0 seconds")
+        require(self.http_body_timeout > 0, "http_body_timeout", "must be above 0 seconds")
         require(self.announce_interval >= 1, "announce_interval", "must be at least 1 second")
         require(
             0 <= self.min_interval <= self.announce_interval,

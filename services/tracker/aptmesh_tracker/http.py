@@ -2,9 +2,11 @@
 
 Every route is parse, call the logic, write. A request the client got wrong is
 answered with HTTP 200 and a bencoded `failure reason` (what BitTorrent
-clients expect); any other failure is logged and answered with a generic
-reason, and the tracker keeps serving. The announce path is hot: no logging
-on it, metrics children bound in advance, one allocation-light parse.
+clients expect), and so is one aiohttp's own parser refuses (`bad_request`,
+e.g. a request line over the limit); each is one rate-limited warning line.
+Any other failure is logged and answered with a generic reason, and the
+tracker keeps serving. The announce path is hot: metrics children bound in
+advance, one allocation-light parse, and logging only through the rate limit.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from aptmesh_tracker.wire import (
 )
 
 log = logs.get(__name__)
+_refused = logs.RateLimitedWarning(log, "tracker_request_refused")
 
 # Request bodies are never read; a client that sends one gets 413 past this.
 MAX_BODY = 1024
@@ -37,9 +40,17 @@ class Frontend:
         self._tracker = tracker
         self._metrics = metrics
 
-    def _refuse(self, exc: TrackerRequestError) -> web.Response:
+    def _refuse(self, exc: TrackerRequestError, request: web.Request) -> web.Response:
         self._metrics.bad_requests[exc.reason].inc()
+        _refused(reason=exc.reason, remote=request.remote, detail=str(exc))
         return web.Response(body=encode_failure(str(exc)), content_type="text/plain")
+
+    def bad_request(self, status: int, reason: str) -> web.StreamResponse:
+        """What aiohttp's parser refused (aptmesh.web logs it): a failure reason too."""
+        self._metrics.bad_requests["http"].inc()
+        return web.Response(
+            body=encode_failure(f"bad HTTP request: {reason}"), content_type="text/plain"
+        )
 
     def _crash(self, route: str) -> web.Response:
         self._metrics.bad_requests["internal"].inc()
@@ -55,7 +66,7 @@ class Frontend:
             response = self._tracker.announce(parsed, ip)
             body = encode_announce(response, parsed.compact)
         except TrackerRequestError as exc:
-            return self._refuse(exc)
+            return self._refuse(exc, request)
         except Exception:
             return self._crash("announce")
         return web.Response(body=body, content_type="text/plain")
@@ -66,7 +77,7 @@ class Frontend:
                 self._tracker.scrape(parse_scrape(request.raw_path.partition("?")[2]))
             )
         except TrackerRequestError as exc:
-            return self._refuse(exc)
+            return self._refuse(exc, request)
         except Exception:
             return self._crash("scrape")
         return web.Response(body=body, content_type="text/plain")
@@ -76,12 +87,9 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
-def build_app(
-    tracker: Tracker, metrics: TrackerMetrics, registry: CollectorRegistry
-) -> web.Application:
+def build_app(frontend: Frontend, registry: CollectorRegistry) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[REGISTRY_KEY] = registry
-    frontend = Frontend(tracker, metrics)
     app.router.add_get("/announce", frontend.announce)
     app.router.add_get("/scrape", frontend.scrape)
     app.router.add_get("/metrics", metrics_handler)

@@ -38,6 +38,7 @@ Reason = Literal[
     "missing",
     "untracked",
     "scrape",
+    "http",
     "internal",
 ]
 REASONS: tuple[Reason, ...] = get_args(Reason)
@@ -237,7 +238,9 @@ def parse_announce(query: str) -> AnnounceRequest:
 def parse_scrape(query: str) -> ScrapeRequest:
     """Parses the query string of `GET /scrape?info_hash=...&info_hash=...`."""
     if len(query) > MAX_SCRAPE_QUERY:
-        raise TrackerRequestError("too_large", "request too large")
+        raise TrackerRequestError(
+            "too_large", f"request too large: scrape takes at most {MAX_SCRAPE_HASHES} info_hash"
+        )
     hashes: list[bytes] = []
     for part in query.split("&"):
         key, _, value = part.partition("=")
