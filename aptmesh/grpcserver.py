@@ -182,7 +182,7 @@ async def start(
 
 
 def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """Call metadata carrying a publish token."""
+    """Call metadata carrying a bearer token (publish or admin)."""
     return (("authorization", f"Bearer {token}"),)
 
 

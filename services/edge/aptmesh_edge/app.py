@@ -22,7 +22,7 @@ from aptmesh.v1 import edge_pb2_grpc
 from aptmesh_edge.cache import BlobStore, IndexStore, PathIndex
 from aptmesh_edge.config import EdgeConfig
 from aptmesh_edge.files import FileService
-from aptmesh_edge.grpcapi import SERVICE_NAME, EdgeServicer
+from aptmesh_edge.grpcapi import REQUEST_BOUNDS, SERVICE_NAME, EdgeServicer
 from aptmesh_edge.http import EdgeHttp
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.site import EdgeInfo, SiteFetch
@@ -160,12 +160,17 @@ class Edge:
         self._site = await web.start(
             self.http.server(), self.config.http_host, self.config.http_port
         )
-        servicer = EdgeServicer(self.files, self.blobs, self.upstreams)
+        servicer = EdgeServicer(
+            self.files, self.blobs, self.upstreams, admin_token=self.config.admin_token
+        )
         self._grpc = await grpcserver.start(
             self.config.grpc_bind,
             [
                 grpcserver.Servicer(
-                    SERVICE_NAME, edge_pb2_grpc.add_EdgeServiceServicer_to_server, servicer
+                    SERVICE_NAME,
+                    edge_pb2_grpc.add_EdgeServiceServicer_to_server,
+                    servicer,
+                    REQUEST_BOUNDS,
                 )
             ],
             self.metrics.registry,
