@@ -2,7 +2,9 @@
 
 Starts a real `aptmesh tracker` process on loopback (an indexed torrent, a
 registered seed box announcing from 127.0.0.1), floods one infohash with
-distinct peer_id/port pairs from another loopback address (127.0.0.9), and
+distinct peer_id/port pairs from another loopback address (127.0.0.9; with
+`--sources N`, from N addresses 127.0.1.1 and on, to reach the per-swarm and
+total bounds instead of the per-address ones), and
 prints the tracker's resident memory before, at its peak and after, next to
 the configured peer bounds, plus how many leecher answers held the seed box.
 A figure to track, never a timed test: `python -m bench.hostile_load [--count N]`.
@@ -119,7 +121,19 @@ async def seed_box_announces(grpc_target: str, token: str, announce_url: str, ih
     return port
 
 
-async def run(count: int, extra: Sequence[str]) -> int:
+async def flood_from(announce_url: str, info_hash: bytes, count: int, sources: int) -> int:
+    """`flood` from one address, or split over `sources` addresses at once."""
+    if sources <= 1:
+        return await flood(announce_url, info_hash, count)
+    share = -(-count // sources)
+    parts = [
+        flood(announce_url, info_hash, share, source=f"127.0.{1 + i // 250}.{1 + i % 250}")
+        for i in range(sources)
+    ]
+    return sum(await asyncio.gather(*parts))
+
+
+async def run(count: int, sources: int, extra: Sequence[str]) -> int:
     from tests.tracker.process import tracker_process  # the same process the tests start
 
     token = "bench-token"  # noqa: S105 - a throw-away token for a loopback tracker
@@ -135,7 +149,7 @@ async def run(count: int, extra: Sequence[str]) -> int:
             port = await seed_box_announces(tracker.grpc_target, token, announce, ih)
             before, _ = tracker.memory()
             leecher = Leecher(announce, ih)
-            flooding = asyncio.create_task(flood(announce, ih, count))
+            flooding = asyncio.create_task(flood_from(announce, ih, count, sources))
             answers = with_seed = 0
             while not flooding.done():
                 got = await leecher.peers(answers)
@@ -161,11 +175,12 @@ async def run(count: int, extra: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=50_000, help="fake peers to announce")
+    parser.add_argument("--sources", type=int, default=1, help="addresses the flood comes from")
     parser.add_argument(
         "tracker_args", nargs="*", help="extra `aptmesh tracker` flags, e.g. --max-peers=1000"
     )
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.count, args.tracker_args))
+    return asyncio.run(run(args.count, args.sources, args.tracker_args))
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ class TrackerConfig:
     )
     max_peers: int = option(
         200_000,
-        "most anonymous peers in all swarms: about 400 bytes each, so 80 MB at the default",
+        "most anonymous peers in all swarms: about 550 bytes each, so 110 MB at the default",
     )
     open_tracker: bool = option(
         False, "track any infohash; false tracks only the torrents in the index"
