@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from aptmesh_tracker.client import TrackerClient
 from bench.hostile_load import Leecher, flood, indexed_record, seed_box_announces
@@ -15,13 +16,23 @@ from tests.tracker.process import tracker_process
 MIB = 1 << 20
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),  # the defaults: the flood's address keeps 8 peers in the swarm
+        # No per-address bound: thousands of fake peers stored, and still the registered
+        # seed box is in every answer (registered peers are offered first).
+        ("--max-peers-per-address-swarm=100000", "--max-peers-per-address=100000"),
+    ],
+    ids=["default-bounds", "flood-stored"],
+)
 async def test_a_peer_flood_neither_buries_the_seed_box_nor_grows_the_tracker(
-    tmp_path: Path,
+    tmp_path: Path, args: tuple[str, ...]
 ) -> None:
     record = indexed_record(tmp_path)
     ih = bytes.fromhex(record.info_hash_v1)
     async with tracker_process(
-        tmp_path / "t.sqlite3", env={"APTMESH_TRACKER_PUBLISH_TOKEN": TOKEN}
+        tmp_path / "t.sqlite3", *args, env={"APTMESH_TRACKER_PUBLISH_TOKEN": TOKEN}
     ) as tracker:
         async with TrackerClient(tracker.grpc_target, token=TOKEN) as client:
             await client.publish(record)
@@ -38,12 +49,17 @@ async def test_a_peer_flood_neither_buries_the_seed_box_nor_grows_the_tracker(
         async with aiohttp.ClientSession() as session:
             metrics = await (await session.get(tracker.http_url + "/metrics")).text()
     assert all(("127.0.0.1", port) in got for got in answers), answers
-    assert all(len([p for p in got if p[0] == "127.0.0.9"]) <= 8 for got in answers)
     assert peak - before < 20 * MIB, (before, peak, after)
+    stored = [line for line in metrics.splitlines() if line.startswith("aptmesh_tracker_peers{")]
     refused = [
         line for line in metrics.splitlines() if line.startswith("aptmesh_tracker_refused_peers")
     ]
-    assert any('limit="address_swarm"' in line and not line.endswith(" 0.0") for line in refused)
+    if args:
+        assert sum(float(line.split()[-1]) for line in stored) > 1000, stored
+        assert len(answers[-1]) == 20  # a full answer from a big swarm, seed box among them
+    else:
+        assert all(len([p for p in got if p[0] == "127.0.0.9"]) <= 8 for got in answers)
+        assert any('"address_swarm"' in line and not line.endswith(" 0.0") for line in refused)
 
 
 async def exchange(url: str, data: bytes, deadline: float = 10.0) -> bytes:

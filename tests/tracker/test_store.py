@@ -120,6 +120,26 @@ def test_seed_boxes_have_leases_but_are_never_listed_as_edges(new_store: Factory
     assert store.expire_edges() == 2
 
 
+def test_registered_addresses_live_as_long_as_their_leases(
+    new_store: Factory, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    store = new_store(clock)
+    store.register_edge(Edge("e", "http://e:3142", "z", address="10.0.0.1"), 60)
+    store.register_edge(Edge("s", "", "z", seed_box=True, address="10.0.0.2"), 120)
+    assert store.is_registered_address("10.0.0.1") and store.is_registered_address("10.0.0.2")
+    assert not store.is_registered_address("10.0.0.3") and not store.is_registered_address("")
+    clock.advance(61)
+    assert not store.is_registered_address("10.0.0.1")
+    store.expire_edges()
+    assert store.is_registered_address("10.0.0.2")
+    if isinstance(store, SqliteStore):  # and a restart remembers them
+        store.close()
+        again = SqliteStore(tmp_path / "s.db", clock)
+        assert again.is_registered_address("10.0.0.2")
+        again.close()
+
+
 def test_summed_uplink() -> None:
     assert summed_uplink([]) == 0
     assert summed_uplink([3, 4]) == 7
