@@ -68,20 +68,26 @@ class _BoundedHandler(RequestHandler):
     def __init__(self, *args: Any, bad_request: BadRequest, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._bad_request = bad_request
-        self._closing = False  # a request that said `Connection: close` has been parsed
+        # The body of the request that said `Connection: close`, once one has.
+        self._last_body: Any = None
 
     def data_received(self, data: bytes) -> None:
         # Feed the parser one request head at a time (any split of a byte stream is as
-        # good as another to it), and stop after a head that asks to close.
-        while data and not self._closing:
+        # good as another to it): aiohttp drops every request of a chunk in which it
+        # meets junk, the good one before the junk too. Once a request that asked to
+        # close has all its body, what follows is ignored.
+        while data:
+            if self._last_body is not None and self._last_body.is_eof():
+                return
             end = data.find(b"\r\n\r\n")
             cut = len(data) if end < 0 else end + 4
             before = len(self._messages)
             super().data_received(data[:cut])
             data = data[cut:]
             if len(self._messages) > before:
-                message = self._messages[-1][0]
-                self._closing = bool(getattr(message, "should_close", False))
+                message, body = self._messages[-1]
+                if getattr(message, "should_close", False):
+                    self._last_body = body
 
     def handle_error(
         self,
