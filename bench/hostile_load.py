@@ -7,6 +7,11 @@ distinct peer_id/port pairs from another loopback address (127.0.0.9; with
 total bounds instead of the per-address ones), and
 prints the tracker's resident memory before, at its peak and after, next to
 the configured peer bounds, plus how many leecher answers held the seed box.
+With `--edge`, it also starts a real `aptmesh edge` process before a signed
+repository built here and asks it for one cached small file `--count` times,
+each with a distinct long query string (junk that must not mint cache
+entries), printing the edge's memory the same way.
+
 A figure to track, never a timed test: `python -m bench.hostile_load [--count N]`.
 
 `flood()` and `Leecher` are what tests/tracker/test_hostile_http.py drives too.
@@ -172,15 +177,90 @@ async def run(count: int, sources: int, extra: Sequence[str]) -> int:
     return 0 if with_seed == answers else 1
 
 
+async def edge_junk_keys(count: int, extra: Sequence[str]) -> None:
+    """The edge half: one cached small file asked for with `count` distinct query strings."""
+    import json
+    import os
+    import signal
+
+    from aptmesh.debrepo import SigningKey, build_repo
+    from tests.tracker.process import APTMESH, rss
+
+    with tempfile.TemporaryDirectory() as tmp:
+        key = SigningKey.generate(Path(tmp) / "gnupg")
+        repo = build_repo(Path(tmp) / "repo" / "debian", key, mutable=False)
+        repo.server.start()
+        process = await asyncio.create_subprocess_exec(
+            APTMESH,
+            "edge",
+            "--http-host=127.0.0.1",
+            "--http-port=0",
+            "--grpc-bind=127.0.0.1:0",
+            "--listen-port=0",
+            f"--cache-dir={tmp}/edge",
+            f"--upstreams=deb.example.org=http://127.0.0.1:{repo.server.port}",
+            f"--keyring={repo.keyring}",
+            *extra,
+            env=dict(os.environ),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stderr is not None
+        try:
+            while True:
+                line = await asyncio.wait_for(process.stderr.readline(), timeout=60)
+                if not line:
+                    raise SystemExit("the edge exited before it started")
+                event = json.loads(line)
+                if event.get("event") == "edge_started":
+                    break
+            drain = asyncio.create_task(process.stderr.read())
+            small = repo.package("aptmesh-tiny").filename
+            url = f"{event['http']}/deb.example.org/debian/{small}"
+            async with aiohttp.ClientSession() as session:
+                async with session.get(url) as response:  # cached once, honestly
+                    await response.read()
+                before, _ = rss(process.pid)
+                queue: asyncio.Queue[int] = asyncio.Queue()
+                for n in range(count):
+                    queue.put_nowait(n)
+
+                async def worker() -> None:
+                    while not queue.empty():
+                        n = queue.get_nowait()
+                        junk = f"?junk={n}-" + "x" * 2000
+                        async with session.get(url + junk) as response:
+                            await response.read()
+
+                started = time.monotonic()
+                await asyncio.gather(*(worker() for _ in range(8)))
+                seconds = time.monotonic() - started
+            after, peak = rss(process.pid)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), timeout=30)
+            repo.close()
+            key.close()
+        drain.cancel()
+    print(f"edge: {count} junk-query requests for one cached file in {seconds:.1f} s")
+    print(f"edge RSS: before {before / MIB:.1f} MiB, peak {peak / MIB:.1f} MiB, after ", end="")
+    print(f"{after / MIB:.1f} MiB (growth {(peak - before) / MIB:.1f} MiB)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=50_000, help="fake peers to announce")
     parser.add_argument("--sources", type=int, default=1, help="addresses the flood comes from")
     parser.add_argument(
+        "--edge", action="store_true", help="also the junk-query load against a real edge"
+    )
+    parser.add_argument(
         "tracker_args", nargs="*", help="extra `aptmesh tracker` flags, e.g. --max-peers=1000"
     )
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.count, args.sources, args.tracker_args))
+    status = asyncio.run(run(args.count, args.sources, args.tracker_args))
+    if args.edge:
+        asyncio.run(edge_junk_keys(args.count, ()))
+    return status
 
 
 if __name__ == "__main__":
