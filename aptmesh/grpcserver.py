@@ -16,7 +16,9 @@ Bounds (an outsider can call any method before any token is checked):
   before protobuf parses it (RESOURCE_EXHAUSTED too). So a batch count is
   checked by size before a single element is parsed.
 - Bytes that do not parse as the method's request are INVALID_ARGUMENT, not
-  the INTERNAL gRPC would say; each rejection is a rate-limited warning line.
+  the INTERNAL gRPC would say. Every refusal that is the caller's fault and
+  goes through `abort` (these, bad arguments, missing tokens) is one
+  rate-limited warning line without a traceback.
 - At most `MAX_CONCURRENT_RPCS` calls run at once (more get
   RESOURCE_EXHAUSTED), so what the server holds for requests is at most that
   many times the largest bound.
@@ -115,8 +117,7 @@ class _RequestBounds(grpc.aio.ServerInterceptor):
 
         async def behavior(request: object, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if isinstance(request, _Refused):
-                _refused(method=method, code=request.code.name, detail=request.text)
-                await abort(context, request.code, request.text)
+                await abort(context, request.code, request.text, method=method)
             return await inner(request, context)  # type: ignore[arg-type] # aio passes aio
 
         return grpc.unary_unary_rpc_method_handler(
@@ -196,9 +197,25 @@ def token_matches(context: grpc.aio.ServicerContext[Any, Any], expected: str) ->
     return False
 
 
+# Codes that say the caller got it wrong: logged as rate-limited warnings, no traceback.
+_CALLERS_FAULT = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
 async def abort(
-    context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, text: str
+    context: grpc.aio.ServicerContext[Any, Any],
+    code: grpc.StatusCode,
+    text: str,
+    *,
+    method: str = "",
 ) -> NoReturn:
+    """Ends the call with `code`; a refusal that is the caller's fault is also one
+    rate-limited warning line (`grpc_request_refused`)."""
+    if code in _CALLERS_FAULT:
+        _refused(method=method, code=code.name, detail=text[:200])
     await context.abort(code, text)
     raise AssertionError("unreachable: abort raises")
 

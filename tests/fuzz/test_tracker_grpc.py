@@ -69,6 +69,7 @@ def channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.Channel]:
     asyncio.run_coroutine_threadsafe(started[0].stop(0), loop).result(30)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(30)
+    loop.close()
 
 
 def call(channel: grpc.Channel, method: str, payload: bytes) -> grpc.StatusCode:
