@@ -1,8 +1,14 @@
-"""Swarms in memory: counts, selection, expiry on an injected clock."""
+"""The PeerStore contract: counts, bounds, selection, expiry on an injected clock.
+
+One suite for every implementation: `new_peers` makes a store of each kind in its
+params (only the in-memory one today); a new backend adds itself there.
+"""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -11,20 +17,33 @@ from aptmesh_tracker.peerstore import (
     Limit,
     MemoryPeerStore,
     PeerLimits,
+    PeerStore,
 )
 from aptmesh_tracker.wire import Peer, ScrapeStats, compact_address
 from tests.tracker.conftest import FakeClock
 
 IH = b"i" * 20
 
+Factory = Callable[..., PeerStore]
+
+
+@pytest.fixture(params=["memory"])
+def new_peers(request: pytest.FixtureRequest) -> Factory:
+    """`new_peers(ttl=, clock=, rng=, max_retired=, limits=)`: an empty store of one kind."""
+
+    def factory(**options: Any) -> PeerStore:
+        return MemoryPeerStore(**options)
+
+    return factory
+
 
 def peer(n: int, ip: str = "10.0.0.1") -> Peer:
     return Peer(b"%020d" % n, compact_address(ip, 6000 + n))
 
 
-def test_counts_and_events() -> None:
+def test_counts_and_events(new_peers: Factory) -> None:
     clock = FakeClock()
-    store = MemoryPeerStore(ttl=60, clock=clock)
+    store = new_peers(ttl=60, clock=clock)
     store.announce(IH, peer(1), seeder=True, event="started", numwant=50)
     result = store.announce(IH, peer(2), seeder=False, event="started", numwant=50)
     assert (result.complete, result.incomplete) == (1, 1)
@@ -39,9 +58,9 @@ def test_counts_and_events() -> None:
     assert store.swarm_count() == 0
 
 
-def test_completed_count_outlives_the_swarm_but_its_peers_do_not() -> None:
+def test_completed_count_outlives_the_swarm_but_its_peers_do_not(new_peers: Factory) -> None:
     clock = FakeClock()
-    store = MemoryPeerStore(ttl=60, clock=clock)
+    store = new_peers(ttl=60, clock=clock)
     store.announce(IH, peer(1), seeder=True, event="completed", numwant=0)
     store.announce(IH, peer(1), seeder=True, event="stopped", numwant=0)
     assert (store.swarm_count(), store.peer_counts()) == (0, (0, 0))
@@ -59,13 +78,13 @@ def test_completed_count_outlives_the_swarm_but_its_peers_do_not() -> None:
     assert store.scrape(b"n" * 20) == ScrapeStats(0, 0, 0)
 
 
-def completed_then_gone(store: MemoryPeerStore, info_hash: bytes) -> None:
+def completed_then_gone(store: PeerStore, info_hash: bytes) -> None:
     store.announce(info_hash, peer(1), seeder=True, event="completed", numwant=0)
     store.announce(info_hash, peer(1), seeder=True, event="stopped", numwant=0)
 
 
-def test_retired_counts_are_capped_oldest_out() -> None:
-    store = MemoryPeerStore(ttl=60, clock=FakeClock(), max_retired=2)
+def test_retired_counts_are_capped_oldest_out(new_peers: Factory) -> None:
+    store = new_peers(ttl=60, clock=FakeClock(), max_retired=2)
     a, b, c = b"a" * 20, b"b" * 20, b"c" * 20
     completed_then_gone(store, a)
     completed_then_gone(store, b)
@@ -77,21 +96,21 @@ def test_retired_counts_are_capped_oldest_out() -> None:
     completed_then_gone(store, b)
     completed_then_gone(store, IH)
     assert [store.scrape(h).downloaded for h in (a, b, c, IH)] == [2, 1, 0, 1]
-    off = MemoryPeerStore(ttl=60, clock=FakeClock(), max_retired=0)
+    off = new_peers(ttl=60, clock=FakeClock(), max_retired=0)
     completed_then_gone(off, a)
     assert off.scrape(a) == ScrapeStats(0, 0, 0)
 
 
-def test_retired_counts_uncapped_when_the_index_bounds_them() -> None:
-    store = MemoryPeerStore(ttl=60, clock=FakeClock(), max_retired=None)
+def test_retired_counts_uncapped_when_the_index_bounds_them(new_peers: Factory) -> None:
+    store = new_peers(ttl=60, clock=FakeClock(), max_retired=None)
     hashes = [b"%020d" % n for n in range(MAX_RETIRED_COUNTS + 1)]
     for info_hash in hashes:
         completed_then_gone(store, info_hash)
     assert store.scrape(hashes[0]).downloaded == 1
 
 
-def test_same_peer_id_from_another_address_is_another_peer() -> None:
-    store = MemoryPeerStore(ttl=60, clock=FakeClock())
+def test_same_peer_id_from_another_address_is_another_peer(new_peers: Factory) -> None:
+    store = new_peers(ttl=60, clock=FakeClock())
     store.announce(IH, peer(1, "10.0.0.1"), seeder=False, event="none", numwant=0)
     store.announce(
         IH,
@@ -103,9 +122,9 @@ def test_same_peer_id_from_another_address_is_another_peer() -> None:
     assert store.scrape(IH).incomplete == 1
 
 
-def test_silent_peers_expire() -> None:
+def test_silent_peers_expire(new_peers: Factory) -> None:
     clock = FakeClock()
-    store = MemoryPeerStore(ttl=60, clock=clock)
+    store = new_peers(ttl=60, clock=clock)
     store.announce(IH, peer(1), seeder=True, event="started", numwant=0)
     clock.advance(30)
     store.announce(IH, peer(2), seeder=False, event="started", numwant=0)
@@ -118,8 +137,8 @@ def test_silent_peers_expire() -> None:
     assert store.swarm_count() == 0
 
 
-def test_selection_is_bounded_and_a_uniform_sample() -> None:
-    store = MemoryPeerStore(ttl=60, clock=FakeClock(), rng=random.Random(1))
+def test_selection_is_bounded_and_a_uniform_sample(new_peers: Factory) -> None:
+    store = new_peers(ttl=60, clock=FakeClock(), rng=random.Random(1))
     for n in range(100):
         store.announce(IH, peer(n, f"10.0.{n}.1"), seeder=False, event="none", numwant=0)
     me = peer(999, "10.9.9.9")
@@ -137,8 +156,8 @@ def test_selection_is_bounded_and_a_uniform_sample() -> None:
 LIMITS = PeerLimits(per_address_swarm=3, per_address=5, per_swarm=10, total=20)
 
 
-def test_anonymous_peers_are_bounded_per_address_per_swarm_and_in_total() -> None:
-    store = MemoryPeerStore(ttl=60, clock=FakeClock(), limits=LIMITS)
+def test_anonymous_peers_are_bounded_per_address_per_swarm_and_in_total(new_peers: Factory) -> None:
+    store = new_peers(ttl=60, clock=FakeClock(), limits=LIMITS)
 
     def add(info_hash: bytes, n: int, ip: str) -> Limit | None:
         return store.announce(info_hash, peer(n, ip), seeder=False, event="none", numwant=5).refused
@@ -161,8 +180,10 @@ def test_anonymous_peers_are_bounded_per_address_per_swarm_and_in_total() -> Non
 
 
 @pytest.mark.parametrize("seeding", [False, True])
-def test_registered_peers_are_offered_first_whatever_a_flood_stores(seeding: bool) -> None:
-    store = MemoryPeerStore(ttl=60, clock=FakeClock(), limits=PeerLimits(per_address_swarm=10**6))
+def test_registered_peers_are_offered_first_whatever_a_flood_stores(
+    new_peers: Factory, seeding: bool
+) -> None:
+    store = new_peers(ttl=60, clock=FakeClock(), limits=PeerLimits(per_address_swarm=10**6))
     seed_box = peer(1, "10.0.0.2")
     edge = peer(2, "10.0.0.3")
     store.announce(IH, seed_box, seeder=True, event="started", numwant=0, registered=True)
