@@ -13,8 +13,8 @@ Theory of operation.
   line is ignored), compacted at start-up; records whose blob is gone are
   dropped.
 - Blobs are bounded by `max_bytes`, least recently used first, except pinned
-  ones (pins persist in `pins.json`; at most `MAX_PINS`). Small blobs are also kept in a bounded
-  in-memory tier, because serving a 60 KB file from memory is ~8x cheaper
+  ones (pins persist in `pins.json`; at most `MAX_PINS`). Small blobs are also
+  kept in a bounded in-memory tier, because serving a 60 KB file from memory is ~8x cheaper
   than from a file (the reference notes' measurement).
 - Index files (volatile, named by URL path) live in `IndexStore` with their
   upstream validators (Last-Modified, ETag) and fetch time. They are not
