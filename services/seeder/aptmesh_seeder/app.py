@@ -282,7 +282,7 @@ async def start(
     seeder = build(config, clock=clock, publisher=publisher)
     try:
         seeder.box.restore()
-        servicer = service.SeederServicer(seeder.box)
+        servicer = service.SeederServicer(seeder.box, admin_token=config.admin_token)
         grpc_server = await grpcserver.start(
             config.grpc_bind,
             [
