@@ -67,7 +67,7 @@ async def tracker_process(
             line = await asyncio.wait_for(process.stderr.readline(), timeout=30)
             assert line, "the tracker exited before it started"
             event = json.loads(line)
-            if event["event"] in ("tracker started", "tracker_started"):
+            if event["event"] == "tracker_started":
                 break
         log: list[dict[str, object]] = []
         drain = asyncio.create_task(_drain(process.stderr, log))

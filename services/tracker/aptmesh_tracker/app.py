@@ -88,8 +88,13 @@ class RunningTracker:
 
     async def refresh(self) -> bool:
         """Catches up with the shared store (periodically, or when a test says so); whether
-        the store answered."""
-        return await self._in_store(self._refresh_stores)
+        the store answered. The gRPC health of the index and registry services follows: NOT
+        SERVING while their store is unreachable (readiness), SERVING again when it answers."""
+        answered = await self._in_store(self._refresh_stores)
+        serving = self.stores.health.up(Component.INDEX)
+        for name in (index_service.SERVICE_NAME, registry_service.SERVICE_NAME):
+            await self.grpc.set_serving(name, serving)
+        return answered
 
     def _refresh_stores(self) -> None:
         self.stores.index.refresh()

@@ -78,7 +78,7 @@ class Frontend:
 
     def _crash(self, route: str) -> web.Response:
         self._metrics.bad_requests["internal"].inc()
-        log.exception("tracker request failed", route=route)
+        log.exception("request_failed", route=route)
         return web.Response(body=_INTERNAL, content_type="text/plain")
 
     async def announce(self, request: web.Request) -> web.Response:

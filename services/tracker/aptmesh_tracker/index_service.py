@@ -160,7 +160,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         created = await self._call(context, self._store.put, record)
         log.info(
-            "package published",
+            "package_published",
             sha256=record.sha256,
             name=record.name,
             info_hash_v1=record.info_hash_v1,

@@ -82,7 +82,7 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
         if (edge.id, edge.seed_box) not in self._seen:
             self._seen.add((edge.id, edge.seed_box))
             log.info(
-                f"{edge.kind} registered",
+                "seed_box_registered" if edge.seed_box else "edge_registered",
                 edge_id=edge.id,
                 url=edge.url,
                 zone=edge.zone,
