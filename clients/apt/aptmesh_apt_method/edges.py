@@ -176,6 +176,17 @@ def write_cache(path: str, entry: CacheEntry) -> None:
         raise
 
 
+def forget(config: MeshConfig, url: str) -> None:
+    """Drops `url` from the cached choice (an edge found dead mid-run); raises OSError."""
+    if config.cache_file is None or config.cache_seconds <= 0:
+        return
+    entry = read_cache(config.cache_file)
+    if entry is None or all(edge.url != url for edge in entry.edges):
+        return
+    kept = tuple(edge for edge in entry.edges if edge.url != url)
+    write_cache(config.cache_file, CacheEntry(entry.key, entry.created, kept))
+
+
 # --- network I/O ---------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ RUNTIME_MODULES = (
     "__main__.py",
     "config.py",
     "edges.py",
+    "fetch.py",
     "main.py",
     "message.py",
     "method.py",

@@ -13,15 +13,24 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 
 from aptmesh_apt_method.message import Message, MessageError, Parser, clean_line
+
+_SEND_LOCK = threading.Lock()  # the fetch workers send too: one whole message at a time
 
 
 def _send(message: Message) -> None:
     data = message.encode()
-    while data:
-        written = os.write(1, data)
-        data = data[written:]
+    with _SEND_LOCK:
+        while data:
+            written = os.write(1, data)
+            data = data[written:]
+
+
+def _send_from_worker(message: Message) -> None:
+    with contextlib.suppress(OSError):  # apt went away: nobody is left to tell
+        _send(message)
 
 
 def _method_name(argv0: str) -> str:
@@ -38,13 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from aptmesh_apt_method.method import Method
 
-        method = Method(name=_method_name(args[0] if args else ""))
+        method = Method(name=_method_name(args[0] if args else ""), emit=_send_from_worker)
         _send(method.capabilities())
         parser = Parser()
         stdin = sys.stdin.buffer
         while True:
             line = stdin.readline()
             if not line:
+                method.close()  # apt closed stdin: finish what it asked for
                 return 0
             try:
                 message = parser.feed(line)
