@@ -12,6 +12,9 @@ use for `tor+http` / `tor`. Every option:
   Acquire::mesh::Discover       also use the live edge list an edge serves at
                                 /_aptmesh/edges (default true).
   Acquire::mesh::Probe-Timeout  seconds a health probe may take (default 0.5).
+                                All of discovery takes at most 5 times this
+                                (2.5 s): the longest apt's first request
+                                waits, whatever an edge does.
   Acquire::mesh::Delivery       "fetch" (default): the method downloads from
                                 the edges itself and hands apt only the
                                 mirror; "redirect": 103 Redirect to the edge
