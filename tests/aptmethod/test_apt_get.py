@@ -10,6 +10,8 @@ is what made apt hang (issue 15) while the method redirected to a dead edge.
 from __future__ import annotations
 
 import hashlib
+import os
+import pwd
 import subprocess
 import time
 from collections.abc import Iterator
@@ -125,3 +127,57 @@ def test_only_edge_killed_apt_get_completes_from_the_mirror(
     assert result.stderr == ""
     assert "Ign:" not in result.stdout
     assert_downloaded(env, many)
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A scratch directory the sandbox user can reach (pytest's own are root's, mode 700)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="aptmesh-sandbox-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start apt's sandbox")
+def test_the_method_drops_to_apt_sandbox_user_and_caches_as_it(
+    method_path: Path, many: DebRepo, live_edge: Running, open_dir: Path
+) -> None:
+    """Issue 18: like apt's own methods the method runs as _apt; its cache is _apt's."""
+    apt_user = pwd.getpwnam("_apt")
+    env = mesh_env(open_dir, many, method_path, [live_edge.url])
+    env.settings["APT::Sandbox::User"] = "_apt"
+    Path(env.env["APT_CONFIG"]).write_text(
+        "".join(f'{k} "{v}";\n' for k, v in env.settings.items())
+    )
+    env.options[env.options.index("APT::Sandbox::User=root")] = "APT::Sandbox::User=_apt"
+    keyring = open_dir / "archive-keyring.gpg"  # gpgv runs as _apt too
+    keyring.write_bytes(many.keyring.read_bytes())
+    keyring.chmod(0o644)
+    sources = env.root / "etc/apt/sources.list"
+    sources.write_text(sources.read_text().replace(str(many.keyring), str(keyring)))
+    for path in [env.root, *env.root.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o755)
+    update = env.run("apt-get", "update")
+    assert update.stderr == "", update.stderr  # no "unsandboxed" notice: _apt could reach it all
+    os.chown(env.root, apt_user.pw_uid, apt_user.pw_gid)  # apt-get download writes here
+
+    result = download(env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""
+    assert_downloaded(env, many)
+    cache = env.root / "var/lib/apt/aptmesh/mesh-edges.json"
+    assert cache.stat().st_uid == apt_user.pw_uid  # written after the drop
+    assert (cache.parent.stat().st_uid, cache.parent.stat().st_mode & 0o777) == (
+        apt_user.pw_uid,
+        0o755,
+    )
+    assert not (env.root / "var/lib/apt/mesh-edges.json").exists()
+    entry = read_cache(str(cache))
+    assert entry is not None and [e.url for e in entry.edges] == [live_edge.url]

@@ -44,7 +44,12 @@ def exchange(method_path: Path, tmp_path: Path, edges: str, *items: str) -> list
     """Configures the method, asks for the .deb and InRelease, returns every reply."""
     with MethodProcess([str(method_path)]) as method:
         method.receive()
-        config = [f"Acquire::mesh::Edges={edges}", f"Dir::State={tmp_path}", *items]
+        config = [
+            f"Acquire::mesh::Edges={edges}",
+            f"Dir::State={tmp_path}",
+            "APT::Sandbox::User=root",  # as apt sends it when the sandbox user has no access
+            *items,
+        ]
         method.send(
             b"601 Configuration\n"
             + b"".join(f"Config-Item: {item}\n".encode() for item in config)

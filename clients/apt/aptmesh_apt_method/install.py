@@ -33,6 +33,7 @@ RUNTIME_MODULES = (
     "main.py",
     "message.py",
     "method.py",
+    "privileges.py",
     "uris.py",
 )
 METHOD_NAMES = ("mesh+http", "mesh+https")

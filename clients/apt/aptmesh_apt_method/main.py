@@ -46,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         from aptmesh_apt_method.method import Method
+        from aptmesh_apt_method.privileges import settle
 
-        method = Method(name=_method_name(args[0] if args else ""), emit=_send_from_worker)
+        method = Method(
+            name=_method_name(args[0] if args else ""), emit=_send_from_worker, settle=settle
+        )
         _send(method.capabilities())
         parser = Parser()
         stdin = sys.stdin.buffer

@@ -21,6 +21,7 @@ calling the injected `resolve`.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -33,6 +34,8 @@ from aptmesh_apt_method.uris import UriError, parse_mesh_uri, redirect_targets
 
 VERSION = "aptmesh 0.1"
 
+# settle(config items, Dir::State) -> the cache file: drops root (privileges.settle).
+Settle = Callable[["dict[str, str]", "str | None"], "str | None"]
 # resolve(config, log) -> healthy edge base URLs, best first.
 Resolver = Callable[[configmod.MeshConfig, Callable[[str], None]], "list[str]"]
 
@@ -58,6 +61,7 @@ class Method:
         stderr: Callable[[str], None] | None = None,
         emit: Callable[[Message], None] | None = None,
         forget: Callable[[configmod.MeshConfig, str], None] = default_forget,
+        settle: Settle | None = None,
     ) -> None:
         self.name = name
         self.config = configmod.MeshConfig()
@@ -72,6 +76,7 @@ class Method:
         self._kept: list[Message] = []
         self._lock = threading.Lock()  # guards _edges and _kept against the workers
         self._forget = forget
+        self._settle = settle
         self._fetcher: Fetcher | None = None
 
     def capabilities(self) -> Message:
@@ -125,6 +130,12 @@ class Method:
     def _configure(self, message: Message) -> None:
         items = configmod.items_from_message(message.get_all("Config-Item"))
         self.config = configmod.from_items(items, self.name)
+        if self._settle is not None:  # may raise PrivilegeError: never go on as root
+            # Everything is imported first: after the drop the code may be unreadable.
+            import aptmesh_apt_method.edges  # noqa: F401
+
+            cache_file = self._settle(items, configmod.state_dir(items))
+            self.config = dataclasses.replace(self.config, cache_file=cache_file)
         self._edges = None
         for warning in self.config.warnings:
             self.warn(warning)
