@@ -27,6 +27,7 @@ PRIVATE_PACKAGE = "aptmesh_apt_method"
 RUNTIME_MODULES = (
     "__init__.py",
     "__main__.py",
+    "capabilities.py",
     "config.py",
     "edges.py",
     "fetch.py",

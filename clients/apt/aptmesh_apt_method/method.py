@@ -28,11 +28,10 @@ import time
 from collections.abc import Callable
 
 from aptmesh_apt_method import config as configmod
+from aptmesh_apt_method.capabilities import CAPABILITIES, VERSION  # noqa: F401 (re-export)
 from aptmesh_apt_method.fetch import Fetcher, Job
-from aptmesh_apt_method.message import Message, clean_line, make
+from aptmesh_apt_method.message import Message, clean_line, make, parse
 from aptmesh_apt_method.uris import UriError, parse_mesh_uri, redirect_targets
-
-VERSION = "aptmesh 0.1"
 
 # settle(config items, Dir::State) -> the cache file: drops root (privileges.settle).
 Settle = Callable[["dict[str, str]", "str | None"], "str | None"]
@@ -80,15 +79,8 @@ class Method:
         self._fetcher: Fetcher | None = None
 
     def capabilities(self) -> Message:
-        return make(
-            100,
-            "Capabilities",
-            ("Version", VERSION),
-            ("Single-Instance", "true"),
-            ("Pipeline", "true"),
-            ("Send-Config", "true"),
-            ("Send-URI-Encoded", "true"),
-        )
+        [message] = parse(CAPABILITIES)
+        return message
 
     def handle(self, message: Message) -> list[Message]:
         """The messages to send in answer to `message` (maybe none)."""
