@@ -14,7 +14,10 @@
 #      --build-arg BASE_IMAGE=aptmesh-base:local and --pull=false.
 #
 # Usage: deploy/docker/build.sh            (as root; `make images` runs it)
-# Environment: PYTHON (default .venv/bin/python), APTMESH_REBUILD_BASE=1,
+#        deploy/docker/build.sh wheels     (step 4 only, any user: the wheels the
+#                                           aptmesh-peer Debian package installs)
+# Environment: PYTHON (default .venv/bin/python), APTMESH_REBUILD_BASE=1, WHEELS (default
+#              dist/wheels), WORK (default build/docker),
 #              DOCKERD_TIMEOUT (seconds, default 60).
 set -euo pipefail
 
@@ -26,14 +29,16 @@ BASE_IMAGE=aptmesh-base:local
 SERVICES=(tracker seeder edge)
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 UV=${UV:-$ROOT/.venv/bin/uv}
-WORK=$ROOT/build/docker
-WHEELS=$ROOT/dist/wheels
+WORK=${WORK:-$ROOT/build/docker}
+WHEELS=${WHEELS:-$ROOT/dist/wheels}
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' aptmesh/__init__.py)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and starts dockerd)"
+MODE=${1:-images}
+case $MODE in images | wheels) ;; *) die "unknown mode $MODE (images or wheels)" ;; esac
+[ "$MODE" = wheels ] || [ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and starts dockerd)"
 [ -n "$VERSION" ] || die "cannot read __version__ from aptmesh/__init__.py"
 [ -x "$PYTHON" ] || die "$PYTHON not found: run 'make venv' first"
 mkdir -p "$WORK"
@@ -160,6 +165,10 @@ build_images() {
     docker image ls --filter 'reference=aptmesh-*' >&2
 }
 
+if [ "$MODE" = wheels ]; then
+    build_wheels
+    exit 0
+fi
 install_missing docker.io debootstrap
 start_dockerd
 build_base
