@@ -150,6 +150,7 @@ def test_the_peer_runs_from_its_private_environment_wherever_it_is_unpacked(
             [
                 str(prefix / "bin/python3"),
                 "-I",
+                "-B",
                 "-c",
                 "import sys, libtorrent, grpc, aiohttp; print(sys.prefix)",
             ],
