@@ -16,6 +16,8 @@
 # Usage: deploy/docker/build.sh            (as root; `make images` runs it)
 #        deploy/docker/build.sh wheels     (step 4 only, any user: the wheels the
 #                                           aptmesh-peer Debian package installs)
+#        deploy/docker/build.sh base       (steps 1-3 only: the base image the
+#                                           package tests install the .debs in)
 # Environment: PYTHON (default .venv/bin/python), APTMESH_REBUILD_BASE=1, WHEELS (default
 #              dist/wheels), WORK (default build/docker),
 #              DOCKERD_TIMEOUT (seconds, default 60).
@@ -37,7 +39,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
 
 MODE=${1:-images}
-case $MODE in images | wheels) ;; *) die "unknown mode $MODE (images or wheels)" ;; esac
+case $MODE in images | wheels | base) ;; *) die "unknown mode $MODE (images, wheels or base)" ;; esac
 [ "$MODE" = wheels ] || [ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and starts dockerd)"
 [ -n "$VERSION" ] || die "cannot read __version__ from aptmesh/__init__.py"
 [ -x "$PYTHON" ] || die "$PYTHON not found: run 'make venv' first"
@@ -172,6 +174,9 @@ fi
 install_missing docker.io debootstrap
 start_dockerd
 build_base
+if [ "$MODE" = base ]; then
+    exit 0
+fi
 build_wheels
 build_images
 say "done: ${SERVICES[*]/#/aptmesh-} tagged $VERSION"
