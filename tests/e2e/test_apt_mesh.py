@@ -20,6 +20,7 @@ import pytest
 
 from aptmesh.debrepo import DebRepo
 from aptmesh.testing import free_port
+from aptmesh_edge.decisions import FallbackReason
 from tests.e2e.conftest import (
     APTMESH,
     DEADLINE,
@@ -46,14 +47,7 @@ from tests.e2e.conftest import (
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(name="e2e-mesh")]
 
 NAMES = ("aptmesh-huge", "aptmesh-large", "aptmesh-medium", "aptmesh-tiny")
-SWARM_FALLBACK_REASONS = (
-    "no_torrent",
-    "tracker_unreachable",
-    "no_peers",
-    "swarm_stalled",
-    "swarm_error",
-    "verification_failed",
-)
+SWARM_FALLBACK_REASONS = tuple(r.value for r in FallbackReason.swarm_failures())
 
 
 def get_lines(stdout: str) -> list[str]:
