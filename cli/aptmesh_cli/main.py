@@ -15,7 +15,7 @@ SUBCOMMANDS = {
     "seeder": ("aptmesh_seeder.main", "seed box: watch repositories and seed their packages"),
     "edge": ("aptmesh_edge.main", "apt-facing cache that fetches large packages from the swarm"),
     "peer": (
-        "aptmesh_peer.main",
+        "aptmesh_cli.peer",
         "this machine's peer: apt on loopback, sharing within the user's limits",
     ),
     "up": ("aptmesh_cli.up", "run a whole mesh (tracker, seeder, edge) on this machine"),

@@ -65,7 +65,7 @@ def test_a_home_peer_joins_the_public_swarm_under_its_cap() -> None:
     settings = plan.libtorrent_settings()
     assert settings["enable_dht"] is True
     assert settings["upload_rate_limit"] == 512 * 1024
-    assert settings["unchoke_slots_limit"] > 0
+    assert settings["unchoke_slots_limit"] == 8
     assert settings["enable_upnp"] is False  # port mapping is opt-in
     mapped = swarm_plan(Limits(participation=Participation.CONTRIBUTE, port_mapping=True))
     assert mapped.libtorrent_settings()["enable_natpmp"] is True

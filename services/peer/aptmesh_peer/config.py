@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from aptmesh.aptsources import DEFAULT_KEYRING
 from aptmesh.config import option, require
 from aptmesh.logs import LogFormat
 from aptmesh_peer.policy import (
@@ -62,7 +63,20 @@ class PeerConfig:
     )
     http_port: int = option(3142, "loopback HTTP port apt uses (0 picks a free port)")
     listen_port: int = option(6881, "BitTorrent listen port when taking part (0: a free port)")
-    edges: tuple[str, ...] = option((), "the site's edges to fetch through (URLs), if any")
+    edges: tuple[str, ...] = option(
+        (), "the site's edges to fetch through first (URLs, path-prefix form), if any"
+    )
+    upstreams: tuple[str, ...] = option(
+        (), "upstream archives served (scheme://host[:port]; none: this machine's apt sources)"
+    )
+    keyring: Path = option(DEFAULT_KEYRING, "OpenPGP keyring that verifies the upstreams")
+    tracker_grpc: str = option(
+        "", "host:port of a tracker's gRPC server; BitTorrent needs one (empty: none)"
+    )
+    tracker_announce: str = option("", "the tracker's announce URL put in torrents")
+    cache_max_bytes: int = option(
+        2 * 1024**3, "size limit of the peer's own cache of package files", size=True
+    )
     state_dir: Path = option(
         Path("/var/lib/aptmesh/peer"), "state: upload accounting, torrents' resume data"
     )
@@ -77,6 +91,7 @@ class PeerConfig:
     def __post_init__(self) -> None:
         require(0 <= self.http_port <= 65535, "http_port", "must be between 0 and 65535")
         require(0 <= self.listen_port <= 65535, "listen_port", "must be between 0 and 65535")
+        require(self.cache_max_bytes > 0, "cache_max_bytes", "must be positive")
         for name in ("upload_rate_limit", "daily_upload_budget", "monthly_upload_budget"):
             require(getattr(self, name) >= 0, name, "must not be negative")
         require(self.share_ratio >= 0, "share_ratio", "must not be negative")

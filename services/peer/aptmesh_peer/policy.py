@@ -145,7 +145,7 @@ class SwarmPlan:
     uploads: bool  # False: unchoke nobody
     allowed_ranges: tuple[IPNetwork, ...] | None  # None: any address
 
-    def libtorrent_settings(self) -> dict[str, int | bool]:
+    def libtorrent_settings(self) -> dict[str, int | bool | str]:
         """The settings_pack entries this plan fixes (the swarm wrapper applies them)."""
         return {
             "enable_dht": self.public,

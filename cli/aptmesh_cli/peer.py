@@ -1,0 +1,254 @@
+"""`aptmesh peer`: this machine's peer, a small edge in a single-machine profile;
+`aptmesh peer status`: what it did, against the user's limits.
+
+Composition (here, because only the CLI may use the edge and the peer together): the peer's
+configuration and policy (`aptmesh_peer`) decide, the edge's `start()` builds the edge:
+
+- apt's side is loopback only: HTTP on 127.0.0.1 (the proxy line and the `mesh+http`
+  method find it), gRPC on 127.0.0.1 with a free port;
+- upstreams are this machine's apt sources (or `--upstreams`), each fetched through the
+  site's edges first when `--edges` names them (path prefix), then the mirror;
+- a BitTorrent session only when the policy opens one and a tracker is given; an opted-out
+  peer never has one, so it listens on no BitTorrent port at all;
+- a governor loop every few seconds counts what was uploaded into the ledger (kept in the
+  state dir), closes uploads (unchoke nobody) when the gate closes, and writes the status
+  `aptmesh peer status` reads (STATE_DIR/status.json);
+- systemd hears READY=1 once apt can be served (the unit is Type=notify).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aptmesh import aptsources, lifecycle, logs, sdnotify
+from aptmesh import config as aptconfig
+from aptmesh_edge.app import RunningEdge, start
+from aptmesh_edge.config import EdgeConfig
+from aptmesh_peer import ledger as ledgers
+from aptmesh_peer.config import PeerConfig
+from aptmesh_peer.policy import Limits, SwarmPlan, UploadLedger, swarm_plan, upload_gate
+from aptmesh_peer.status import PeerStatus, limits_summary, render
+
+DESCRIPTION = (
+    "this machine's peer: a small edge for apt on loopback that seeds what apt downloaded "
+    "within the user's limits (or never, or on the LAN only); `aptmesh peer status` reports"
+)
+STATUS_FILE = "status.json"
+GOVERN_EVERY = 5.0  # seconds between two looks at the upload counters
+log = logs.get(__name__)
+
+
+def origins(sources: Sequence[aptsources.AptSource]) -> tuple[str, ...]:
+    """`scheme://host[:port]` of each HTTP(S) apt source, once each, in apt's order."""
+    seen: dict[str, None] = {}
+    for source in sources:
+        split = urlsplit(source.uri)
+        if split.scheme in ("http", "https") and split.netloc:
+            seen.setdefault(f"{split.scheme}://{split.netloc}", None)
+    return tuple(seen)
+
+
+def upstream_entries(upstreams: Sequence[str], edges: Sequence[str]) -> tuple[str, ...]:
+    """The edge's upstream entries: HOST=EDGE/HOST|...|ORIGIN, the site's edges first (their
+    path-prefix form), the origin itself last; without edges, the origins as they are."""
+    if not edges:
+        return tuple(upstreams)
+    entries = []
+    for origin in upstreams:
+        split = urlsplit(origin)
+        via = [
+            f"{edge.rstrip('/')}/{'HTTPS///' if split.scheme == 'https' else ''}{split.netloc}"
+            for edge in edges
+        ]
+        entries.append(f"{split.netloc}={'|'.join([*via, origin])}")
+    return tuple(entries)
+
+
+def edge_config(config: PeerConfig, plan: SwarmPlan, upstreams: Sequence[str]) -> EdgeConfig:
+    swarm = plan.enabled and bool(config.tracker_grpc)
+    return EdgeConfig(
+        http_host="127.0.0.1",
+        http_port=config.http_port,
+        grpc_bind="127.0.0.1:0",
+        cache_dir=config.cache_dir,
+        cache_max_bytes=config.cache_max_bytes,
+        upstreams=upstream_entries(upstreams, config.edges),
+        keyring=config.keyring,
+        verify_mode="enforce",
+        site_fetch=False,
+        tracker_grpc=config.tracker_grpc if swarm else "",
+        tracker_announce=config.tracker_announce if swarm else "",
+        listen_port=config.listen_port,
+        public_swarm=plan.public,
+        upload_rate_limit=plan.upload_rate_limit,
+        log_level=config.log_level,
+        log_format=config.log_format,
+    )
+
+
+@dataclass
+class RunningPeer:
+    """A started peer: its edge, the limits it keeps, the governor that keeps them."""
+
+    config: PeerConfig
+    limits: Limits
+    plan: SwarmPlan
+    edge: RunningEdge
+    clock: Callable[[], datetime]
+    ledger: UploadLedger = field(default_factory=UploadLedger)
+    uploaded_seen: int = 0
+    uploads_open: bool | None = None
+    task: asyncio.Task[None] | None = None
+
+    def _served(self, source: str) -> int:
+        value = self.edge.metrics.registry.get_sample_value(
+            "aptmesh_edge_served_bytes_total", {"source": source}
+        )
+        return int(value or 0)
+
+    def govern(self) -> PeerStatus:
+        """One look: count new uploads, open or close uploading, write the status."""
+        now = self.clock()
+        side = self.edge.swarm_side
+        if side is not None:
+            uploaded = side.swarm.stats().payload_uploaded_bytes
+            self.ledger = self.ledger.record(max(0, uploaded - self.uploaded_seen), now)
+            self.uploaded_seen = uploaded
+            ledgers.save(self.config.state_dir, self.ledger)
+        gate = upload_gate(self.limits, self.ledger, now)
+        if side is not None and self.plan.uploads and gate.open != self.uploads_open:
+            side.swarm.apply(unchoke_slots_limit=8 if gate.open else 0)
+            log.info("uploads_changed", open=gate.open, reason=gate.state.value)
+        self.uploads_open = gate.open
+        ledger = self.ledger.at(now)
+        status = PeerStatus(
+            participation=self.limits.participation.value,
+            profile=self.limits.profile.value,
+            from_peers_bytes=self._served("swarm"),
+            from_edges_bytes=0,
+            from_mirror_bytes=self._served("upstream"),
+            uploaded_today_bytes=ledger.day_bytes,
+            uploaded_month_bytes=ledger.month_bytes,
+            uploaded_total_bytes=ledger.total_bytes,
+            gate=gate.state.value,
+            seeding=len(side.swarm.torrents()) if side is not None else 0,
+            listening=side is not None,
+            reachable=None if side is None else side.swarm.stats().peers > 0,
+            **limits_summary(self.limits),
+        )
+        write_status(self.config.state_dir, status)
+        return status
+
+    async def _governor(self) -> None:
+        while True:
+            await asyncio.sleep(GOVERN_EVERY)
+            try:
+                self.govern()
+            except OSError as exc:
+                log.warning("status_write_failed", error=str(exc))
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.edge.stop()
+
+
+def write_status(state_dir: Path, status: PeerStatus) -> None:
+    tmp = state_dir / f".{STATUS_FILE}.tmp"
+    tmp.write_text(status.to_json(), encoding="utf-8")
+    os.replace(tmp, state_dir / STATUS_FILE)
+
+
+async def start_peer(
+    config: PeerConfig,
+    *,
+    sources: Sequence[aptsources.AptSource] = (),
+    clock: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+) -> RunningPeer:
+    limits = config.limits()
+    plan = swarm_plan(limits)
+    upstreams = config.upstreams or origins(sources)
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    ledger = ledgers.load(config.state_dir)
+    edge = await start(edge_config(config, plan, upstreams))
+    if edge.swarm_side is not None:
+        settings = plan.libtorrent_settings()
+        if limits.lab:
+            # Reachable from the LAN (the edge's private swarm would listen on loopback).
+            settings["listen_interfaces"] = f"0.0.0.0:{config.listen_port}"
+        edge.swarm_side.swarm.apply(**settings)
+    peer = RunningPeer(config, limits, plan, edge, clock, ledger)
+    peer.govern()
+    peer.task = asyncio.create_task(peer._governor())
+    log.info(
+        "peer_started",
+        http=edge.http_url,
+        participation=limits.participation.value,
+        swarm=edge.swarm_side is not None,
+        upstreams=list(upstreams),
+    )
+    return peer
+
+
+async def run(config: PeerConfig, stop: asyncio.Event) -> None:
+    peer = await start_peer(config, sources=aptsources.read_sources())
+    sdnotify.notify_env(ready=True, status=f"serving apt on {peer.edge.http_url}")
+    try:
+        await stop.wait()
+    finally:
+        sdnotify.notify_env(stopping=True)
+        await peer.stop()
+
+
+def status_main(config: PeerConfig) -> int:
+    path = config.state_dir / STATUS_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        print(f"aptmesh peer status: no status in {path}: is the peer running?", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"aptmesh peer status: reading {path}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        status = PeerStatus.from_json(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"aptmesh peer status: {path} is not a peer status: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(render(status))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    show_status = bool(args) and args[0] == "status"
+    if show_status:
+        args = args[1:]
+    try:
+        config = aptconfig.load(PeerConfig, "peer", args, os.environ, description=DESCRIPTION)
+    except aptconfig.ConfigError as exc:
+        print(f"aptmesh peer: {exc}", file=sys.stderr)
+        return 2
+    if show_status:
+        return status_main(config)
+    logs.configure("peer", config.log_level, config.log_format)
+    try:
+        return lifecycle.run(lambda stop: run(config, stop))
+    except (OSError, ledgers.LedgerError) as exc:
+        log.error("peer_failed", error=str(exc))
+        print(f"aptmesh peer: starting: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

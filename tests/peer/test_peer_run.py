@@ -1,0 +1,123 @@
+"""`aptmesh peer` for real: the edge's start() in the single-machine profile, real apt-get
+through it on loopback, in front of the `debrepo` fixture's signed repository."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aptmesh.debrepo import DebRepo, apt_env
+from aptmesh_cli.peer import RunningPeer, start_peer, status_main
+from aptmesh_edge.app import start
+from aptmesh_peer.config import PeerConfig
+from tests.edge.conftest import HOST, edge_config, upstream_entry
+
+pytestmark = pytest.mark.integration
+StartPeer = Callable[..., Awaitable[RunningPeer]]
+
+
+@pytest.fixture
+async def make_peer(debrepo: DebRepo, tmp_path: Path) -> AsyncIterator[StartPeer]:
+    peers: list[RunningPeer] = []
+
+    async def factory(**changes: Any) -> RunningPeer:
+        n = len(peers)
+        values: dict[str, Any] = {
+            "http_port": 0,
+            "state_dir": tmp_path / f"state{n}",
+            "cache_dir": tmp_path / f"cache{n}",
+            "upstreams": (upstream_entry(debrepo),),
+            "keyring": debrepo.keyring,
+            "log_format": "console",
+            **changes,
+        }
+        peer = await start_peer(PeerConfig(**values))
+        peers.append(peer)
+        return peer
+
+    yield factory
+    for peer in peers:
+        await peer.stop()
+
+
+def listening_addresses() -> set[str]:
+    """Local addresses of the listening TCP sockets this process holds (by socket inode:
+    /proc/net/tcp lists the whole namespace's)."""
+    import os
+
+    mine = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                mine.add(target[8:-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in mine:
+                found.add(fields[1].rsplit(":", 1)[0])
+    return found
+
+
+# 127.0.0.1, ::1 and ::ffff:127.0.0.1 as /proc/net/tcp{,6} write them.
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+
+
+async def apt_download(repo: DebRepo, proxy: str, root: Path) -> bytes:
+    lines = [repo.sources_line(f"http://{HOST}/debian", suite) for suite in repo.suites]
+    apt = apt_env(root, lines, {"Acquire::http::Proxy": proxy})
+    update = await asyncio.to_thread(apt.run, "apt-get", "update")
+    assert "E:" not in update.stderr, update.stderr
+    big = max(repo.packages, key=lambda p: p.size)
+    await asyncio.to_thread(apt.run, "apt-get", "download", big.name)
+    [got] = apt.root.glob(f"{big.name}_*.deb")
+    data = got.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == big.sha256
+    return data
+
+
+async def test_an_opted_out_peer_serves_apt_on_loopback_and_listens_nowhere_else(
+    make_peer: StartPeer, debrepo: DebRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    peer = await make_peer(participation="opted-out")
+    assert peer.edge.swarm_side is None and peer.edge.http_url.startswith("http://127.0.0.1:")
+    await apt_download(debrepo, peer.edge.http_url, tmp_path / "apt")
+    # Every listening socket here is on loopback: no BitTorrent port, no outside port.
+    listening = listening_addresses()
+    assert listening and listening <= LOOPBACK, listening
+    status = peer.govern()
+    assert status.from_mirror_bytes >= max(p.size for p in debrepo.packages)
+    assert not status.listening and status.gate == "never"
+    assert status_main(peer.config) == 0
+    out = capsys.readouterr().out
+    assert "participation: opted-out" in out and "no listening port" in out
+
+
+async def test_a_peer_fetches_through_the_sites_edge_first(
+    make_peer: StartPeer, debrepo: DebRepo, tmp_path: Path
+) -> None:
+    site = await start(edge_config(debrepo, tmp_path / "site-edge"))
+    try:
+        # The peer knows the archive by its own name; only the site's edge can reach it.
+        peer = await make_peer(upstreams=(f"http://{HOST}",), edges=(site.http_url,))
+        await apt_download(debrepo, peer.edge.http_url, tmp_path / "apt")
+        served = site.metrics.registry.get_sample_value(
+            "aptmesh_edge_served_bytes_total", {"source": "upstream"}
+        )
+        assert served is not None and served >= max(p.size for p in debrepo.packages)
+    finally:
+        await site.stop()
+
+
+def test_status_without_a_running_peer_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert status_main(PeerConfig(state_dir=tmp_path)) == 1
+    assert "is the peer running?" in capsys.readouterr().err
