@@ -196,6 +196,12 @@ def stage_peer(root: Path, wheels: Path) -> str:
     unit = root / "lib/systemd/system"
     unit.mkdir(parents=True)
     shutil.copyfile(peer / "aptmesh-peer.service", unit / "aptmesh-peer.service")
+    detect = root / PEER_PREFIX / "apt-proxy-detect"
+    shutil.copyfile(peer / "apt-proxy-detect", detect)
+    detect.chmod(0o755)
+    aptconf = root / "etc/apt/apt.conf.d"
+    aptconf.mkdir(parents=True)
+    shutil.copyfile(peer / "apt.conf", aptconf / "50aptmesh-peer")
     overrides = root / "usr/share/lintian/overrides"
     overrides.mkdir(parents=True)
     shutil.copyfile(peer / "lintian-overrides", overrides / PEER)

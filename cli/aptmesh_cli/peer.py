@@ -107,6 +107,7 @@ class RunningPeer:
     uploaded_seen: int = 0
     uploads_open: bool | None = None
     task: asyncio.Task[None] | None = None
+    stopped: bool = False
 
     def _served(self, source: str) -> int:
         value = self.edge.metrics.registry.get_sample_value(
@@ -156,6 +157,7 @@ class RunningPeer:
                 log.warning("status_write_failed", error=str(exc))
 
     async def stop(self) -> None:
+        self.stopped = True
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -187,6 +189,8 @@ async def start_peer(
             # Reachable from the LAN (the edge's private swarm would listen on loopback).
             settings["listen_interfaces"] = f"0.0.0.0:{config.listen_port}"
         edge.swarm_side.swarm.apply(**settings)
+        if plan.allowed_ranges is not None:
+            edge.swarm_side.swarm.allow_only([str(n) for n in plan.allowed_ranges])
     peer = RunningPeer(config, limits, plan, edge, clock, ledger)
     peer.govern()
     peer.task = asyncio.create_task(peer._governor())

@@ -128,6 +128,9 @@ def test_saying_no_writes_opted_out_and_the_peer_reads_it(box: Box) -> None:
         == 0
     )
     assert box.status("test -L /usr/lib/apt/methods/mesh+http") == 0
+    # apt asks the peer's detector for a proxy; with no peer running it says DIRECT.
+    assert "apt-proxy-detect" in box.sh("apt-config dump Acquire::http::Proxy-Auto-Detect")
+    assert box.sh("/usr/lib/aptmesh-peer/apt-proxy-detect http://deb.example.org/") == "DIRECT\n"
 
 
 def test_saying_yes_writes_the_limits_the_peer_reads(box: Box) -> None:
@@ -168,7 +171,12 @@ def test_remove_leaves_nothing_running_and_purge_leaves_nothing_behind(box: Box)
     assert "aptmesh" not in running
     assert box.status("test -f /etc/aptmesh/peer.env") == 0  # configuration kept until purge
     box.sh("dpkg -P aptmesh-peer 2>&1")
-    for path in ("/etc/aptmesh", "/var/lib/aptmesh", "/var/cache/aptmesh"):
+    for path in (
+        "/etc/aptmesh",
+        "/var/lib/aptmesh",
+        "/var/cache/aptmesh",
+        "/etc/apt/apt.conf.d/50aptmesh-peer",
+    ):
         assert box.status(f"test -e {path}") != 0, f"{path} left behind"
     assert box.status("getent passwd _aptmesh") != 0
     assert box.status("getent group _aptmesh") != 0

@@ -43,7 +43,8 @@ async def make_peer(debrepo: DebRepo, tmp_path: Path) -> AsyncIterator[StartPeer
 
     yield factory
     for peer in peers:
-        await peer.stop()
+        if not peer.stopped:
+            await peer.stop()
 
 
 def listening_addresses() -> set[str]:
@@ -121,3 +122,34 @@ def test_status_without_a_running_peer_says_so(
 ) -> None:
     assert status_main(PeerConfig(state_dir=tmp_path)) == 1
     assert "is the peer running?" in capsys.readouterr().err
+
+
+async def test_apts_proxy_detection_names_the_peer_only_while_it_is_ready(
+    make_peer: StartPeer, tmp_path: Path
+) -> None:
+    """packaging/aptmesh-peer/apt-proxy-detect, pointed at a test env file."""
+    import subprocess
+    import sys
+
+    from tests.packaging.debs import ROOT
+
+    peer = await make_peer()
+    port = peer.edge.http_url.rsplit(":", 1)[1]
+    env_file = tmp_path / "peer.env"
+    env_file.write_text(f"APTMESH_PEER_HTTP_PORT={port}\n")
+    script = (ROOT / "packaging/aptmesh-peer/apt-proxy-detect").read_text()
+    detect = tmp_path / "apt-proxy-detect"
+    detect.write_text(script.replace('"/etc/aptmesh/peer.env"', repr(str(env_file))))
+
+    def ask() -> str:
+        out = subprocess.run(
+            [sys.executable, "-I", str(detect), "http://deb.example.org/debian/"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout
+
+    assert await asyncio.to_thread(ask) == f"http://127.0.0.1:{port}\n"
+    await peer.stop()
+    assert await asyncio.to_thread(ask) == "DIRECT\n"
