@@ -10,6 +10,9 @@ configuration and policy (`aptmesh_peer`) decide, the edge's `start()` builds th
   site's edges first when `--edges` names them (path prefix), then the mirror;
 - a BitTorrent session only when the policy opens one and a tracker is given; an opted-out
   peer never has one, so it listens on no BitTorrent port at all;
+- what apt downloaded is seeded where it lies (`seed_archives`): a .deb of apt's archive
+  cache whose SHA-256 a verified index lists, under that pool name and size; a file apt
+  cleaned stops being seeded at the next look;
 - a governor loop every few seconds counts what was uploaded into the ledger (kept in the
   state dir), closes uploads (unchoke nobody) when the gate closes, and writes the status
   `aptmesh peer status` reads (STATE_DIR/status.json);
@@ -20,19 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from aptmesh import aptsources, lifecycle, logs, sdnotify
 from aptmesh import config as aptconfig
-from aptmesh_edge.app import RunningEdge, start
+from aptmesh_edge.app import RunningEdge, make_verifier, start
 from aptmesh_edge.config import EdgeConfig
+from aptmesh_edge.trust import Verifier
 from aptmesh_peer import ledger as ledgers
+from aptmesh_peer.archives import pool_name
 from aptmesh_peer.config import PeerConfig
 from aptmesh_peer.policy import Limits, SwarmPlan, UploadLedger, swarm_plan, upload_gate
 from aptmesh_peer.status import PeerStatus, limits_summary, render
@@ -43,6 +49,7 @@ DESCRIPTION = (
 )
 STATUS_FILE = "status.json"
 GOVERN_EVERY = 5.0  # seconds between two looks at the upload counters
+SCAN_EVERY = 12  # governor rounds between two looks at apt's archive cache (a minute)
 log = logs.get(__name__)
 
 
@@ -102,12 +109,15 @@ class RunningPeer:
     limits: Limits
     plan: SwarmPlan
     edge: RunningEdge
+    verifier: Verifier
     clock: Callable[[], datetime]
     ledger: UploadLedger = field(default_factory=UploadLedger)
     uploaded_seen: int = 0
     uploads_open: bool | None = None
     task: asyncio.Task[None] | None = None
     stopped: bool = False
+    hashes: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    archived: dict[str, Path] = field(default_factory=dict)  # seeded from apt's cache
 
     def _served(self, source: str) -> int:
         value = self.edge.metrics.registry.get_sample_value(
@@ -148,8 +158,49 @@ class RunningPeer:
         write_status(self.config.state_dir, status)
         return status
 
+    async def seed_archives(self) -> int:
+        """Seeds the verified .debs of apt's archive cache in place; returns how many began."""
+        side = self.edge.swarm_side
+        if side is None or not self.plan.uploads:
+            return 0
+        for sha256, path in list(self.archived.items()):
+            if not path.exists():  # apt cleaned it
+                side.evicted(sha256)
+                del self.archived[sha256]
+        began = 0
+        for path in sorted(self.config.apt_archives.glob("*.deb")):
+            pool = pool_name(path.name)
+            try:
+                info = path.stat()
+                key = (path.name, info.st_size, info.st_mtime_ns)
+                if key not in self.hashes:
+                    self.hashes[key] = await asyncio.to_thread(_sha256, path)
+            except OSError as exc:
+                log.info("archive_unreadable", path=str(path), error=str(exc))
+                continue
+            sha256 = self.hashes[key]
+            if sha256 in side.seeding:
+                continue
+            resource = self.verifier.locate(sha256)
+            expected = self.verifier.expected(resource) if resource is not None else None
+            if resource is None or expected is None or expected.size != info.st_size:
+                continue  # no verified index vouches for these bytes
+            if resource.path.rsplit("/", 1)[-1] != pool:
+                continue  # the bytes of another file name: not what apt thinks it holds
+            await side.after_upstream(resource, expected, str(path))
+            if sha256 in side.seeding:
+                self.archived[sha256] = path
+                began += 1
+        if began:
+            log.info("archives_seeded", began=began, seeding=len(self.archived))
+        return began
+
     async def _governor(self) -> None:
+        rounds = 0
         while True:
+            if rounds % SCAN_EVERY == 0:
+                await self.seed_archives()
+            rounds += 1
             await asyncio.sleep(GOVERN_EVERY)
             try:
                 self.govern()
@@ -163,6 +214,11 @@ class RunningPeer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
         await self.edge.stop()
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def write_status(state_dir: Path, status: PeerStatus) -> None:
@@ -179,10 +235,14 @@ async def start_peer(
 ) -> RunningPeer:
     limits = config.limits()
     plan = swarm_plan(limits)
+    if not config.public_swarm:
+        plan = replace(plan, public=False, local_discovery=False, port_mapping=False)
     upstreams = config.upstreams or origins(sources)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     ledger = ledgers.load(config.state_dir)
-    edge = await start(edge_config(config, plan, upstreams))
+    edge_cfg = edge_config(config, plan, upstreams)
+    verifier = make_verifier(edge_cfg)
+    edge = await start(edge_cfg, verifier=verifier)
     if edge.swarm_side is not None:
         settings = plan.libtorrent_settings()
         if limits.lab:
@@ -191,7 +251,7 @@ async def start_peer(
         edge.swarm_side.swarm.apply(**settings)
         if plan.allowed_ranges is not None:
             edge.swarm_side.swarm.allow_only([str(n) for n in plan.allowed_ranges])
-    peer = RunningPeer(config, limits, plan, edge, clock, ledger)
+    peer = RunningPeer(config, limits, plan, edge, verifier, clock, ledger)
     peer.govern()
     peer.task = asyncio.create_task(peer._governor())
     log.info(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aptmesh_peer import ledger
-from aptmesh_peer.archives import IndexedFile, candidates, pool_name
+from aptmesh_peer.archives import pool_name
 from aptmesh_peer.policy import GateState, UploadLedger
 from aptmesh_peer.status import PeerStatus, render
 
@@ -20,20 +20,6 @@ def test_the_epoch_apt_writes_as_percent_3a_is_not_in_the_pool_name() -> None:
     assert pool_name("lock") is None
     assert pool_name("partial") is None
     assert pool_name("notes.txt") is None
-
-
-def test_only_files_an_index_lists_with_their_size_are_candidates() -> None:
-    entry = IndexedFile("pool/main/h/hello/hello_2.10-3_amd64.deb", "ab" * 32, 1000)
-    other = IndexedFile("pool/main/b/big/big_1.0_all.deb", "cd" * 32, 5000)
-    index = {entry.pool_name: entry, other.pool_name: other}
-    archive = [
-        ("hello_1%3a2.10-3_amd64.deb", 1000),  # matches, epoch and all
-        ("big_1.0_all.deb", 4999),  # truncated or another build: not seeded
-        ("unknown_1.0_all.deb", 10),  # no verified index lists it
-        ("lock", 0),
-    ]
-    found = candidates(archive, index)
-    assert [(c.archive_name, c.entry) for c in found] == [("hello_1%3a2.10-3_amd64.deb", entry)]
 
 
 STATUS = PeerStatus(

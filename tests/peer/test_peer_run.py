@@ -153,3 +153,60 @@ async def test_apts_proxy_detection_names_the_peer_only_while_it_is_ready(
     assert await asyncio.to_thread(ask) == f"http://127.0.0.1:{port}\n"
     await peer.stop()
     assert await asyncio.to_thread(ask) == "DIRECT\n"
+
+
+async def test_a_contributing_peer_seeds_apts_verified_archives_in_place(
+    make_peer: StartPeer, debrepo: DebRepo, tracker: Any, tmp_path: Path
+) -> None:
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    peer = await make_peer(
+        participation="contribute",
+        tracker_grpc=tracker.grpc_target,
+        tracker_announce=tracker.announce_url,
+        public_swarm=False,  # the test's tracker only: no DHT, no multicast
+        listen_port=0,
+        apt_archives=archives,
+    )
+    side = peer.edge.swarm_side
+    assert side is not None
+    side.swarm.apply(stop_tracker_timeout=0)
+    # The peer learns the verified indexes as apt updates through it.
+    lines = [debrepo.sources_line(f"http://{HOST}/debian", suite) for suite in debrepo.suites]
+    apt = apt_env(tmp_path / "apt", lines, {"Acquire::http::Proxy": peer.edge.http_url})
+    await asyncio.to_thread(apt.run, "apt-get", "update")
+    big, other = sorted(debrepo.packages, key=lambda p: p.size)[-2:][::-1]
+    name = big.filename.rsplit("/", 1)[-1]
+    pkg, rest = name.split("_", 1)
+    # As apt names it with an epoch (%3a), and another file apt believes is `other`.
+    kept = archives / f"{pkg}_1%3a{rest}"
+    kept.write_bytes(big.path.read_bytes())
+    forged = archives / other.filename.rsplit("/", 1)[-1]
+    forged.write_bytes(big.path.read_bytes()[: other.size].ljust(other.size, b"\0"))
+    (archives / "partial").mkdir()
+
+    assert await peer.seed_archives() == 1
+    assert set(peer.archived) == {big.sha256} and peer.archived[big.sha256] == kept
+    assert big.sha256 in side.seeding and other.sha256 not in side.seeding
+    assert [p.name for p in archives.iterdir() if p.is_file()] != []  # nothing was moved
+    assert await peer.seed_archives() == 0  # already seeded: not hashed or added again
+    kept.unlink()  # apt clean
+    await peer.seed_archives()
+    assert big.sha256 not in side.seeding and not peer.archived
+
+
+async def test_a_download_only_peer_seeds_nothing(
+    make_peer: StartPeer, debrepo: DebRepo, tracker: Any, tmp_path: Path
+) -> None:
+    peer = await make_peer(
+        participation="download-only",
+        tracker_grpc=tracker.grpc_target,
+        tracker_announce=tracker.announce_url,
+        public_swarm=False,
+        listen_port=0,
+        apt_archives=debrepo.root,
+    )
+    assert peer.edge.swarm_side is not None
+    peer.edge.swarm_side.swarm.apply(stop_tracker_timeout=0)
+    assert await peer.seed_archives() == 0
+    assert peer.govern().gate == "never"

@@ -58,6 +58,11 @@ class PeerConfig:
         0, "bytes uploaded at most per calendar month (0: no budget)", size=True
     )
     port_mapping: bool = option(False, "ask the router for a port (UPnP, NAT-PMP)")
+    public_swarm: bool = option(
+        True,
+        "when taking part, join the public swarm (DHT, local discovery); false: only the "
+        "configured tracker's peers",
+    )
     lan_ranges: tuple[str, ...] = option(
         LAN_RANGES, "the address ranges a lab peer exchanges packages with (CIDR)"
     )
