@@ -40,7 +40,16 @@ from aptmesh_edge.trust import Verifier
 from aptmesh_peer import ledger as ledgers
 from aptmesh_peer.archives import pool_name
 from aptmesh_peer.config import PeerConfig
-from aptmesh_peer.policy import Limits, SwarmPlan, UploadLedger, swarm_plan, upload_gate
+from aptmesh_peer.policy import (
+    Limits,
+    SeedDecision,
+    SeedRecord,
+    SwarmPlan,
+    UploadLedger,
+    seed_decision,
+    swarm_plan,
+    upload_gate,
+)
 from aptmesh_peer.status import PeerStatus, limits_summary, render
 
 DESCRIPTION = (
@@ -118,6 +127,8 @@ class RunningPeer:
     stopped: bool = False
     hashes: dict[tuple[str, int, int], str] = field(default_factory=dict)
     archived: dict[str, Path] = field(default_factory=dict)  # seeded from apt's cache
+    seeded_since: dict[str, datetime] = field(default_factory=dict)
+    retired: set[str] = field(default_factory=set)  # reached their ratio or seed time
 
     def _served(self, source: str) -> int:
         value = self.edge.metrics.registry.get_sample_value(
@@ -134,6 +145,7 @@ class RunningPeer:
             self.ledger = self.ledger.record(max(0, uploaded - self.uploaded_seen), now)
             self.uploaded_seen = uploaded
             ledgers.save(self.config.state_dir, self.ledger)
+            self.retire(now)
         gate = upload_gate(self.limits, self.ledger, now)
         if side is not None and self.plan.uploads and gate.open != self.uploads_open:
             side.swarm.apply(unchoke_slots_limit=8 if gate.open else 0)
@@ -158,6 +170,25 @@ class RunningPeer:
         write_status(self.config.state_dir, status)
         return status
 
+    def retire(self, now: datetime) -> list[SeedDecision]:
+        """Stops seeding each file that reached its share ratio or seed time."""
+        side = self.edge.swarm_side
+        if side is None:
+            return []
+        stopped: list[SeedDecision] = []
+        for sha256, torrent in list(side.seeding.items()):
+            since = self.seeded_since.setdefault(sha256, now)
+            status = torrent.status()
+            record = SeedRecord(int(status.total_wanted), int(status.all_time_upload), since)
+            decision = seed_decision(self.limits, record, now)
+            if decision in (SeedDecision.RATIO_REACHED, SeedDecision.SEED_TIME_REACHED):
+                side.evicted(sha256)
+                self.archived.pop(sha256, None)
+                self.retired.add(sha256)
+                stopped.append(decision)
+                log.info("seeding_stopped", sha256=sha256, reason=decision.value)
+        return stopped
+
     async def seed_archives(self) -> int:
         """Seeds the verified .debs of apt's archive cache in place; returns how many began."""
         side = self.edge.swarm_side
@@ -179,7 +210,7 @@ class RunningPeer:
                 log.info("archive_unreadable", path=str(path), error=str(exc))
                 continue
             sha256 = self.hashes[key]
-            if sha256 in side.seeding:
+            if sha256 in side.seeding or sha256 in self.retired:
                 continue
             resource = self.verifier.locate(sha256)
             expected = self.verifier.expected(resource) if resource is not None else None

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from aptmesh.debrepo import DebRepo, apt_env
 from aptmesh_cli.peer import RunningPeer, start_peer, status_main
 from aptmesh_edge.app import start
 from aptmesh_peer.config import PeerConfig
+from aptmesh_peer.policy import SeedDecision
 from tests.edge.conftest import HOST, edge_config, upstream_entry
 
 pytestmark = pytest.mark.integration
@@ -167,6 +169,7 @@ async def test_a_contributing_peer_seeds_apts_verified_archives_in_place(
         public_swarm=False,  # the test's tracker only: no DHT, no multicast
         listen_port=0,
         apt_archives=archives,
+        seed_hours=1,
     )
     side = peer.edge.swarm_side
     assert side is not None
@@ -190,6 +193,12 @@ async def test_a_contributing_peer_seeds_apts_verified_archives_in_place(
     assert big.sha256 in side.seeding and other.sha256 not in side.seeding
     assert [p.name for p in archives.iterdir() if p.is_file()] != []  # nothing was moved
     assert await peer.seed_archives() == 0  # already seeded: not hashed or added again
+    # Seeded for its hour (nobody downloads it here, so no ratio is reached), then retired.
+    now = peer.clock()
+    assert peer.retire(now) == []
+    assert peer.retire(now + timedelta(hours=1)) == [SeedDecision.SEED_TIME_REACHED]
+    assert big.sha256 not in side.seeding
+    assert await peer.seed_archives() == 0  # retired files are not seeded again
     kept.unlink()  # apt clean
     await peer.seed_archives()
     assert big.sha256 not in side.seeding and not peer.archived
