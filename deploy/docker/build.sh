@@ -18,8 +18,9 @@
 #                                           aptmesh-peer Debian package installs)
 #        deploy/docker/build.sh base       (steps 1-3 only: the base image the
 #                                           package tests install the .debs in)
-# Environment: PYTHON (default .venv/bin/python), APTMESH_REBUILD_BASE=1, WHEELS (default
-#              dist/wheels), WORK (default build/docker),
+# Environment: PYTHON (default .venv/bin/python), APTMESH_REBUILD_BASE=1,
+#              APTMESH_WHEELS_DIR (default
+#              dist/wheels), APTMESH_BUILD_DIR (default build/docker),
 #              DOCKERD_TIMEOUT (seconds, default 60).
 set -euo pipefail
 
@@ -31,8 +32,8 @@ BASE_IMAGE=aptmesh-base:local
 SERVICES=(tracker seeder edge)
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 UV=${UV:-$ROOT/.venv/bin/uv}
-WORK=${WORK:-$ROOT/build/docker}
-WHEELS=${WHEELS:-$ROOT/dist/wheels}
+WORK=${APTMESH_BUILD_DIR:-$ROOT/build/docker}
+WHEELS=${APTMESH_WHEELS_DIR:-$ROOT/dist/wheels}
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' aptmesh/__init__.py)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

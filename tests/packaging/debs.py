@@ -22,7 +22,11 @@ class Debs:
 def build_debs(work: Path) -> Debs:
     """`deploy/docker/build.sh wheels`, then `packaging/build.py` (make deb's two steps)."""
     wheels = work / "wheels"
-    env = {**os.environ, "WHEELS": str(wheels), "WORK": str(work / "build")}
+    env = {
+        **os.environ,
+        "APTMESH_WHEELS_DIR": str(wheels),
+        "APTMESH_BUILD_DIR": str(work / "build"),
+    }
     subprocess.run(
         [str(ROOT / "deploy/docker/build.sh"), "wheels"],
         env=env,
