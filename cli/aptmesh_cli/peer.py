@@ -148,7 +148,7 @@ class RunningPeer:
             self.retire(now)
         gate = upload_gate(self.limits, self.ledger, now)
         if side is not None and self.plan.uploads and gate.open != self.uploads_open:
-            side.swarm.apply(unchoke_slots_limit=8 if gate.open else 0)
+            side.swarm.apply(**self.plan.upload_switch(gate.open))
             log.info("uploads_changed", open=gate.open, reason=gate.state.value)
         self.uploads_open = gate.open
         ledger = self.ledger.at(now)

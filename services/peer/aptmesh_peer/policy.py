@@ -153,8 +153,17 @@ class SwarmPlan:
             "enable_upnp": self.port_mapping,
             "enable_natpmp": self.port_mapping,
             "upload_rate_limit": self.upload_rate_limit,
-            # libtorrent's default (8) when uploading; 0 unchokes no peer: no payload leaves.
-            "unchoke_slots_limit": 8 if self.uploads else 0,
+            **self.upload_switch(self.uploads),
+        }
+
+    def upload_switch(self, open_: bool) -> dict[str, int | bool | str]:
+        """Uploads on (libtorrent's 8 unchoke slots) or off: no peer unchoked, so no payload
+        leaves. libtorrent exempts peers on a local network from the unchoke limit and the
+        rate cap unless told not to (measured: without it a closed peer still sent a whole
+        file over loopback), so the exemption goes whenever a limit must hold."""
+        return {
+            "unchoke_slots_limit": 8 if open_ else 0,
+            "ignore_limits_on_local_network": open_ and not self.upload_rate_limit,
         }
 
 
