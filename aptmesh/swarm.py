@@ -666,7 +666,7 @@ class Swarm:
             torrent._notify()
         elif isinstance(alert, lt.hash_failed_alert):
             torrent.hash_failures += 1
-            log.warning("swarm.hash_failed", torrent=torrent.handle.name(), piece=alert.piece_index)
+            log.warning("piece_hash_failed", torrent=torrent.handle.name(), piece=alert.piece_index)
         elif isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
             torrent._failed(alert.message())
         elif torrent._resume is None or torrent._resume.done():

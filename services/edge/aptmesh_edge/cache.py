@@ -13,8 +13,8 @@ Theory of operation.
   line is ignored), compacted at start-up; records whose blob is gone are
   dropped.
 - Blobs are bounded by `max_bytes`, least recently used first, except pinned
-  ones (pins persist in `pins.json`). Small blobs are also kept in a bounded
-  in-memory tier, because serving a 60 KB file from memory is ~8x cheaper
+  ones (pins persist in `pins.json`; at most `MAX_PINS`). Small blobs are also
+  kept in a bounded in-memory tier, because serving a 60 KB file from memory is ~8x cheaper
   than from a file (the reference notes' measurement).
 - Index files (volatile, named by URL path) live in `IndexStore` with their
   upstream validators (Last-Modified, ETag) and fetch time. They are not
@@ -41,6 +41,12 @@ from pathlib import Path
 from aptmesh.files import fsync_dir, write_atomic
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Most pinned hashes: pins.json stays under 700 KB, and each pin rewrites it whole.
+MAX_PINS = 10_000
+
+
+class TooManyPins(Exception):
+    """Pinning one more would pass MAX_PINS; the text says so (safe to send back)."""
 
 
 @dataclass
@@ -197,6 +203,10 @@ class BlobStore:
     def pin(self, sha256: str) -> None:
         if not _HEX64.match(sha256):
             raise ValueError(f"not a SHA-256: {sha256!r}")
+        if sha256 in self._pins:
+            return
+        if len(self._pins) >= MAX_PINS:
+            raise TooManyPins(f"at most {MAX_PINS} files may be pinned; unpin some first")
         self._pins.add(sha256)
         write_atomic(self._pins_file, json.dumps(sorted(self._pins)).encode(), self.tmp_dir)
 

@@ -140,7 +140,7 @@ def build(
             client = TrackerClient(config.tracker_grpc, token=config.publish_token)
             publisher = TrackerPublisher(client)
         else:
-            log.warning("seeder.no_tracker", hint="set tracker_grpc to publish to an index")
+            log.warning("tracker_not_configured", hint="set tracker_grpc to publish to an index")
             publisher = NoPublisher()
     context = SyncContext(
         state=state,
@@ -206,7 +206,7 @@ class RunningSeeder:
         await self.site.stop()
         await self.grpc.stop(grace)
         saved = await self.box.save_resume_data()
-        log.info("seeder.stopped", resume_data_saved=saved)
+        log.info("seeder_stopped", resume_data_saved=saved)
         await self.seeder.close()
 
 
@@ -223,7 +223,7 @@ async def watch_site(
             metrics.site_edges.set(len(uplinks))
             depth = swarm.know_site(uplinks)
             if depth != known:
-                log.info("seeder.site", edges=len(uplinks), request_queue_depth=depth)
+                log.info("site_learned", edges=len(uplinks), request_queue_depth=depth)
                 known = depth
         await asyncio.sleep(every)
 
@@ -252,12 +252,12 @@ async def register_seed_box(
         try:
             lease = await publisher.register_seed_box(box)
         except PublishError as exc:
-            log.warning("seeder.seed_box_registration_failed", error=str(exc))
+            log.warning("seed_box_registration_failed", error=str(exc))
             wait = retry
         else:
             if not registered:
                 log.info(
-                    "seeder.seed_box_registered",
+                    "seed_box_registered",
                     seed_box_id=box.id,
                     upload_capacity=box.upload_capacity,
                     lease_seconds=lease,
@@ -282,7 +282,7 @@ async def start(
     seeder = build(config, clock=clock, publisher=publisher)
     try:
         seeder.box.restore()
-        servicer = service.SeederServicer(seeder.box)
+        servicer = service.SeederServicer(seeder.box, admin_token=config.admin_token)
         grpc_server = await grpcserver.start(
             config.grpc_bind,
             [
@@ -323,7 +323,7 @@ async def start(
     if box is not None:
         running.registration = asyncio.create_task(register_seed_box(seeder.publisher, box))
     log.info(
-        "seeder.started",
+        "seeder_started",
         grpc=running.grpc_target,
         http=running.http_url,
         bittorrent_port=running.listen_port,
