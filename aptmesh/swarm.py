@@ -343,6 +343,19 @@ def session_settings(settings: SwarmSettings, peer_id: str = "") -> dict[str, An
     return pack
 
 
+def ip_filter(networks: Sequence[str]) -> Any:
+    """An lt.ip_filter that blocks every address but those in `networks` (CIDR)."""
+    import ipaddress
+
+    rules = lt.ip_filter()
+    rules.add_rule("0.0.0.0", "255.255.255.255", 1)
+    rules.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1)
+    for text in networks:
+        network = ipaddress.ip_network(text, strict=False)
+        rules.add_rule(str(network[0]), str(network[-1]), 0)
+    return rules
+
+
 def _hex(info_hashes: Any) -> str:
     return str(info_hashes.v1)
 
@@ -763,6 +776,10 @@ class Swarm:
     def connect_peer(self, torrent: SwarmTorrent, host: str, port: int) -> None:
         """Adds a peer directly (benchmarks and tests of peer behaviour only)."""
         torrent.handle.connect_peer((host, port))
+
+    def allow_only(self, networks: Sequence[str]) -> None:
+        """Talk only to peers in these CIDR ranges (a lab peer's LAN); libtorrent's IP filter."""
+        self._session.set_ip_filter(ip_filter(networks))
 
     def apply(self, **changes: Any) -> None:
         """Changes session settings at run time (rate limits, benchmark tuning)."""
