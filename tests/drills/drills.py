@@ -29,7 +29,7 @@ from tests.drills.harness import (
     info_hash,
     run_apts,
 )
-from tests.fixtures.mesh import http_get, served, wait_for
+from tests.fixtures.mesh import Metrics, http_get, served, wait_for
 
 SWARM_BACK_WITHIN = 30.0  # seconds: the issue's goal for the swarm after a tracker restart
 BOTH = (Line.PROXY, Line.MESH)
@@ -45,10 +45,22 @@ def _finish(row: Row, mesh: DrillMesh) -> Row:
 
 
 def fetch(mesh: DrillMesh, edge: int, path: str) -> bytes:
-    """A file through an edge in the path-prefix form (`GET /HOST/debian/PATH`)."""
-    status, body = http_get(f"{mesh.edge_urls[edge]}/{mesh.repo.host}/debian/{path}", 60)
-    assert status == 200, f"{path} through edge{edge}: HTTP {status}"
+    """A file through an edge in the path-prefix form (`GET /HOST/debian/PATH`), after the
+    signed indexes that vouch for it (as apt fetches them: the edge believes a pool file's
+    hash only from a Packages file it verified)."""
+    repo = mesh.repo
+    for index in (repo.INRELEASE, repo.PACKAGES + ".xz", path):
+        status, body = http_get(f"{mesh.edge_urls[edge]}/{repo.host}/debian/{index}", 60)
+        assert status == 200, f"{index} through edge{edge}: HTTP {status}"
     return body
+
+
+def fallbacks(before: Metrics, after: Metrics) -> str:
+    """The edge's upstream fallbacks between two scrapes, by reason."""
+    name = "aptmesh_edge_upstream_fallbacks_total"
+    reasons = {dict(labels).get("reason", "") for n, labels, _ in after.samples if n == name}
+    counts = {r: after.value(name, reason=r) - before.value(name, reason=r) for r in reasons}
+    return ", ".join(f"{r}: {c:.0f}" for r, c in sorted(counts.items()) if c) or "no fallback"
 
 
 def kill_during_apt(service: str) -> Drill:
@@ -94,13 +106,16 @@ def tracker_restart(repo: DebRepo, tmp: Path, size: Size) -> Row:
             row.notes.append(f"seeds after {SWARM_BACK_WITHIN:.0f} s: {mesh.seeds()}")
         pkg = repo.package("aptmesh-huge")
         for edge in range(len(mesh.edge_urls)):
-            before = served(mesh.metrics(f"edge{edge}"), "swarm")
+            before = mesh.metrics(f"edge{edge}")
             body = fetch(mesh, edge, pkg.filename)
             row.runs += 1
             if hashlib.sha256(body).hexdigest() != pkg.sha256:
                 row.corrupt_bytes += len(body)
-            if served(mesh.metrics(f"edge{edge}"), "swarm") <= before:
-                row.notes.append(f"edge{edge}: {pkg.name} not from the swarm")
+            after = mesh.metrics(f"edge{edge}")
+            if served(after, "swarm") <= served(before, "swarm"):
+                row.notes.append(
+                    f"edge{edge}: {pkg.name} not from the swarm ({fallbacks(before, after)})"
+                )
         return _finish(row, mesh)
 
 

@@ -245,12 +245,16 @@ class DrillMesh:
             status, body = http_get(f"{self.tracker_http}/scrape?{query}", timeout=2.0)
         except OSError:
             return dict.fromkeys(hashes, 0)
-        files = bencode.decode(body).get(b"files", {}) if status == 200 else {}
+        reply = bencode.decode(body) if status == 200 else {}
+        files = reply.get(b"files", {}) if isinstance(reply, dict) else {}
         assert isinstance(files, dict)
-        return {
-            name: int(files.get(bytes.fromhex(h), {}).get(b"complete", 0))
-            for name, h in hashes.items()
-        }
+
+        def complete(h: str) -> int:
+            stats = files.get(bytes.fromhex(h), {})
+            count = stats.get(b"complete", 0) if isinstance(stats, dict) else 0
+            return count if isinstance(count, int) else 0
+
+        return {name: complete(h) for name, h in hashes.items()}
 
 
 def _ok(url: str) -> bool:

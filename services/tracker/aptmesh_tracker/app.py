@@ -117,7 +117,11 @@ async def start(
             registry_service.SERVICE_NAME,
             registry_pb2_grpc.add_EdgeRegistryServiceServicer_to_server,
             registry_service.RegistryServicer(
-                store, executor, token=config.publish_token, lease_seconds=config.edge_lease_seconds
+                store,
+                executor,
+                token=config.publish_token,
+                lease_seconds=config.edge_lease_seconds,
+                peers_epoch=peers.epoch,
             ),
         ),
     ]

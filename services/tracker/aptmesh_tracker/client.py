@@ -150,6 +150,7 @@ class TrackerClient:
         return Site(
             edges=[edge_from_proto(e) for e in response.edges],
             seed_upload_capacity=response.seed_upload_capacity,
+            peers_epoch=response.peers_epoch,
         )
 
     async def list_edges(self, zone: str = "", *, deadline: float | None = None) -> list[Edge]:

@@ -13,7 +13,14 @@ Completed counts (BEP 48 `downloaded`) outlive their swarm. When a swarm
 empties, its peers are freed and only its count moves to a table of retired
 counts, from which a later first announce takes it back; a scrape of an
 infohash with no swarm answers from that table. The counts live in memory
-only: a restart starts every torrent at 0. The table can be capped, evicting
+only: a restart starts every torrent at 0.
+
+Peers live in memory too, so a restarted tracker knows none, and BitTorrent
+clients announce only at their interval (30 minutes). `epoch`, random per
+store, names this set of swarms: the registry hands it to every seeder and
+edge (`peers_epoch`), and one that sees it change announces all its torrents
+at once, so the swarms are back within seconds. A store whose peers outlive
+the process keeps its epoch with them. The table can be capped, evicting
 the count whose swarm emptied longest ago: an open tracker needs the cap (any
 infohash may be announced), a tracker limited to the index does not (it only
 counts indexed torrents, and the index never drops a record).
@@ -22,6 +29,7 @@ counts indexed torrents, and the index never drops a record).
 from __future__ import annotations
 
 import random
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -103,6 +111,7 @@ class PeerStore:
         # infohash -> completed count of a swarm that emptied, oldest first
         self._retired: dict[bytes, int] = {}
         self._max_retired = max_retired
+        self.epoch = secrets.token_hex(8)  # changes when the peers are lost (module docstring)
 
     def _drop_swarm(self, info_hash: bytes, swarm: Swarm) -> None:
         """Frees an empty swarm, keeping its completed count if it has one."""

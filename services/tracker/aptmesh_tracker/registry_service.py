@@ -46,8 +46,17 @@ def check_edge(edge: Edge) -> None:
 
 
 class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
-    def __init__(self, store: Store, executor: Executor, *, token: str, lease_seconds: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        *,
+        token: str,
+        lease_seconds: int,
+        peers_epoch: str = "",
+    ) -> None:
         self._store = store
+        self._epoch = peers_epoch  # the peer store's epoch (aptmesh_tracker.peerstore)
         self._executor = executor
         self._token = token
         self._lease = lease_seconds
@@ -78,7 +87,7 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
                 zone=edge.zone,
                 upload_capacity=edge.upload_capacity,
             )
-        return registry_pb2.RegisterEdgeResponse(lease_seconds=self._lease)
+        return registry_pb2.RegisterEdgeResponse(lease_seconds=self._lease, peers_epoch=self._epoch)
 
     async def ListEdges(  # noqa: N802 - gRPC method name
         self,
@@ -92,6 +101,7 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
         return registry_pb2.ListEdgesResponse(
             edges=[edge_to_proto(e) for e in site.edges],
             seed_upload_capacity=min(site.seed_upload_capacity, MAX_UINT64),
+            peers_epoch=self._epoch,
         )
 
     def _site(self, zone: str) -> Site:
