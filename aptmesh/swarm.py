@@ -703,7 +703,7 @@ class Swarm:
             torrent._notify()
         elif isinstance(alert, lt.hash_failed_alert):
             torrent.hash_failures += 1
-            log.warning("piece_hash_failed", torrent=torrent.handle.name(), piece=alert.piece_index)
+            log.warning("piece_hash_failed", torrent=alert.torrent_name, piece=alert.piece_index)
             if self._on_hash_failed is not None:
                 self._on_hash_failed(torrent)
         elif isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
