@@ -12,11 +12,13 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import libtorrent as lt
 
-from aptmesh.debrepo import DebRepo
+from aptmesh.debian import parse_release, verify_inrelease
+from aptmesh.debrepo import DebRepo, Misbehaviour, PackageSpec
 from aptmesh.torrent import make_torrent
 from tests.drills.harness import (
     DrillMesh,
@@ -24,11 +26,15 @@ from tests.drills.harness import (
     Row,
     Size,
     alternate,
+    apt_env_for,
     corrupt_entries,
     drill_mesh,
     info_hash,
+    run_apt,
     run_apts,
+    signed_files,
 )
+from tests.fixtures.disks import fill, mounted_tmpfs
 from tests.fixtures.mesh import Metrics, http_get, served, wait_for
 
 SWARM_BACK_WITHIN = 30.0  # seconds: the issue's goal for the swarm after a tracker restart
@@ -37,8 +43,8 @@ BOTH = (Line.PROXY, Line.MESH)
 Drill = Callable[[DebRepo, Path, Size], Row]
 
 
-def _finish(row: Row, mesh: DrillMesh) -> Row:
-    bad = corrupt_entries(mesh)
+def _finish(row: Row, mesh: DrillMesh, earlier: frozenset[str] = frozenset()) -> Row:
+    bad = corrupt_entries(mesh, earlier)
     row.corrupt_entries = len(bad)
     row.notes += [f"corrupt entry {path}" for path in bad]
     return row
@@ -209,6 +215,116 @@ def malicious_peer(repo: DebRepo, tmp: Path, size: Size) -> Row:
         return _finish(row, mesh)
 
 
+# --- upstream faults and disks -------------------------------------------------------------------
+
+
+def _apt(row: Row, line: Line, tmp: Path, mesh: DrillMesh, edges: list[str], what: str) -> None:
+    """One apt run (update and download) counted in `row`."""
+    outcome = run_apt(apt_env_for(line, tmp, mesh.repo, edges), mesh.repo)
+    row.runs += 1
+    row.apt_failures += not outcome.ok
+    row.hung += outcome.hung
+    row.corrupt_bytes += outcome.corrupt_bytes
+    if not outcome.ok:
+        row.notes.append(f"{what}, {line.value} via {edges[0]}: {outcome.detail}")
+
+
+# Edges that ask the mirror for every index (FreshIndexMaxAge 0): a drill's generations change
+# within seconds, not within the default 27 s.
+NO_FREEZE = ("--index-freeze-seconds", "0")
+
+
+def _inrelease_date(data: bytes, repo: DebRepo) -> datetime | None:
+    return parse_release(verify_inrelease(data, repo.keyring)).date
+
+
+def replayed_inrelease(repo: DebRepo, tmp: Path, size: Size) -> Row:
+    """After the edges saw a newer generation, the mirror serves the older InRelease again
+    (validly signed, with a Last-Modified in the future); no edge may serve it, and once the
+    mirror is fixed every edge serves the newest again (not stuck behind 304s)."""
+    row = Row("replayed older InRelease")
+    mine = repo.copy(tmp / "repo" / "debian")
+    mine.resign(date=datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1))
+    mine.server.start()
+    try:
+        with drill_mesh(mine, tmp / "mesh", edge_args=NO_FREEZE) as mesh:
+            for edge, url in enumerate(mesh.edge_urls):
+                _apt(row, Line.PROXY, tmp / f"apt-old-{edge}", mesh, [url], "old generation")
+            old = mine.read(mine.INRELEASE)
+            before = frozenset(signed_files(mine))
+            mine.resign()
+            for edge, url in enumerate(mesh.edge_urls):
+                _apt(row, Line.PROXY, tmp / f"apt-new-{edge}", mesh, [url], "new generation")
+            newest = _inrelease_date(mine.read(mine.INRELEASE), mine)
+            future = time.time() + 86400
+            mine.server.misbehave(mine.INRELEASE, Misbehaviour(body=old, last_modified=future))
+            for stage in ("replayed", "fixed"):
+                for edge in range(len(mesh.edge_urls)):
+                    status, body = http_get(
+                        f"{mesh.edge_urls[edge]}/{mine.host}/debian/{mine.INRELEASE}", 30
+                    )
+                    row.runs += 1
+                    served_date = _inrelease_date(body, mine) if status == 200 else None
+                    if status == 200 and served_date != newest:
+                        row.notes.append(
+                            f"edge{edge} served an InRelease of {served_date} after {newest} "
+                            f"({stage} mirror)"
+                        )
+                mine.server.behave()
+            return _finish(row, mesh, before)
+    finally:
+        mine.close()
+
+
+def mixed_generation(repo: DebRepo, tmp: Path, size: Size) -> Row:
+    """A republish, then the mirror answers 500 for the indexes below InRelease: apt through
+    an edge must see one whole generation (the old, or the new), never the new InRelease with
+    the old Packages (apt: "File has unexpected size", exit 100)."""
+    row = Row("mixed generation (republish, then 500s)")
+    mine = repo.copy(tmp / "repo" / "debian")
+    mine.server.start()
+    try:
+        with drill_mesh(mine, tmp / "mesh", edge_args=NO_FREEZE) as mesh:
+            edges = mesh.edge_urls
+            for edge, url in enumerate(edges):
+                _apt(row, Line.PROXY, tmp / f"apt-old-{edge}", mesh, [url], "old generation")
+            before = frozenset(signed_files(mine))
+            mine.add_package(PackageSpec("aptmesh-drill", "1.0-1", 30 * 1024))
+            mine.server.misbehave(f"{mine.DISTS}/main/*", Misbehaviour(status=500))
+            for r in range(size.rounds):
+                line = BOTH[r % 2]
+                listed = [edges[r % len(edges)]] if line is Line.PROXY else list(edges)
+                _apt(row, line, tmp / f"apt-mixed-{r}", mesh, listed, "indexes failing")
+            mine.server.behave()
+            return _finish(row, mesh, before)
+    finally:
+        mine.close()
+
+
+def full_disk(repo: DebRepo, tmp: Path, size: Size) -> Row:
+    """An edge's cache is on a small disk (2 MiB, smaller than the cache limit and than one
+    package): apt through it works while the disk fills; then, the disk full, the edge is
+    killed and must start again, say so, and serve apt (caching nothing)."""
+    row = Row("full cache disk")
+    with mounted_tmpfs(tmp / "small") as disk:
+        cache = disk / "cache"
+        with drill_mesh(repo, tmp / "mesh", caches=[cache]) as mesh:
+            edge0 = [mesh.edge_urls[0]]
+            _apt(row, Line.PROXY, tmp / "apt-filling", mesh, edge0, "disk filling")
+            fill(disk)
+            mesh.kill("edge0")
+            began = time.monotonic()
+            try:
+                mesh.start("edge0")
+            except AssertionError as exc:
+                row.notes.append(f"edge0 did not start on a full disk: {str(exc)[-300:]}")
+                return _finish(row, mesh)
+            row.recovery_s = time.monotonic() - began
+            for r in range(size.rounds):
+                _apt(row, Line.PROXY, tmp / f"apt-full-{r}", mesh, edge0, "disk full")
+            return _finish(row, mesh)
+
+
 DRILLS: dict[str, Drill] = {
     "kill_tracker": kill_during_apt("tracker"),
     "kill_seeder": kill_during_apt("seeder"),
@@ -216,6 +332,9 @@ DRILLS: dict[str, Drill] = {
     "tracker_restart": tracker_restart,
     "corrupt_seeder_file": corrupt_seeder_file,
     "malicious_peer": malicious_peer,
+    "replayed_inrelease": replayed_inrelease,
+    "mixed_generation": mixed_generation,
+    "full_disk": full_disk,
 }
 
 __all__ = ["DRILLS", "Drill", "info_hash"]

@@ -116,7 +116,18 @@ class Service:
 class DrillMesh:
     """tracker + seeder + edges as processes on fixed loopback addresses and ports."""
 
-    def __init__(self, repo: DebRepo, root: Path, *, edges: int = 2) -> None:
+    def __init__(
+        self,
+        repo: DebRepo,
+        root: Path,
+        *,
+        edges: int = 2,
+        caches: Sequence[Path] = (),
+        edge_args: Sequence[str] = (),
+    ) -> None:
+        """`caches` replaces the first edges' cache directories (a small disk, say);
+        `edge_args` are further options of every edge."""
+        self.edge_args = list(edge_args)
         self.repo, self.root = repo, root
         self.token = secrets.token_hex(16)
         self.logs = root / "logs"
@@ -154,13 +165,13 @@ class DrillMesh:
             lambda: _ok(f"{self.seeder_http}/readyz"),
         )
         for i in range(edges):
-            self.add_edge(i)
+            self.add_edge(i, caches[i] if i < len(caches) else None)
 
-    def add_edge(self, i: int) -> str:
+    def add_edge(self, i: int, cache: Path | None = None) -> str:
         host = f"127.0.0.{FIRST_EDGE + i}"
         port = free_port(host)
         url = f"http://{host}:{port}"
-        cache = self.root / f"edge{i}" / "cache"
+        cache = cache or self.root / f"edge{i}" / "cache"
         self.edge_urls.append(url)
         self.edge_dirs.append(cache)
         origin = self.repo.base_url.rsplit("/", 1)[0]
@@ -173,6 +184,7 @@ class DrillMesh:
                 *("--listen-port", str(free_port(host)), "--tracker-grpc", self.tracker_grpc),
                 *("--tracker-announce", self.announce, "--publish-token", self.token),
                 *("--edge-id", f"edge{i}", "--public-url", url, "--zone", "drill"),
+                *self.edge_args,
             ],
             lambda: _ok(f"{url}/readyz"),
         )
@@ -279,8 +291,15 @@ def info_hash(pkg: RepoPackage) -> str:
 
 
 @contextlib.contextmanager
-def drill_mesh(repo: DebRepo, root: Path, *, edges: int = 2) -> Iterator[DrillMesh]:
-    mesh = DrillMesh(repo, root, edges=edges)
+def drill_mesh(
+    repo: DebRepo,
+    root: Path,
+    *,
+    edges: int = 2,
+    caches: Sequence[Path] = (),
+    edge_args: Sequence[str] = (),
+) -> Iterator[DrillMesh]:
+    mesh = DrillMesh(repo, root, edges=edges, caches=caches, edge_args=edge_args)
     try:
         yield mesh.up()
     finally:
@@ -306,9 +325,10 @@ def store_files(mesh: DrillMesh) -> list[Path]:
     return [p for p in found if p.is_file()]
 
 
-def corrupt_entries(mesh: DrillMesh) -> list[str]:
-    """Stored files whose bytes are not the signed file their name says (or no signed file)."""
-    known = signed_files(mesh.repo)
+def corrupt_entries(mesh: DrillMesh, earlier: frozenset[str] = frozenset()) -> list[str]:
+    """Stored files whose bytes are not the signed file their name says (or no signed file of
+    the current generation or of the `earlier` ones a drill saw: `signed_files` of each)."""
+    known = signed_files(mesh.repo) | earlier
     bad = []
     for path in store_files(mesh):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -335,7 +355,9 @@ def apt_env_for(line: Line, tmp: Path, repo: DebRepo, edges: Sequence[str]) -> A
 
 
 def run_apt(env: AptEnv, repo: DebRepo, names: Sequence[str] = NAMES) -> AptOutcome:
-    """`apt-get update` and `apt-get download` in a fresh root; counts wrong bytes it kept."""
+    """`apt-get update` and `apt-get download` in a fresh root. Corrupt bytes are counted in
+    what apt completed (a run that exited 0): a failed run may leave the partial file of a
+    transfer the edge cut, which apt reported as failed and nobody installs."""
     began = time.monotonic()
     try:
         for args in (("update",), ("download", *names)):
@@ -343,9 +365,9 @@ def run_apt(env: AptEnv, repo: DebRepo, names: Sequence[str] = NAMES) -> AptOutc
             result = env.run("apt-get", *args, check=False, timeout=left)
             if result.returncode != 0:
                 tail = (result.stdout + result.stderr)[-800:]
-                return AptOutcome(False, False, corrupt_debs(env, repo), f"{args[0]}: {tail}")
+                return AptOutcome(False, False, 0, f"{args[0]}: {tail}")
     except subprocess.TimeoutExpired:
-        return AptOutcome(False, True, corrupt_debs(env, repo), "hung")
+        return AptOutcome(False, True, 0, "hung")
     return AptOutcome(True, False, corrupt_debs(env, repo))
 
 

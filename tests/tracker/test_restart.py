@@ -12,6 +12,7 @@ lease.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -52,10 +53,8 @@ async def test_a_client_is_back_within_seconds_of_an_outage(tmp_path: Path) -> N
         await running.stop(grace=0)
         began = time.monotonic()
         while time.monotonic() - began < OUTAGE:  # a renewal loop retrying through the outage
-            try:
+            with contextlib.suppress(IndexUnavailable):
                 await client.register_edge(EDGE)
-            except IndexUnavailable:
-                pass
             await asyncio.sleep(0.5)
         running = await app.start(config, maintain_every=0)
         try:
