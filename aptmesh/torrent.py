@@ -54,6 +54,9 @@ class Torrent:
     info_hash_v2: str  # hex SHA-256 of the bencoded info dictionary
     pieces_root: bytes
     metainfo: bytes = field(repr=False)  # the bencoded torrent: info + piece layers
+    # The v1 SHA-1 of each piece, concatenated (20 bytes a piece): what bytes from elsewhere
+    # (an HTTP fallback) are checked against piece by piece.
+    v1_pieces: bytes = field(default=b"", repr=False)
 
     @property
     def info_hash_v2_truncated(self) -> str:
@@ -159,6 +162,7 @@ def hash_stream(stream: BinaryIO, name: str, size: int) -> HashedFile:
         info_hash_v2=hashlib.sha256(info_bytes).hexdigest(),
         pieces_root=pieces_root,
         metainfo=bencode.encode(meta),
+        v1_pieces=b"".join(v1_pieces),
     )
     return HashedFile(torrent, whole.hexdigest())
 
@@ -229,4 +233,5 @@ def parse_torrent(metainfo: bytes) -> Torrent:
         info_hash_v2=hashlib.sha256(info_bytes).hexdigest(),
         pieces_root=root,
         metainfo=metainfo,
+        v1_pieces=pieces,
     )

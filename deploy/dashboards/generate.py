@@ -39,10 +39,18 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableSort,
 )
 
+from aptmesh_edge.decisions import Outcome, SourceKind
+
 HERE = Path(__file__).resolve().parent
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 RATE = "$__rate_interval"
 TAGS = ["aptmesh"]
+# aptmesh_tracker_swarms counts infohashes: a hybrid torrent's v1 and v2
+# swarms are two. Counting per torrent needs a tracker metric (issue 20).
+SWARMS_PER_INFOHASH = (
+    "Swarms (infohashes) with at least one peer at the tracker. A hybrid torrent has two, "
+    "its v1 and v2 swarms, so this is up to twice the number of torrents."
+)
 
 
 @dataclass(frozen=True)
@@ -244,11 +252,11 @@ def overview() -> dash.Dashboard:
     served = "aptmesh_edge_served_bytes_total"
     requests = "aptmesh_edge_requests_total"
     offload = (
-        f'1 - sum(rate({served}{{{SEL},source="upstream"}}[@window])) '
+        f'1 - sum(rate({served}{{{SEL},source="{SourceKind.UPSTREAM.value}"}}[@window])) '
         f"/ sum(rate({served}{{{SEL}}}[@window]))"
     )
     hit_ratio = (
-        f'sum(rate({requests}{{{SEL},cache="hit"}}[@window])) '
+        f'sum(rate({requests}{{{SEL},cache="{Outcome.HIT.value}"}}[@window])) '
         f"/ sum(rate({requests}{{{SEL}}}[@window]))"
     )
     d = base(
@@ -293,7 +301,7 @@ def overview() -> dash.Dashboard:
         ),
         single(
             "Swarms",
-            "Torrents with at least one peer at the tracker.",
+            SWARMS_PER_INFOHASH,
             "sum(aptmesh_tracker_swarms)",
             width=4,
         ),
@@ -345,6 +353,22 @@ def overview() -> dash.Dashboard:
             "reqps",
             stacked=True,
         ),
+        graph(
+            "Mirror really used?",
+            "Per edge, the share of the bytes served over the last hour that came from its "
+            "cache or the swarm instead of the upstream. An edge near 0 serves everything from "
+            "the upstream, so the mesh saves the mirror nothing through it (alert "
+            "AptmeshEdgeMeshUnused). Clients that bypass the edges cannot be seen here.",
+            [
+                Query(
+                    f'1 - sum by (instance) (rate({served}{{{SEL},source="upstream"}}[1h])) '
+                    f"/ sum by (instance) (rate({served}{{{SEL}}}[1h]))",
+                    "{{instance}}",
+                )
+            ],
+            "percentunit",
+            max_value=1,
+        ),
     )
     d = d.with_row(dash.Row("Swarm health"))
     d = add(
@@ -376,7 +400,7 @@ def tracker() -> dash.Dashboard:
         single(
             "Index records", "Package records in the index.", "sum(aptmesh_tracker_index_records)"
         ),
-        single("Swarms", "Swarms with at least one peer.", "sum(aptmesh_tracker_swarms)"),
+        single("Swarms", SWARMS_PER_INFOHASH, "sum(aptmesh_tracker_swarms)"),
         single("Edges", "Edges with a live registration.", "sum(aptmesh_tracker_edges)"),
         single(
             "Seeding peers",

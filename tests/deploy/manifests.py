@@ -8,6 +8,7 @@ services' own configuration loader.
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 import subprocess
@@ -20,6 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
+DEFAULT_K8S = Path("deploy/k8s")
 NAMESPACE = "aptmesh"
 SERVICES = ("tracker", "seeder", "edge")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
@@ -105,10 +107,16 @@ def workloads(objs: tuple[Obj, ...]) -> list[Obj]:
     return [o for o in objs if o["kind"] in WORKLOAD_KINDS]
 
 
-def containers(objs: tuple[Obj, ...]) -> Iterator[Container]:
+def all_containers(objs: tuple[Obj, ...]) -> Iterator[Container]:
+    """Every main container, aptmesh's and the stores' of the development overlay."""
     for workload in workloads(objs):
         for spec in workload["spec"]["template"]["spec"]["containers"]:
             yield Container(workload, spec, resolve_env(objs, spec))
+
+
+def containers(objs: tuple[Obj, ...]) -> Iterator[Container]:
+    """The main containers of aptmesh's own services (tracker, seeder, edge)."""
+    return (c for c in all_containers(objs) if c.service in SERVICES)
 
 
 def service_container(objs: tuple[Obj, ...], service: str) -> Container:
@@ -136,13 +144,22 @@ def resolve_env(objs: tuple[Obj, ...], container: Obj) -> dict[str, str]:
         if "fieldRef" in source:
             env[item["name"]] = FIELD_VALUES[source["fieldRef"]["fieldPath"]]
         elif "secretKeyRef" in source:
-            env[item["name"]] = SECRET_VALUE
+            env[item["name"]] = _secret(objs, source["secretKeyRef"])
         elif "configMapKeyRef" in source:
             ref = source["configMapKeyRef"]
             env[item["name"]] = find(objs, "ConfigMap", ref["name"])["data"][ref["key"]]
         else:
             raise AssertionError(f"unsupported valueFrom {source}")
     return env
+
+
+def _secret(objs: tuple[Obj, ...], ref: Mapping[str, str]) -> str:
+    """A Secret the kustomization generates, decoded; SECRET_VALUE for one
+    created outside it (by hand, or by an operator such as CloudNativePG)."""
+    for obj in objs:
+        if obj["kind"] == "Secret" and obj["metadata"]["name"] == ref["name"]:
+            return base64.b64decode(obj["data"][ref["key"]]).decode()
+    return SECRET_VALUE
 
 
 def bind_port(bind: str) -> int:

@@ -20,6 +20,7 @@ import pytest
 
 from aptmesh.debrepo import DebRepo
 from aptmesh.testing import free_port
+from aptmesh_edge.decisions import FallbackReason
 from tests.e2e.conftest import MESH_HOST, Mesh, up_argv, wait_up
 from tests.fixtures.mesh import (
     APTMESH,
@@ -43,14 +44,7 @@ from tests.fixtures.mesh import (
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(name="e2e-mesh")]
 
 NAMES = ("aptmesh-huge", "aptmesh-large", "aptmesh-medium", "aptmesh-tiny")
-SWARM_FALLBACK_REASONS = (
-    "no_torrent",
-    "tracker_unreachable",
-    "no_peers",
-    "swarm_stalled",
-    "swarm_error",
-    "verification_failed",
-)
+SWARM_FALLBACK_REASONS = tuple(r.value for r in FallbackReason.swarm_failures())
 
 
 def get_lines(stdout: str) -> list[str]:

@@ -72,3 +72,21 @@ def test_print_config_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> 
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "APTMESH_EDGE_HTTP_PORT=3142\n" in out and "APTMESH_EDGE_VERIFY_MODE=enforce\n" in out
+
+
+def test_the_zone_file_gives_the_zone(tmp_path: Path) -> None:
+    """What the Kubernetes init container writes from the node's zone label."""
+    zone_file = tmp_path / "zone"
+    zone_file.write_text("europe-west1-b\n")
+    env = {"APTMESH_EDGE_ZONE_FILE": str(zone_file), "APTMESH_EDGE_ZONE": "fallback"}
+    assert aptconfig.load(EdgeConfig, "edge", [], env).zone == "europe-west1-b"
+    # A node without the label: the file is empty and the configured zone stays.
+    zone_file.write_text("")
+    assert aptconfig.load(EdgeConfig, "edge", [], env).zone == "fallback"
+    assert EdgeConfig().zone == "" and EdgeConfig().zone_file is None
+
+
+def test_an_unreadable_zone_file_is_named(tmp_path: Path) -> None:
+    env = {"APTMESH_EDGE_ZONE_FILE": str(tmp_path / "missing")}
+    with pytest.raises(aptconfig.ConfigError, match="APTMESH_EDGE_ZONE_FILE.*cannot read"):
+        aptconfig.load(EdgeConfig, "edge", [], env)

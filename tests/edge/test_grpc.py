@@ -7,12 +7,12 @@ import pytest
 
 from aptmesh.debrepo import DebRepo
 from aptmesh.v1 import edge_pb2, edge_pb2_grpc
-from aptmesh_edge.app import Edge
+from aptmesh_edge.app import RunningEdge
 from tests.edge.conftest import HOST, EdgeFactory
 
 
 async def test_prefetch_pin_and_stats(make_edge: EdgeFactory, debrepo: DebRepo) -> None:
-    edge: Edge = await make_edge(cache_max_bytes=5 * 1024 * 1024)
+    edge: RunningEdge = await make_edge(cache_max_bytes=5 * 1024 * 1024)
     huge, large = debrepo.package("aptmesh-huge"), debrepo.package("aptmesh-large")
     async with grpc.aio.insecure_channel(edge.grpc_target) as channel:
         stub = edge_pb2_grpc.EdgeServiceStub(channel)
@@ -48,7 +48,7 @@ async def test_prefetch_pin_and_stats(make_edge: EdgeFactory, debrepo: DebRepo) 
 async def test_prefetch_by_sha256_of_a_verified_index(
     make_edge: EdgeFactory, debrepo: DebRepo
 ) -> None:
-    edge: Edge = await make_edge()
+    edge: RunningEdge = await make_edge()
     medium = debrepo.package("aptmesh-medium")
     async with grpc.aio.insecure_channel(edge.grpc_target) as channel:
         stub = edge_pb2_grpc.EdgeServiceStub(channel)

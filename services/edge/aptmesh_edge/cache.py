@@ -60,6 +60,10 @@ class CacheStats:
 
 
 class BlobStore:
+    """Owns the content-addressed package files under `blobs/` (LRU order, size limit, pins)
+    and the memory tier of the small ones; a blob is only ever renamed in after its SHA-256
+    matched."""
+
     def __init__(
         self,
         root: Path,
@@ -222,7 +226,7 @@ class PathRecord:
 
 
 class PathIndex:
-    """Cache key -> blob, as an append-only journal replayed at start-up."""
+    """Owns cache key -> blob, as an append-only journal replayed at start-up."""
 
     def __init__(self, root: Path) -> None:
         self._file = root / "paths.jsonl"
@@ -284,6 +288,15 @@ class IndexMeta:
     verified: bool  # its hashes were believed (a verified InRelease vouches for it)
     url: str = ""  # scheme://host:port/path as clients named it (to re-learn at start-up)
 
+    def validators(self) -> dict[str, str]:
+        """The headers of a conditional request for this copy."""
+        headers = {}
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        return headers
+
 
 @dataclass(frozen=True)
 class IndexEntry:
@@ -293,7 +306,7 @@ class IndexEntry:
 
 
 class IndexStore:
-    """Volatile index files by cache key, each with its validators and fetch time."""
+    """Owns the volatile index files by cache key, each with its validators and fetch time."""
 
     def __init__(self, root: Path) -> None:
         self._data = root / "index"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from aptmesh.config import option, require
+from aptmesh.config import InvalidOption, option, require
 from aptmesh.logs import LogFormat
 
 VerifyMode = Literal["enforce", "auto", "off"]
@@ -62,6 +62,11 @@ class EdgeConfig:
     edge_id: str = option("", "this edge's id in the registry (empty: derived from public_url)")
     public_url: str = option("", "URL clients and webseed users reach this edge at")
     zone: str = option("", "zone (site, rack) clients use to pick the nearest edge")
+    zone_file: Path | None = option(
+        None,
+        "file whose first line is the zone, read at start (Kubernetes: written from the node's "
+        "topology.kubernetes.io/zone label); when that line is not empty it replaces zone",
+    )
     listen_port: int = option(6881, "BitTorrent listen port (0 picks a free port)")
     public_swarm: bool = option(
         False, "join the public swarm: DHT on, public trackers, reachable listen port"
@@ -131,12 +136,25 @@ class EdgeConfig:
             "verify_mode enforce needs a keyring to serve upstreams (or set verify_mode to "
             "auto or off)",
         )
+        if self.zone_file is not None:
+            # Frozen: the zone the rest of the edge reads is the file's, so
+            # nothing else needs to know where it came from.
+            object.__setattr__(self, "zone", _read_zone(self.zone_file) or self.zone)
         from aptmesh_edge.urls import UpstreamError, parse_upstreams
 
         try:
             parse_upstreams(self.upstreams)
         except UpstreamError as exc:
             raise_invalid("upstreams", str(exc))
+
+
+def _read_zone(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidOption("zone_file", f"cannot read {path}: {exc}") from None
+    lines = text.splitlines()
+    return lines[0].strip() if lines else ""
 
 
 def raise_invalid(field: str, reason: str) -> None:

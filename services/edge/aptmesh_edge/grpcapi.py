@@ -14,7 +14,7 @@ import grpc
 
 from aptmesh.v1 import edge_pb2, edge_pb2_grpc
 from aptmesh_edge.cache import BlobStore
-from aptmesh_edge.downloads import DownloadFailed
+from aptmesh_edge.checked import DownloadFailed
 from aptmesh_edge.files import FileService
 from aptmesh_edge.urls import Resource, Upstreams, UrlError, parse_target
 
@@ -61,14 +61,12 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         try:
             resource = resolve(path)
             body = await self._files.get(resource)
-            if body.reader is not None:
-                async for _ in body.reader.chunks(0, None):
-                    pass
+            await body.drain()
         except UrlError as exc:
             return edge_pb2.PrefetchResult(path=path, ok=False, error=exc.text)
         except DownloadFailed as exc:
             return edge_pb2.PrefetchResult(path=path, ok=False, error=exc.text)
-        return edge_pb2.PrefetchResult(path=path, ok=True, source=body.source)
+        return edge_pb2.PrefetchResult(path=path, ok=True, source=body.source.value)
 
     async def Pin(  # noqa: N802 - gRPC method name
         self, request: edge_pb2.PinRequest, context: grpc.aio.ServicerContext[Any, Any]

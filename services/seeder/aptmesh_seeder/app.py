@@ -33,7 +33,8 @@ from aptmesh import grpcserver, logs, web
 from aptmesh.config import ConfigError
 from aptmesh.files import DirectoryLock, lock_directory
 from aptmesh.metrics import new_registry
-from aptmesh.swarm import PIECE_FAILURE_KIND, Swarm, SwarmSettings, SwarmTorrent, upload_capacity
+from aptmesh.swarm import PIECE_FAILURE_KIND, Swarm, SwarmSettings, SwarmTorrent
+from aptmesh.uplink import known_uplink
 from aptmesh.v1 import seeder_pb2_grpc
 from aptmesh_seeder import http, service
 from aptmesh_seeder.config import RepositorySpec, SeederConfig
@@ -170,7 +171,7 @@ def _build(
                 public=config.public_swarm,
                 utp=config.utp,
                 upload_rate_limit=config.upload_rate_limit,
-                upload_capacity=config.upload_capacity,
+                upload_capacity=known_uplink(config.upload_capacity, config.upload_rate_limit),
                 connections_limit=config.connections_limit,
                 role="seeder",
             ),
@@ -223,6 +224,8 @@ class RunningSeeder:
     grpc: grpcserver.GrpcServer
     site: web.Site
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    # Called with every round of sync results (a composition like `aptmesh up` reports them).
+    watchers: list[Callable[[list[SyncResult]], None]] = field(default_factory=list)
     poller: asyncio.Task[None] | None = None
     site_watch: asyncio.Task[None] | None = None
     registration: asyncio.Task[None] | None = None
@@ -304,12 +307,12 @@ def _know_site(swarm: Swarm, view: SiteView, metrics: SeederMetrics, known: int)
 
 def seed_box_of(config: SeederConfig, swarm: Swarm | None) -> Edge | None:
     """The registry entry of a seeder that registers as a seed box: one that seeds (has a
-    swarm), knows its uplink (`aptmesh.swarm.upload_capacity`) and has a tracker and a token
-    to register with; None for any other. A seed box has no url: clients never fetch from it
-    through the registry."""
+    swarm), knows its uplink (`aptmesh.uplink.known_uplink`, given to its swarm) and has a
+    tracker and a token to register with; None for any other. A seed box has no url: clients
+    never fetch from it through the registry."""
     if swarm is None or not config.tracker_grpc or not config.publish_token:
         return None
-    capacity = upload_capacity(swarm.settings)
+    capacity = swarm.settings.upload_capacity
     if not capacity:
         return None
     return Edge(config.seed_box_id, "", upload_capacity=capacity, seed_box=True)
@@ -389,9 +392,11 @@ async def start(
 
     async def report(results: list[SyncResult]) -> None:
         await grpc_server.set_serving(service.SERVICE_NAME, seeder.box.healthy())
+        for watch in running.watchers:
+            watch(results)
 
-    seeder.box.on_synced = report
     running = RunningSeeder(seeder, grpc_server, site)
+    seeder.box.on_synced = report
     if poll:
         running.poller = asyncio.create_task(seeder.box.run(running.stop_event))
     if seeder.swarm is not None and not isinstance(seeder.publisher, NoPublisher):
