@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 # Debian packages the tests drive for real (aria2c: a BitTorrent client nobody here wrote;
-# promtool; apt-ftparchive is not used: the fixture writes indexes itself).
-SYS_PACKAGES := aria2 rtorrent prometheus gnupg apt dpkg-dev iproute2 nginx-light wrk
+# promtool; PostgreSQL and Redis for the tracker's shared stores; apt-ftparchive is not used: the
+# fixture writes indexes itself).
+SYS_PACKAGES := aria2 rtorrent prometheus gnupg apt dpkg-dev iproute2 nginx-light wrk postgresql redis-server
 PYTEST_ARGS ?=
 
 .PHONY: all venv sysdeps proto proto-check test check run deb bench bench-swarm fuzz lock images deploy-generate clean drills
@@ -78,6 +79,7 @@ deb: venv
 # Benchmarks: they measure and print figures; they never gate CI.
 bench: venv sysdeps
 	$(PY) bench/tracker_announce.py
+	$(PY) bench/tracker_scale.py
 	$(PY) bench/seeder_hash.py
 	$(PY) bench/edge_vs_nginx.py
 

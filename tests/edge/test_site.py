@@ -210,7 +210,8 @@ async def site_edges(
         for _ in range(count)
     ]
     await wait_until(
-        lambda: len(tracker.store.live_edges(ZONE)) == count + others, what="edges registered"
+        lambda: len(tracker.stores.registry.live_edges(ZONE)) == count + others,
+        what="edges registered",
     )
     for edge in made:
         await edge.refresh_edges()
@@ -310,7 +311,9 @@ async def test_a_lying_owner_is_not_believed_and_nothing_wrong_is_cached(
     # The real edge registers first; then a liar that owns every small file.
     (edge,) = await site_edges(make_edge, tracker, 1)
     await register(tracker, owning_id(edge, small), url)
-    await wait_until(lambda: len(tracker.store.live_edges(ZONE)) == 2, what="liar registered")
+    await wait_until(
+        lambda: len(tracker.stores.registry.live_edges(ZONE)) == 2, what="liar registered"
+    )
     await edge.refresh_edges()
     await fetch_indexes(client, edge, debrepo)
     for pkg in small:
@@ -413,7 +416,9 @@ async def test_a_request_from_another_edge_takes_over_a_download_waiting_for_the
     url = await fake_edge(hang)
     (edge,) = await site_edges(make_edge, tracker, 1)
     await register(tracker, owning_id(edge, [pkg]), url)
-    await wait_until(lambda: len(tracker.store.live_edges(ZONE)) == 2, what="fake registered")
+    await wait_until(
+        lambda: len(tracker.stores.registry.live_edges(ZONE)) == 2, what="fake registered"
+    )
     await edge.refresh_edges()
     await fetch_indexes(client, edge, debrepo)
     try:
@@ -456,7 +461,9 @@ async def test_an_edge_passes_a_file_on_to_the_edges_below_as_it_arrives(
     url = await fake_edge(halves)
     (edge,) = await site_edges(make_edge, tracker, 1)
     await register(tracker, owning_id(edge, [pkg]), url)
-    await wait_until(lambda: len(tracker.store.live_edges(ZONE)) == 2, what="parent registered")
+    await wait_until(
+        lambda: len(tracker.stores.registry.live_edges(ZONE)) == 2, what="parent registered"
+    )
     await edge.refresh_edges()
     await fetch_indexes(client, edge, debrepo)
     target = prefix_url(edge, pkg.filename)

@@ -167,7 +167,7 @@ async def test_tampered_swarm(
     hashed = make_torrent(seed_dir / pkg.path.name)
     torrent = hashed.torrent
     # Straight into the store: the index's own check refuses a torrent of another size.
-    tracker.store.put(
+    tracker.stores.index.put(
         PackageRecord(
             sha256=pkg.sha256,
             size=pkg.size,
@@ -240,9 +240,13 @@ async def test_tampered_zone_edge(
         zone=ZONE,
         swarm_min_size=8 * 1024**2,  # the large file goes through the zone's tree too
     )
-    await wait_until(lambda: len(tracker.store.live_edges(ZONE)) == 1, what="edge registered")
+    await wait_until(
+        lambda: len(tracker.stores.registry.live_edges(ZONE)) == 1, what="edge registered"
+    )
     await register(tracker, owning_id(edge, [pkg]), url)
-    await wait_until(lambda: len(tracker.store.live_edges(ZONE)) == 2, what="parent registered")
+    await wait_until(
+        lambda: len(tracker.stores.registry.live_edges(ZONE)) == 2, what="parent registered"
+    )
     await edge.refresh_edges()
     await fetch_indexes(client, edge, debrepo)
     target = prefix_url(edge, pkg.filename)

@@ -228,12 +228,12 @@ def test_peers6_for_ipv6_clients(tmp_path: Path) -> None:
     """The logic hands IPv6 peers out in `peers6` (no IPv6 socket needed to prove it)."""
     from aptmesh.metrics import new_registry
     from aptmesh_tracker.metrics import TrackerMetrics
-    from aptmesh_tracker.peerstore import PeerStore
-    from aptmesh_tracker.store import MemoryStore
+    from aptmesh_tracker.peerstore import MemoryPeerStore
+    from aptmesh_tracker.stores import memory_stores
     from aptmesh_tracker.tracker import Policy, Tracker
 
-    peers = PeerStore(60, FakeClock())
-    store = MemoryStore()
+    peers = MemoryPeerStore(60, FakeClock())
+    store = memory_stores()
     logic = Tracker(
         peers, None, Policy(30, 5, 50, 200), TrackerMetrics(new_registry("t"), peers, store)
     )

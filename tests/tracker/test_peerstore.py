@@ -5,7 +5,12 @@ from __future__ import annotations
 import random
 
 from aptmesh.testing import FakeClock
-from aptmesh_tracker.peerstore import MAX_RETIRED_COUNTS, PeerEntry, PeerStore, select_peers
+from aptmesh_tracker.peerstore import (
+    MAX_RETIRED_COUNTS,
+    MemoryPeerStore,
+    PeerEntry,
+    select_peers,
+)
 from aptmesh_tracker.wire import Peer, ScrapeStats, compact_address
 
 IH = b"i" * 20
@@ -17,7 +22,7 @@ def peer(n: int, ip: str = "10.0.0.1") -> Peer:
 
 def test_counts_and_events() -> None:
     clock = FakeClock()
-    store = PeerStore(ttl=60, clock=clock)
+    store = MemoryPeerStore(ttl=60, clock=clock)
     store.announce(IH, peer(1), seeder=True, event="started", numwant=50)
     result = store.announce(IH, peer(2), seeder=False, event="started", numwant=50)
     assert (result.complete, result.incomplete) == (1, 1)
@@ -34,7 +39,7 @@ def test_counts_and_events() -> None:
 
 def test_completed_count_outlives_the_swarm_but_its_peers_do_not() -> None:
     clock = FakeClock()
-    store = PeerStore(ttl=60, clock=clock)
+    store = MemoryPeerStore(ttl=60, clock=clock)
     store.announce(IH, peer(1), seeder=True, event="completed", numwant=0)
     store.announce(IH, peer(1), seeder=True, event="stopped", numwant=0)
     assert (store.swarm_count(), store.peer_counts()) == (0, (0, 0))
@@ -52,13 +57,13 @@ def test_completed_count_outlives_the_swarm_but_its_peers_do_not() -> None:
     assert store.scrape(b"n" * 20) == ScrapeStats(0, 0, 0)
 
 
-def completed_then_gone(store: PeerStore, info_hash: bytes) -> None:
+def completed_then_gone(store: MemoryPeerStore, info_hash: bytes) -> None:
     store.announce(info_hash, peer(1), seeder=True, event="completed", numwant=0)
     store.announce(info_hash, peer(1), seeder=True, event="stopped", numwant=0)
 
 
 def test_retired_counts_are_capped_oldest_out() -> None:
-    store = PeerStore(ttl=60, clock=FakeClock(), max_retired=2)
+    store = MemoryPeerStore(ttl=60, clock=FakeClock(), max_retired=2)
     a, b, c = b"a" * 20, b"b" * 20, b"c" * 20
     completed_then_gone(store, a)
     completed_then_gone(store, b)
@@ -70,13 +75,13 @@ def test_retired_counts_are_capped_oldest_out() -> None:
     completed_then_gone(store, b)
     completed_then_gone(store, IH)
     assert [store.scrape(h).downloaded for h in (a, b, c, IH)] == [2, 1, 0, 1]
-    off = PeerStore(ttl=60, clock=FakeClock(), max_retired=0)
+    off = MemoryPeerStore(ttl=60, clock=FakeClock(), max_retired=0)
     completed_then_gone(off, a)
     assert off.scrape(a) == ScrapeStats(0, 0, 0)
 
 
 def test_retired_counts_uncapped_when_the_index_bounds_them() -> None:
-    store = PeerStore(ttl=60, clock=FakeClock(), max_retired=None)
+    store = MemoryPeerStore(ttl=60, clock=FakeClock(), max_retired=None)
     hashes = [b"%020d" % n for n in range(MAX_RETIRED_COUNTS + 1)]
     for info_hash in hashes:
         completed_then_gone(store, info_hash)
@@ -84,7 +89,7 @@ def test_retired_counts_uncapped_when_the_index_bounds_them() -> None:
 
 
 def test_same_peer_id_from_another_address_is_another_peer() -> None:
-    store = PeerStore(ttl=60, clock=FakeClock())
+    store = MemoryPeerStore(ttl=60, clock=FakeClock())
     store.announce(IH, peer(1, "10.0.0.1"), seeder=False, event="none", numwant=0)
     store.announce(
         IH,
@@ -98,7 +103,7 @@ def test_same_peer_id_from_another_address_is_another_peer() -> None:
 
 def test_silent_peers_expire() -> None:
     clock = FakeClock()
-    store = PeerStore(ttl=60, clock=clock)
+    store = MemoryPeerStore(ttl=60, clock=clock)
     store.announce(IH, peer(1), seeder=True, event="started", numwant=0)
     clock.advance(30)
     store.announce(IH, peer(2), seeder=False, event="started", numwant=0)

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from aptmesh.config import option, require
+from aptmesh.config import mask_url_password, option, require
+from aptmesh_tracker.stores import backend_of
 
 SERVICE = "tracker"
 
@@ -21,6 +22,23 @@ class TrackerConfig:
     db_path: Path = option(
         Path("aptmesh-tracker.sqlite3"),
         "SQLite file holding the index and edge registry; its directory must be writable",
+    )
+    store: str = option(
+        "",
+        "where the index and edge registry live: empty for the SQLite file db_path (one "
+        "replica), or postgresql://USER:PASSWORD@HOST:PORT/DB, which several replicas share",
+        mask=mask_url_password,
+    )
+    peer_store: str = option(
+        "",
+        "where swarms live: empty for this process's memory (one replica), or "
+        "redis://[:PASSWORD@]HOST:PORT/DB, which several replicas share",
+        mask=mask_url_password,
+    )
+    store_refresh_interval: float = option(
+        5.0,
+        "seconds between catching up with what other replicas published to a shared store "
+        "(and checking that it answers)",
     )
     publish_token: str = option(
         "",
@@ -51,6 +69,20 @@ class TrackerConfig:
     log_format: Literal["json", "console"] = option("json", "log format on stderr")
 
     def __post_init__(self) -> None:
+        try:
+            backend_of(self.store)
+        except ValueError as exc:
+            require(False, "store", str(exc))
+        require(
+            self.peer_store == "" or self.peer_store.startswith(("redis://", "rediss://")),
+            "peer_store",
+            "must be empty (in memory) or a redis:// or rediss:// URL",
+        )
+        require(
+            0 < self.store_refresh_interval <= 3600,
+            "store_refresh_interval",
+            "must be more than 0 and at most 3600 seconds",
+        )
         require(":" in self.grpc_bind, "grpc_bind", "must be host:port, e.g. [::]:50051")
         require(0 <= self.http_port <= 65535, "http_port", "must be between 0 and 65535")
         require(self.announce_interval >= 1, "announce_interval", "must be at least 1 second")

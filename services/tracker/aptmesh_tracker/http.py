@@ -1,13 +1,24 @@
-"""The HTTP frontend: `/announce`, `/scrape`, `/metrics`, `/healthz`.
+"""The HTTP frontend: `/announce`, `/scrape`, `/metrics`, `/healthz`, `/readyz`.
 
 Every route is parse, call the logic, write. A request the client got wrong is
 answered with HTTP 200 and a bencoded `failure reason` (what BitTorrent
 clients expect); any other failure is logged and answered with a generic
 reason, and the tracker keeps serving. The announce path is hot: no logging
 on it, metrics children bound in advance, one allocation-light parse.
+
+`/healthz` is liveness (the process serves HTTP). `/readyz` is readiness: 503
+naming the stores that are unreachable (the cause is in the log, as
+`store_unreachable`, never on this public port), so a load balancer prefers
+the replicas that can publish and register; announces are answered either way.
 """
 
 from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -15,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from aptmesh import logs
 from aptmesh.metrics import REGISTRY_KEY, metrics_handler
 from aptmesh_tracker.metrics import TrackerMetrics
+from aptmesh_tracker.stores import StoreHealth
 from aptmesh_tracker.tracker import Tracker
 from aptmesh_tracker.wire import (
     TrackerRequestError,
@@ -30,12 +42,24 @@ log = logs.get(__name__)
 # Request bodies are never read; a client that sends one gets 413 past this.
 MAX_BODY = 1024
 _INTERNAL = encode_failure("internal tracker error")
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 class Frontend:
-    def __init__(self, tracker: Tracker, metrics: TrackerMetrics) -> None:
+    def __init__(
+        self, tracker: Tracker, metrics: TrackerMetrics, offload: Executor | None = None
+    ) -> None:
+        """`offload` runs the logic off the event loop, for a peer store whose calls wait on
+        the network (Redis): its threads overlap those waits. None runs it on the loop."""
         self._tracker = tracker
         self._metrics = metrics
+        self._offload = offload
+
+    async def _logic(self, fn: Callable[[A], R], arg: A) -> R:
+        if self._offload is None:
+            return fn(arg)
+        return await asyncio.get_running_loop().run_in_executor(self._offload, fn, arg)
 
     def _refuse(self, exc: TrackerRequestError) -> web.Response:
         self._metrics.bad_requests[exc.reason].inc()
@@ -52,7 +76,7 @@ class Frontend:
             ip = request.remote
             if ip is None:
                 raise TrackerRequestError("internal", "cannot tell the client's address")
-            response = self._tracker.announce(parsed, ip)
+            response = await self._logic(functools.partial(self._tracker.announce, ip=ip), parsed)
             body = encode_announce(response, parsed.compact)
         except TrackerRequestError as exc:
             return self._refuse(exc)
@@ -62,9 +86,8 @@ class Frontend:
 
     async def scrape(self, request: web.Request) -> web.Response:
         try:
-            body = encode_scrape(
-                self._tracker.scrape(parse_scrape(request.raw_path.partition("?")[2]))
-            )
+            parsed = parse_scrape(request.raw_path.partition("?")[2])
+            body = encode_scrape(await self._logic(self._tracker.scrape, parsed))
         except TrackerRequestError as exc:
             return self._refuse(exc)
         except Exception:
@@ -76,14 +99,31 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+def readiness(health: StoreHealth) -> web.Response:
+    problems = health.problems()
+    if not problems:
+        return web.Response(text="ready\n")
+    text = "".join(f"{c.value} store unreachable\n" for c in problems)
+    return web.Response(status=503, text=text)
+
+
 def build_app(
-    tracker: Tracker, metrics: TrackerMetrics, registry: CollectorRegistry
+    tracker: Tracker,
+    metrics: TrackerMetrics,
+    registry: CollectorRegistry,
+    health: StoreHealth,
+    offload: Executor | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[REGISTRY_KEY] = registry
-    frontend = Frontend(tracker, metrics)
+    frontend = Frontend(tracker, metrics, offload)
     app.router.add_get("/announce", frontend.announce)
     app.router.add_get("/scrape", frontend.scrape)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
+
+    async def readyz(request: web.Request) -> web.Response:
+        return readiness(health)
+
+    app.router.add_get("/readyz", readyz)
     return app

@@ -16,12 +16,14 @@ from aptmesh import logs
 from aptmesh.grpcserver import token_matches
 from aptmesh.torrent import TorrentError, parse_torrent
 from aptmesh.v1 import index_pb2, index_pb2_grpc
+from aptmesh_tracker.index_store import IndexStore, StoreUnavailable
 from aptmesh_tracker.records import PackageRecord, record_from_proto, record_to_proto
-from aptmesh_tracker.store import Store
+from aptmesh_tracker.stores import Component, StoreHealth
 
 log = logs.get(__name__)
 
 SERVICE_NAME = "aptmesh.v1.IndexService"
+STORE_UNAVAILABLE = "the tracker cannot reach its store now; retry later"
 MAX_URLS = 32
 MAX_URL_LENGTH = 2048
 _HEX40 = re.compile(r"[0-9a-f]{40}")
@@ -100,17 +102,50 @@ async def require_token(
         )
 
 
-class IndexServicer(index_pb2_grpc.IndexServiceServicer):
-    def __init__(self, store: Store, executor: Executor, *, token: str, max_batch: int) -> None:
-        """`executor` is the store's single writer thread."""
-        self._store = store
+class StoreCalls:
+    """Runs store calls in the store threads for a servicer: an unreachable store is
+    UNAVAILABLE to the caller (retryable) and recorded in the stores' health."""
+
+    def __init__(self, executor: Executor, health: StoreHealth) -> None:
         self._executor = executor
+        self._health = health
+
+    async def __call__(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        fn: Callable[..., T],
+        *args: Any,
+        fallback: Callable[[], T] | None = None,
+    ) -> T:
+        """`fallback` answers instead of UNAVAILABLE when the store is unreachable."""
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        except StoreUnavailable as exc:
+            self._health.failed(Component.INDEX, str(exc))
+            if fallback is not None:
+                return fallback()
+            # The cause (the database's address, the driver's words) stays in the log.
+            await abort(context, grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE)
+        self._health.ok(Component.INDEX)
+        return result
+
+
+class IndexServicer(index_pb2_grpc.IndexServiceServicer):
+    def __init__(
+        self,
+        store: IndexStore,
+        executor: Executor,
+        health: StoreHealth,
+        *,
+        token: str,
+        max_batch: int,
+    ) -> None:
+        """`executor` runs the store's calls (its threads)."""
+        self._store = store
+        self._call = StoreCalls(executor, health)
         self._token = token
         self._max_batch = max_batch
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
     async def PublishPackage(  # noqa: N802 - gRPC method name
         self,
@@ -125,7 +160,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             check_record(record)
         except InvalidRecord as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        created = await self._run(self._store.put, record)
+        created = await self._call(context, self._store.put, record)
         log.info(
             "package published",
             sha256=record.sha256,
@@ -145,7 +180,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             check_sha256(sha256)
         except InvalidRecord as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        record = await self._run(self._store.get, sha256)
+        record = await self._call(context, self._store.get, sha256)
         if record is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"no package with sha256 {sha256}")
         return index_pb2.GetPackageResponse(record=record_to_proto(record))
@@ -167,7 +202,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
                 check_sha256(sha256)
         except InvalidRecord as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        found = await self._run(self._store.get_many, wanted)
+        found = await self._call(context, self._store.get_many, wanted)
         return index_pb2.BatchGetPackagesResponse(
             records=[record_to_proto(found[s]) for s in wanted if s in found],
             missing=[s for s in wanted if s not in found],

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from aptmesh_tracker.peerstore import PeerStore
-from aptmesh_tracker.store import Store
+from aptmesh_tracker.stores import Component, Stores
 from aptmesh_tracker.wire import EVENTS, REASONS, Event, Reason
 
 
 class TrackerMetrics:
-    def __init__(self, registry: CollectorRegistry, peers: PeerStore, store: Store) -> None:
+    def __init__(self, registry: CollectorRegistry, peers: PeerStore, stores: Stores) -> None:
         announces = Counter(
             "aptmesh_tracker_announces_total",
             "Announces answered, by BitTorrent event (none = a regular re-announce).",
@@ -43,7 +45,18 @@ class TrackerMetrics:
         by_role.labels(role="leecher").set_function(lambda: peers.peer_counts()[1])
         Gauge(
             "aptmesh_tracker_index_records", "Package records in the index.", registry=registry
-        ).set_function(store.record_count)
+        ).set_function(stores.index.record_count)
         Gauge(
             "aptmesh_tracker_edges", "Edges with a live registration lease.", registry=registry
-        ).set_function(store.edge_count)
+        ).set_function(stores.registry.edge_count)
+        up = Gauge(
+            "aptmesh_tracker_store_up",
+            "1 while a store answered its last call, 0 while it is unreachable"
+            " (index: the index and the edge registry; peers: the swarms).",
+            ["store"],
+            registry=registry,
+        )
+        for component in Component:
+            up.labels(store=component.value).set_function(
+                functools.partial(stores.health.up, component)
+            )

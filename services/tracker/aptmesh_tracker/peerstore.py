@@ -33,6 +33,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aptmesh_tracker.wire import Event, Peer, ScrapeStats
 
@@ -94,7 +95,36 @@ def select_peers(
     return tuple(candidates)
 
 
-class PeerStore:
+class PeerStore(Protocol):
+    """What the tracker's logic needs from a peer store: this module's `MemoryPeerStore`,
+    or `redis_peerstore.RedisPeerStore` for several replicas."""
+
+    def announce(
+        self,
+        info_hash: bytes,
+        peer: Peer,
+        *,
+        seeder: bool,
+        event: Event,
+        numwant: int,
+        registered: bool = False,
+    ) -> AnnounceResult: ...
+
+    def scrape(self, info_hash: bytes) -> ScrapeStats: ...
+
+    def expire(self) -> int: ...
+
+    def swarm_count(self) -> int: ...
+
+    def peer_counts(self) -> tuple[int, int]: ...
+
+    @property
+    def epoch(self) -> str:
+        """Names the swarms the store holds; changes when they were lost (module docstring).
+        Read without I/O: the registry answers it on every call."""
+
+
+class MemoryPeerStore:
     def __init__(
         self,
         ttl: float,
@@ -111,7 +141,11 @@ class PeerStore:
         # infohash -> completed count of a swarm that emptied, oldest first
         self._retired: dict[bytes, int] = {}
         self._max_retired = max_retired
-        self.epoch = secrets.token_hex(8)  # changes when the peers are lost (module docstring)
+        self._epoch = secrets.token_hex(8)  # a new store has lost every peer (module docstring)
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
 
     def _drop_swarm(self, info_hash: bytes, swarm: Swarm) -> None:
         """Frees an empty swarm, keeping its completed count if it has one."""
@@ -123,7 +157,14 @@ class PeerStore:
         self._retired[info_hash] = swarm.downloaded
 
     def announce(
-        self, info_hash: bytes, peer: Peer, *, seeder: bool, event: Event, numwant: int
+        self,
+        info_hash: bytes,
+        peer: Peer,
+        *,
+        seeder: bool,
+        event: Event,
+        numwant: int,
+        registered: bool = False,
     ) -> AnnounceResult:
         now = self._clock()
         key = peer.peer_id + peer.address

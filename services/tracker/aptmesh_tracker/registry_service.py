@@ -3,9 +3,9 @@ anyone lists the edges and the seed boxes' summed uplink."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -13,16 +13,22 @@ import grpc
 
 from aptmesh import logs
 from aptmesh.v1 import registry_pb2, registry_pb2_grpc
-from aptmesh_tracker.index_service import InvalidRecord, abort, check_url, require_token
+from aptmesh_tracker.index_service import (
+    InvalidRecord,
+    StoreCalls,
+    abort,
+    check_url,
+    require_token,
+)
 from aptmesh_tracker.records import (
     EDGE_ID,
     EDGE_ID_RULE,
     Edge,
-    Site,
     edge_from_proto,
     edge_to_proto,
 )
-from aptmesh_tracker.store import Store
+from aptmesh_tracker.registry_store import Registry
+from aptmesh_tracker.stores import StoreHealth
 
 log = logs.get(__name__)
 
@@ -48,16 +54,18 @@ def check_edge(edge: Edge) -> None:
 class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
     def __init__(
         self,
-        store: Store,
+        registry: Registry,
         executor: Executor,
+        health: StoreHealth,
         *,
         token: str,
         lease_seconds: int,
-        peers_epoch: str = "",
+        peers_epoch: Callable[[], str] = lambda: "",
     ) -> None:
-        self._store = store
-        self._epoch = peers_epoch  # the peer store's epoch (aptmesh_tracker.peerstore)
-        self._executor = executor
+        """`peers_epoch` reads the peer store's epoch (no I/O: aptmesh_tracker.peerstore)."""
+        self._registry = registry
+        self._call = StoreCalls(executor, health)
+        self._epoch = peers_epoch
         self._token = token
         self._lease = lease_seconds
         self._seen: set[tuple[str, bool]] = set()  # (id, seed_box) already logged as joined
@@ -74,10 +82,7 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
             check_edge(edge)
         except InvalidRecord as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(
-            self._executor, functools.partial(self._store.register_edge, edge, self._lease)
-        )
+        await self._call(context, self._registry.register, edge, self._lease)
         if (edge.id, edge.seed_box) not in self._seen:
             self._seen.add((edge.id, edge.seed_box))
             log.info(
@@ -87,22 +92,24 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
                 zone=edge.zone,
                 upload_capacity=edge.upload_capacity,
             )
-        return registry_pb2.RegisterEdgeResponse(lease_seconds=self._lease, peers_epoch=self._epoch)
+        return registry_pb2.RegisterEdgeResponse(
+            lease_seconds=self._lease, peers_epoch=self._epoch()
+        )
 
     async def ListEdges(  # noqa: N802 - gRPC method name
         self,
         request: registry_pb2.ListEdgesRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> registry_pb2.ListEdgesResponse:
-        loop = asyncio.get_running_loop()
-        site = await loop.run_in_executor(
-            self._executor, functools.partial(self._site, request.zone)
+        zone = request.zone
+        site = await self._call(
+            context,
+            self._registry.site,
+            zone,
+            fallback=functools.partial(self._registry.last_site, zone),
         )
         return registry_pb2.ListEdgesResponse(
             edges=[edge_to_proto(e) for e in site.edges],
             seed_upload_capacity=min(site.seed_upload_capacity, MAX_UINT64),
-            peers_epoch=self._epoch,
+            peers_epoch=self._epoch(),
         )
-
-    def _site(self, zone: str) -> Site:
-        return Site(self._store.live_edges(zone), self._store.seed_upload_capacity())
