@@ -10,6 +10,7 @@ still there and writable (`writable_directory`, for readiness).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import uuid
@@ -84,8 +85,9 @@ def lock_directory(directory: Path, what: str) -> DirectoryLock:
     except BaseException:
         os.close(fd)
         raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    with contextlib.suppress(OSError):  # the pid is for messages only; a full disk refuses it
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return DirectoryLock(path, fd)
 
 

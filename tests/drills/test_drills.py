@@ -23,14 +23,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group(name="drills")]
 # Drills that fail on today's edge; their fixes wait for the edge's refactoring (issue 15).
 # strict: a drill that starts to pass fails here, so its entry goes.
 EDGE_PENDING = {
-    # aptmesh.swarm reports every bad piece through on_hash_failed; the edge passes none.
-    "malicious_peer": "the edge does not count piece-hash failures",
     # The edge believes and serves a validly signed InRelease older than one it verified.
     "replayed_inrelease": "the edge serves an older InRelease after a newer one",
     # New InRelease with the old cached Packages when the mirror fails the new ones.
     "mixed_generation": "the edge serves a mixed generation: apt fails",
-    # The cache journal rewrite at start hits ENOSPC; the cache limit exceeds the disk.
-    "full_disk": "the edge cannot start on a full cache disk and cuts transfers while it fills",
 }
 
 
