@@ -3,7 +3,8 @@
 Theory of operation. A `DrillMesh` runs `aptmesh tracker` (127.0.0.2),
 `aptmesh seeder` (127.0.0.3) and two or more `aptmesh edge` (127.0.0.4 and
 up) as separate process groups over the signed test repository (the mirror,
-127.0.0.1). Every port is chosen once, so a service killed with SIGKILL comes
+127.0.0.1). Every port is chosen once (below the ephemeral range, `drill_port`),
+so a service killed with SIGKILL comes
 back (`restart`) where the others expect it, on the same data or cache
 directory. A drill injects one fault while `apt-get` runs go through the
 proxy line and through `mesh+http` (`run_apts`), and ends with `check_stores`:
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import random
 import secrets
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -36,7 +39,6 @@ from pathlib import Path
 from aptmesh import bencode
 from aptmesh.debian import load_packages, parse_release, verify_inrelease
 from aptmesh.debrepo import AptEnv, DebRepo, RepoPackage
-from aptmesh.testing import free_port
 from aptmesh.torrent import make_torrent
 from tests.fixtures.mesh import (
     APTMESH,
@@ -131,11 +133,11 @@ class DrillMesh:
         self.repo, self.root = repo, root
         self.token = secrets.token_hex(16)
         self.logs = root / "logs"
-        t_http, t_grpc = free_port(TRACKER_HOST), free_port(TRACKER_HOST)
+        t_http, t_grpc = drill_port(TRACKER_HOST), drill_port(TRACKER_HOST)
         self.announce = f"http://{TRACKER_HOST}:{t_http}/announce"
         self.tracker_grpc = f"{TRACKER_HOST}:{t_grpc}"
         self.tracker_http = f"http://{TRACKER_HOST}:{t_http}"
-        s_http = free_port(SEEDER_HOST)
+        s_http = drill_port(SEEDER_HOST)
         self.seeder_http = f"http://{SEEDER_HOST}:{s_http}"
         self.seeder_dir = root / "seeder"
         self.edge_dirs: list[Path] = []
@@ -157,9 +159,9 @@ class DrillMesh:
                 *(APTMESH, "seeder", "--repositories", spec, "--keyring", str(repo.keyring)),
                 *("--data-dir", str(self.seeder_dir), "--tracker-grpc", self.tracker_grpc),
                 *("--tracker-announce", self.announce, "--publish-token", self.token),
-                *("--grpc-bind", f"{SEEDER_HOST}:{free_port(SEEDER_HOST)}"),
+                *("--grpc-bind", f"{SEEDER_HOST}:{drill_port(SEEDER_HOST)}"),
                 *("--http-host", SEEDER_HOST, "--http-port", str(s_http)),
-                *("--listen-host", SEEDER_HOST, "--listen-port", str(free_port(SEEDER_HOST))),
+                *("--listen-host", SEEDER_HOST, "--listen-port", str(drill_port(SEEDER_HOST))),
                 *("--poll-interval", "600"),
             ],
             lambda: _ok(f"{self.seeder_http}/readyz"),
@@ -169,7 +171,7 @@ class DrillMesh:
 
     def add_edge(self, i: int, cache: Path | None = None) -> str:
         host = f"127.0.0.{FIRST_EDGE + i}"
-        port = free_port(host)
+        port = drill_port(host)
         url = f"http://{host}:{port}"
         cache = cache or self.root / f"edge{i}" / "cache"
         self.edge_urls.append(url)
@@ -179,9 +181,9 @@ class DrillMesh:
             f"edge{i}",
             [
                 *(APTMESH, "edge", "--http-host", host, "--http-port", str(port)),
-                *("--grpc-bind", f"{host}:{free_port(host)}", "--cache-dir", str(cache)),
+                *("--grpc-bind", f"{host}:{drill_port(host)}", "--cache-dir", str(cache)),
                 *("--upstreams", origin, "--keyring", str(self.repo.keyring)),
-                *("--listen-port", str(free_port(host)), "--tracker-grpc", self.tracker_grpc),
+                *("--listen-port", str(drill_port(host)), "--tracker-grpc", self.tracker_grpc),
                 *("--tracker-announce", self.announce, "--publish-token", self.token),
                 *("--edge-id", f"edge{i}", "--public-url", url, "--zone", "drill"),
                 *self.edge_args,
@@ -267,6 +269,29 @@ class DrillMesh:
             return count if isinstance(count, int) else 0
 
         return {name: complete(h) for name, h in hashes.items()}
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def drill_port(host: str) -> int:
+    """A free port below the ephemeral range: a service restarted on it must find it free, and
+    every process binding port 0 (other tests, grpc's [::]:0) takes ephemeral ports."""
+    top = _ephemeral_start()
+    rng = random.Random()  # noqa: S311 - spreading ports, not secrecy
+    for _ in range(100):
+        port = rng.randrange(max(1024, top - 12000), top)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port on {host} below {top}")
 
 
 def _ok(url: str) -> bool:
