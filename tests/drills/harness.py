@@ -3,11 +3,11 @@
 Theory of operation. A `DrillMesh` runs `aptmesh tracker` (127.0.0.2),
 `aptmesh seeder` (127.0.0.3) and two or more `aptmesh edge` (127.0.0.4 and
 up) as separate process groups over the signed test repository (the mirror,
-127.0.0.1). Every port is chosen once (below the ephemeral range, `drill_port`),
-so a service killed with SIGKILL comes
-back (`restart`) where the others expect it, on the same data or cache
-directory. A drill injects one fault while `apt-get` runs go through the
-proxy line and through `mesh+http` (`run_apts`), and ends with `check_stores`:
+127.0.0.1). Every port is chosen once (below the ephemeral range,
+`drill_port`), so a service killed with SIGKILL comes back (`restart`) where
+the others expect it, on the same data or cache directory. A drill injects
+one fault while `apt-get` runs go through the proxy line and through
+`mesh+http` (`run_apts`), and ends with the checker (`corrupt_entries`):
 every file in an edge's cache (`blobs/sha256/xx/<sha256>`) and in the
 seeder's data directory (`files/xx/<sha256>`) is hashed and must be a file
 the signed index names, under its own SHA-256. A drill's `Row` is what `make
