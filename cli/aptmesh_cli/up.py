@@ -5,6 +5,9 @@ own composition root exactly as `aptmesh tracker|seeder|edge` build them, on
 loopback with free ports, SQLite and the data directory, sharing a publish
 token made at start. What they bound is written to `DIR/endpoints.json`
 (atomically) for scripts and tests; the apt lines a user needs are printed.
+The control calls (edge Pin, Unpin, Prefetch; seeder SyncNow) need an admin
+token, also made at start, which only this user can read: `DIR/admin-token`
+(its path is `admin_token_file` in endpoints.json).
 Without `--upstream`, the Debian mirror and keyring this machine's apt uses
 are read from its apt sources at run time.
 """
@@ -141,6 +144,12 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
     data = cfg.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
+    admin_token = secrets.token_hex(16)
+    admin_token_file = data / "admin-token"
+    admin_token_file.unlink(missing_ok=True)
+    fd = os.open(admin_token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(admin_token + "\n")
     bind = f"{cfg.host}:0"
     tracker = await tracker_app.start(
         TrackerConfig(
@@ -168,6 +177,7 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
                 tracker_grpc=tracker.grpc_target,
                 tracker_announce=(tracker.announce_url,),
                 publish_token=token,
+                admin_token=admin_token,
                 grpc_bind=bind,
                 http_host=cfg.host,
                 http_port=0,
@@ -190,6 +200,7 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
                 tracker_grpc=tracker.grpc_target,
                 tracker_announce=tracker.announce_url,
                 publish_token=token,
+                admin_token=admin_token,
                 zone="local",
                 listen_port=0,
                 log_level=cfg.log_level,
@@ -202,6 +213,7 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
             "seeder_grpc": seeder.grpc_target,
             "edge_http": edge.http_url,
             "edge_grpc": edge.grpc_target,
+            "admin_token_file": str(admin_token_file),
             "metrics": {
                 "tracker": f"{tracker.http_url}/metrics",
                 "seeder": f"{seeder.http_url}/metrics",

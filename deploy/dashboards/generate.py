@@ -458,6 +458,24 @@ def tracker() -> dash.Dashboard:
             ],
         ),
         graph(
+            "Peer flood: announces not stored",
+            "Announces answered but not stored because a peer bound was reached, per second, "
+            "by bound (address_swarm, address, swarm, total). Anything here for long is a "
+            "flood or a bound set too low for a real swarm.",
+            [
+                Query(
+                    f"sum by (limit) "
+                    f"(rate(aptmesh_tracker_refused_peers_total{{{SEL}}}[{RATE}])) > 0",
+                    "{{limit}}",
+                ),
+                Query(
+                    f'max(aptmesh_tracker_peer_limit{{limit="total",{SEL}}})',
+                    "total bound (peers)",
+                ),
+            ],
+            "reqps",
+        ),
+        graph(
             "Index and registry",
             "Package records in the index and edges with a live lease.",
             [

@@ -80,7 +80,7 @@ async def start_process(
         line = await asyncio.wait_for(process.stderr.readline(), timeout=20)
         assert line, "the tracker exited before it started"
         event = json.loads(line)
-        if event["event"] == "tracker started":
+        if event["event"] == "tracker_started":
             return process, event
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aptmesh.testing import FakeClock
 from aptmesh_tracker.records import Edge
 from aptmesh_tracker.registry_store import summed_uplink
+from aptmesh_tracker.stores import Backend
 from tests.tracker.conftest import Backends
 
 
@@ -83,3 +84,20 @@ def test_site_and_the_last_site_read(open_backend: Backends) -> None:
     clock.advance(61)
     assert store.last_site("east") == site  # ended leases included: nobody could renew
     assert store.site("east").edges == [] and store.last_site("east").edges == []
+
+
+def test_registered_addresses_live_as_long_as_their_leases(open_backend: Backends) -> None:
+    clock = FakeClock()
+    stores = open_backend(clock)
+    store = stores.registry
+    store.register(Edge("e", "http://e:3142", "z", address="10.0.0.1"), 60)
+    store.register(Edge("s", "", "z", seed_box=True, address="10.0.0.2"), 120)
+    assert store.is_registered_address("10.0.0.1") and store.is_registered_address("10.0.0.2")
+    assert not store.is_registered_address("10.0.0.3") and not store.is_registered_address("")
+    clock.advance(61)
+    assert not store.is_registered_address("10.0.0.1")
+    store.expire()
+    assert store.is_registered_address("10.0.0.2")
+    if stores.backend is not Backend.MEMORY:  # and a restart (or another replica) remembers
+        again = open_backend(clock).registry
+        assert again.is_registered_address("10.0.0.2")

@@ -8,7 +8,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aptmesh.testing import wait_until
 from aptmesh.torrent import make_torrent
@@ -98,6 +100,19 @@ async def test_two_replicas_share_index_registry_and_swarms(
         assert (await readiness(http, one))[0] == 200
 
 
+INDEX_SERVICE = "aptmesh.v1.IndexService"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def grpc_health(tracker: RunningTracker, service: str) -> int:
+    async with grpc.aio.insecure_channel(tracker.grpc_target) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
+        return int(reply.status)
+
+
 async def test_postgres_down_announces_go_on_and_the_tracker_recovers(
     replica: Replica,
     own_postgres: PostgresServer,
@@ -119,6 +134,8 @@ async def test_postgres_down_announces_go_on_and_the_tracker_recovers(
         status, text = await readiness(http, tracker)
         assert status == 503 and "index store unreachable" in text
         assert await metric(http, tracker, 'aptmesh_tracker_store_up{store="index"} 0.0')
+        assert await grpc_health(tracker, INDEX_SERVICE) == NOT_SERVING  # readiness in k8s
+        assert await grpc_health(tracker, "") == SERVING  # liveness: no restart
         # announces are answered from what the tracker knows
         seed = AnnounceRequest(v1, b"S" * 20, 7001, left=0, event="started")
         assert (await announce(http, tracker, seed)).complete == 1
@@ -133,6 +150,7 @@ async def test_postgres_down_announces_go_on_and_the_tracker_recovers(
         await wait_until(tracker.refresh, within=30, what="the store back")
         assert (await readiness(http, tracker))[0] == 200
         assert await metric(http, tracker, 'aptmesh_tracker_store_up{store="index"} 1.0')
+        assert await grpc_health(tracker, INDEX_SERVICE) == SERVING
         assert await client.publish(other) is True  # no restart
 
 

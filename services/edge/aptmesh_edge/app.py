@@ -35,7 +35,7 @@ from aptmesh.v1 import edge_pb2_grpc
 from aptmesh_edge.cache import BlobStore, IndexStore, PathIndex
 from aptmesh_edge.config import EdgeConfig
 from aptmesh_edge.files import FileService
-from aptmesh_edge.grpcapi import SERVICE_NAME, EdgeServicer
+from aptmesh_edge.grpcapi import REQUEST_BOUNDS, SERVICE_NAME, EdgeServicer
 from aptmesh_edge.http import EdgeHttp
 from aptmesh_edge.indexes import IndexService
 from aptmesh_edge.metrics import EdgeMetrics
@@ -302,12 +302,15 @@ async def start(
         http_site = await web.start(http.server(), config.http_host, config.http_port)
         undo.push_async_callback(http_site.stop)
         membership.http_url = http_site.local_url
-        servicer = EdgeServicer(files, blobs, upstreams)
+        servicer = EdgeServicer(files, blobs, upstreams, admin_token=config.admin_token)
         grpc = await grpcserver.start(
             config.grpc_bind,
             [
                 grpcserver.Servicer(
-                    SERVICE_NAME, edge_pb2_grpc.add_EdgeServiceServicer_to_server, servicer
+                    SERVICE_NAME,
+                    edge_pb2_grpc.add_EdgeServiceServicer_to_server,
+                    servicer,
+                    REQUEST_BOUNDS,
                 )
             ],
             metrics.registry,

@@ -14,10 +14,11 @@ Theory of operation.
   dropped. On a full disk the compaction is skipped (the journal as it is
   stays valid), so an edge starts on a full cache disk and serves.
 - Blobs are bounded by `max_bytes`, least recently used first, except pinned
-  ones (pins persist in `pins.json`), and by the disk: `make_room` evicts
-  the same way until the file system has room for a file about to be
-  written, so a limit larger than the disk never fills it. Small blobs are also kept in a bounded
-  in-memory tier, because serving a 60 KB file from memory is ~8x cheaper
+  ones (pins persist in `pins.json`; at most `MAX_PINS`), and by the disk:
+  `make_room` evicts the same way until the file system has room for a file
+  about to be written, so a limit larger than the disk never fills it. Small
+  blobs are also kept in a bounded in-memory tier, because serving a 60 KB
+  file from memory is ~8x cheaper
   than from a file (the reference notes' measurement).
 - Index files (volatile, named by URL path) live in `IndexStore` with their
   upstream validators (Last-Modified, ETag) and fetch time. They are not
@@ -48,6 +49,12 @@ from aptmesh.files import fsync_dir, write_atomic
 log = logs.get(__name__)
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Most pinned hashes: pins.json stays under 700 KB, and each pin rewrites it whole.
+MAX_PINS = 10_000
+
+
+class TooManyPins(Exception):
+    """Pinning one more would pass MAX_PINS; the text says so (safe to send back)."""
 
 
 @dataclass
@@ -224,6 +231,10 @@ class BlobStore:
     def pin(self, sha256: str) -> None:
         if not _HEX64.match(sha256):
             raise ValueError(f"not a SHA-256: {sha256!r}")
+        if sha256 in self._pins:
+            return
+        if len(self._pins) >= MAX_PINS:
+            raise TooManyPins(f"at most {MAX_PINS} files may be pinned; unpin some first")
         self._pins.add(sha256)
         write_atomic(self._pins_file, json.dumps(sorted(self._pins)).encode(), self.tmp_dir)
 

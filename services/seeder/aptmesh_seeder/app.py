@@ -188,7 +188,7 @@ def _build(
             client = TrackerClient(config.tracker_grpc, token=config.publish_token)
             publisher = TrackerPublisher(client)
         else:
-            log.warning("seeder.no_tracker", hint="set tracker_grpc to publish to an index")
+            log.warning("tracker_not_configured", hint="set tracker_grpc to publish to an index")
             publisher = NoPublisher()
     context = SyncContext(
         state=state,
@@ -258,7 +258,7 @@ class RunningSeeder:
         await self.site.stop()
         await self.grpc.stop(grace)
         saved = await self.box.save_resume_data()
-        log.info("seeder.stopped", resume_data_saved=saved)
+        log.info("seeder_stopped", resume_data_saved=saved)
         await self.seeder.close()
 
 
@@ -302,7 +302,7 @@ def _know_site(swarm: Swarm, view: SiteView, metrics: SeederMetrics, known: int)
     metrics.site_edges.set(len(view.uplinks))
     depth = swarm.know_site(view.uplinks)
     if depth != known:
-        log.info("seeder.site", edges=len(view.uplinks), request_queue_depth=depth)
+        log.info("site_learned", edges=len(view.uplinks), request_queue_depth=depth)
 
 
 def seed_box_of(config: SeederConfig, swarm: Swarm | None) -> Edge | None:
@@ -334,12 +334,12 @@ async def register_seed_box(
         try:
             lease = await publisher.register_seed_box(box)
         except PublishError as exc:
-            log.warning("seeder.seed_box_registration_failed", error=str(exc))
+            log.warning("seed_box_registration_failed", error=str(exc))
             wait = retry
         else:
             if not registered:
                 log.info(
-                    "seeder.seed_box_registered",
+                    "seed_box_registered",
                     seed_box_id=box.id,
                     upload_capacity=box.upload_capacity,
                     lease_seconds=lease,
@@ -366,7 +366,7 @@ async def start(
     seeder = build(config, clock=clock, publisher=publisher)
     try:
         seeder.box.restore()
-        servicer = service.SeederServicer(seeder.box)
+        servicer = service.SeederServicer(seeder.box, admin_token=config.admin_token)
         grpc_server = await grpcserver.start(
             config.grpc_bind,
             [
@@ -416,7 +416,7 @@ async def start(
         )
     running.reverifier = asyncio.create_task(seeder.box.reverify(rate=config.reverify_rate))
     log.info(
-        "seeder.started",
+        "seeder_started",
         grpc=running.grpc_target,
         http=running.http_url,
         bittorrent_port=running.listen_port,

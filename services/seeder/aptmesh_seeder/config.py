@@ -220,6 +220,9 @@ class SeederConfig:
         (), "BitTorrent announce URLs put in every torrent (the tracker's /announce)"
     )
     publish_token: str = option("", "bearer token for publishing to the index", secret=True)
+    admin_token: str = option(
+        "", "bearer token the SyncNow gRPC call needs; empty refuses it", secret=True
+    )
     grpc_bind: str = option(
         "[::]:50051", "host:port of the SeederService gRPC server (port 0 picks a free one)"
     )

@@ -244,11 +244,11 @@ class RepositorySync:
             if isinstance(exc, DebianIndexError):
                 ctx.metrics.verification_failure(kind)
             result = SyncResult(name, "failed", str(exc), kind)
-            structured.error("seeder.sync_failed", kind=kind, error=str(exc))
+            structured.error("sync_failed", kind=kind, error=str(exc))
             try:
                 ctx.state.record_sync(name, ctx.clock(), ok=False, error=f"{kind}: {exc}")
             except StateError as state_exc:
-                structured.error("seeder.state_failed", error=str(state_exc))
+                structured.error("state_failed", error=str(state_exc))
         duration = time.perf_counter() - started
         ctx.metrics.syncs.labels(name, result.result).inc()
         ctx.metrics.sync_duration.labels(name).observe(duration)
@@ -269,7 +269,7 @@ class RepositorySync:
         )
         if result.ok:
             structured.info(
-                "seeder.sync_finished",
+                "sync_finished",
                 result=result.result,
                 fetched_files=result.fetched_files,
                 fetched_bytes=result.fetched_bytes,
@@ -536,7 +536,7 @@ class RepositorySync:
         for item in picked:
             by_sha.setdefault(item.candidate.sha256, item)
         the_plan = plan((p.candidate for p in picked), ctx.policy)
-        log.info("seeder.plan", repository=name, **the_plan.summary())
+        log.info("sync_planned", repository=name, **the_plan.summary())
         chosen = [by_sha[c.sha256] for c in the_plan.selected]
         to_fetch = [p for p in chosen if self._held(p.candidate.sha256, p.candidate.size) is None]
         ctx.progress.start(name, len(to_fetch), sum(p.candidate.size for p in to_fetch))

@@ -88,8 +88,13 @@ class RunningTracker:
 
     async def refresh(self) -> bool:
         """Catches up with the shared store (periodically, or when a test says so); whether
-        the store answered."""
-        return await self._in_store(self._refresh_stores)
+        the store answered. The gRPC health of the index and registry services follows: NOT
+        SERVING while their store is unreachable (readiness), SERVING again when it answers."""
+        answered = await self._in_store(self._refresh_stores)
+        serving = self.stores.health.up(Component.INDEX)
+        for name in (index_service.SERVICE_NAME, registry_service.SERVICE_NAME):
+            await self.grpc.set_serving(name, serving)
+        return answered
 
     def _refresh_stores(self) -> None:
         self.stores.index.refresh()
@@ -141,10 +146,12 @@ async def start(
         opening = functools.partial(open_stores, config.store, config.db_path, clock or time.time)
         stores = await loop.run_in_executor(None, opening)
     # Only an open tracker counts completions of arbitrary infohashes, so only it caps them.
+    limits = config.peer_limits()
     memory = MemoryPeerStore(
         config.peer_ttl,
         clock or time.monotonic,
         max_retired=MAX_RETIRED_COUNTS if config.open_tracker else None,
+        limits=limits,
     )
     peers: PeerStore = memory
     closing: list[Callable[[], None]] = [stores.close]
@@ -157,6 +164,7 @@ async def start(
             stores.health,
             memory,
             clock or time.time,
+            limits=limits,
             count_ttl=OPEN_TRACKER_COUNT_TTL if config.open_tracker else 0,
         )
         peers = redis_peers
@@ -164,12 +172,18 @@ async def start(
         offload = ThreadPoolExecutor(max_workers=PEER_THREADS, thread_name_prefix="tracker-peers")
         closing += [functools.partial(offload.shutdown, wait=True), redis_peers.close]
     registry = new_registry("tracker")
-    metrics = TrackerMetrics(registry, peers, stores)
+    metrics = TrackerMetrics(registry, peers, stores, limits)
     policy = Policy(
         config.announce_interval, config.min_interval, config.numwant_default, config.numwant_max
     )
     index = stores.index
-    tracker = Tracker(peers, None if config.open_tracker else index.is_tracked, policy, metrics)
+    tracker = Tracker(
+        peers,
+        None if config.open_tracker else index.is_tracked,
+        policy,
+        metrics,
+        is_registered=stores.registry.is_registered_address,
+    )
     executor = ThreadPoolExecutor(max_workers=stores.threads, thread_name_prefix="tracker-store")
     servicers = [
         grpcserver.Servicer(
@@ -182,6 +196,7 @@ async def start(
                 token=config.publish_token,
                 max_batch=config.max_batch,
             ),
+            index_service.request_bounds(config.max_batch),
         ),
         grpcserver.Servicer(
             registry_service.SERVICE_NAME,
@@ -204,10 +219,15 @@ async def start(
             close()
         raise
     try:
+        frontend = http.Frontend(tracker, metrics, offload)
         site = await web.start(
-            http.build_app(tracker, metrics, registry, stores.health, offload),
+            http.build_app(frontend, registry, stores.health),
             config.http_host,
             config.http_port,
+            limits=web.ServerLimits(
+                head_timeout=config.http_head_timeout, body_timeout=config.http_body_timeout
+            ),
+            bad_request=frontend.bad_request,
         )
     except BaseException:
         await grpc_server.stop(0)

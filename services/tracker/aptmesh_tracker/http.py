@@ -2,9 +2,11 @@
 
 Every route is parse, call the logic, write. A request the client got wrong is
 answered with HTTP 200 and a bencoded `failure reason` (what BitTorrent
-clients expect); any other failure is logged and answered with a generic
-reason, and the tracker keeps serving. The announce path is hot: no logging
-on it, metrics children bound in advance, one allocation-light parse.
+clients expect), and so is one aiohttp's own parser refuses (`bad_request`,
+e.g. a request line over the limit); each is one rate-limited warning line.
+Any other failure is logged and answered with a generic reason, and the
+tracker keeps serving. The announce path is hot: metrics children bound in
+advance, one allocation-light parse, and logging only through the rate limit.
 
 `/healthz` is liveness (the process serves HTTP). `/readyz` is readiness: 503
 naming the stores that are unreachable (the cause is in the log, as
@@ -42,6 +44,7 @@ log = logs.get(__name__)
 # Request bodies are never read; a client that sends one gets 413 past this.
 MAX_BODY = 1024
 _INTERNAL = encode_failure("internal tracker error")
+_refused = logs.RateLimitedWarning(log, "tracker_request_refused")
 A = TypeVar("A")
 R = TypeVar("R")
 
@@ -61,13 +64,21 @@ class Frontend:
             return fn(arg)
         return await asyncio.get_running_loop().run_in_executor(self._offload, fn, arg)
 
-    def _refuse(self, exc: TrackerRequestError) -> web.Response:
+    def _refuse(self, exc: TrackerRequestError, request: web.Request) -> web.Response:
         self._metrics.bad_requests[exc.reason].inc()
+        _refused(reason=exc.reason, remote=request.remote, detail=str(exc))
         return web.Response(body=encode_failure(str(exc)), content_type="text/plain")
+
+    def bad_request(self, status: int, reason: str) -> web.StreamResponse:
+        """What aiohttp's parser refused (aptmesh.web logs it): a failure reason too."""
+        self._metrics.bad_requests["http"].inc()
+        return web.Response(
+            body=encode_failure(f"bad HTTP request: {reason}"), content_type="text/plain"
+        )
 
     def _crash(self, route: str) -> web.Response:
         self._metrics.bad_requests["internal"].inc()
-        log.exception("tracker request failed", route=route)
+        log.exception("request_failed", route=route)
         return web.Response(body=_INTERNAL, content_type="text/plain")
 
     async def announce(self, request: web.Request) -> web.Response:
@@ -79,7 +90,7 @@ class Frontend:
             response = await self._logic(functools.partial(self._tracker.announce, ip=ip), parsed)
             body = encode_announce(response, parsed.compact)
         except TrackerRequestError as exc:
-            return self._refuse(exc)
+            return self._refuse(exc, request)
         except Exception:
             return self._crash("announce")
         return web.Response(body=body, content_type="text/plain")
@@ -89,7 +100,7 @@ class Frontend:
             parsed = parse_scrape(request.raw_path.partition("?")[2])
             body = encode_scrape(await self._logic(self._tracker.scrape, parsed))
         except TrackerRequestError as exc:
-            return self._refuse(exc)
+            return self._refuse(exc, request)
         except Exception:
             return self._crash("scrape")
         return web.Response(body=body, content_type="text/plain")
@@ -108,15 +119,10 @@ def readiness(health: StoreHealth) -> web.Response:
 
 
 def build_app(
-    tracker: Tracker,
-    metrics: TrackerMetrics,
-    registry: CollectorRegistry,
-    health: StoreHealth,
-    offload: Executor | None = None,
+    frontend: Frontend, registry: CollectorRegistry, health: StoreHealth
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[REGISTRY_KEY] = registry
-    frontend = Frontend(tracker, metrics, offload)
     app.router.add_get("/announce", frontend.announce)
     app.router.add_get("/scrape", frontend.scrape)
     app.router.add_get("/metrics", metrics_handler)

@@ -7,13 +7,13 @@ import functools
 import re
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
 
 from aptmesh import logs
-from aptmesh.grpcserver import token_matches
+from aptmesh.grpcserver import abort, repeated_bytes, require_token
 from aptmesh.torrent import TorrentError, parse_torrent
 from aptmesh.v1 import index_pb2, index_pb2_grpc
 from aptmesh_tracker.index_store import IndexStore, StoreUnavailable
@@ -29,6 +29,24 @@ MAX_URL_LENGTH = 2048
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 T = TypeVar("T")
+
+# The largest torrent a record may carry. A package's torrent holds 20 + 32 bytes per
+# piece and a piece is at least 1/1024 of the file (up to 4 MiB pieces), so up to a
+# 4 GiB file it is under 60 KiB; 1 MiB leaves room for files of some 80 GiB.
+MAX_TORRENT = 1 << 20
+# One PublishPackage request: the torrent, the URLs and the small fields.
+MAX_PUBLISH_REQUEST = MAX_TORRENT + repeated_bytes(MAX_URLS, MAX_URL_LENGTH)
+TOKEN_OPTION = "publish_token (APTMESH_TRACKER_PUBLISH_TOKEN)"  # noqa: S105 - a name
+
+
+def request_bounds(max_batch: int) -> dict[str, int]:
+    """Most bytes of one request per method (grpcserver.Servicer.max_request)."""
+    return {
+        "PublishPackage": MAX_PUBLISH_REQUEST,
+        # A hash may come in upper case or be garbage of any length; up to 64 bytes each
+        # is what a legitimate batch holds.
+        "BatchGetPackages": repeated_bytes(max_batch, 64),
+    }
 
 
 class InvalidRecord(ValueError):
@@ -61,6 +79,8 @@ def check_record(record: PackageRecord) -> None:
         raise InvalidRecord(f"at most {MAX_URLS} upstream_urls per record")
     for url in record.upstream_urls:
         check_url(url, "upstream_urls")
+    if len(record.torrent) > MAX_TORRENT:
+        raise InvalidRecord(f"torrent is {len(record.torrent)} bytes, at most {MAX_TORRENT}")
     try:
         torrent = parse_torrent(record.torrent)
     except TorrentError as exc:
@@ -78,28 +98,6 @@ def check_record(record: PackageRecord) -> None:
     ]
     if disagree:
         raise InvalidRecord("record and torrent disagree: " + "; ".join(disagree))
-
-
-async def abort(
-    context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, text: str
-) -> NoReturn:
-    await context.abort(code, text)
-    raise AssertionError("unreachable: abort raises")
-
-
-async def require_token(
-    context: grpc.aio.ServicerContext[Any, Any], token: str, action: str
-) -> None:
-    if not token:
-        await abort(
-            context,
-            grpc.StatusCode.UNAUTHENTICATED,
-            f"{action} is disabled: the tracker has no publish token configured",
-        )
-    if not token_matches(context, token):
-        await abort(
-            context, grpc.StatusCode.UNAUTHENTICATED, f"{action} needs a valid bearer token"
-        )
 
 
 class StoreCalls:
@@ -152,7 +150,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         request: index_pb2.PublishPackageRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> index_pb2.PublishPackageResponse:
-        await require_token(context, self._token, "publishing")
+        await require_token(context, self._token, "publishing", option=TOKEN_OPTION)
         if not request.HasField("record"):
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "record is missing")
         record = record_from_proto(request.record)
@@ -162,7 +160,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         created = await self._call(context, self._store.put, record)
         log.info(
-            "package published",
+            "package_published",
             sha256=record.sha256,
             name=record.name,
             info_hash_v1=record.info_hash_v1,

@@ -52,12 +52,12 @@ def main(argv: Sequence[str]) -> int:
             "replicas will not see each other's peers",
         )
     if not config.publish_token:
-        log.warning("no publish token configured: publishing and edge registration are refused")
+        log.warning("publish_token_missing", effect="publishing and edge registration are refused")
 
     async def run(stop: asyncio.Event) -> None:
         running = await app.start(config)
         log.info(
-            "tracker started",
+            "tracker_started",
             announce_url=running.announce_url,
             http_port=running.site.port,
             grpc_target=running.grpc_target,
@@ -67,12 +67,12 @@ def main(argv: Sequence[str]) -> int:
             open_tracker=config.open_tracker,
         )
         await stop.wait()
-        log.info("tracker stopping")
+        log.info("tracker_stopping")
         await running.stop()
-        log.info("tracker stopped")
+        log.info("tracker_stopped")
 
     try:
         return lifecycle.run(run)
     except (OSError, StoreError) as exc:
-        log.error("tracker failed to start", error=str(exc))
+        log.error("tracker_start_failed", error=str(exc))
         return 1

@@ -6,13 +6,19 @@ import functools
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from aptmesh_tracker.peerstore import PeerStore
+from aptmesh_tracker.peerstore import Limit, PeerLimits, PeerStore
 from aptmesh_tracker.stores import Component, Stores
 from aptmesh_tracker.wire import EVENTS, REASONS, Event, Reason
 
 
 class TrackerMetrics:
-    def __init__(self, registry: CollectorRegistry, peers: PeerStore, stores: Stores) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        peers: PeerStore,
+        stores: Stores,
+        limits: PeerLimits | None = None,
+    ) -> None:
         announces = Counter(
             "aptmesh_tracker_announces_total",
             "Announces answered, by BitTorrent event (none = a regular re-announce).",
@@ -30,6 +36,30 @@ class TrackerMetrics:
             registry=registry,
         )
         self.bad_requests: dict[Reason, Counter] = {r: bad.labels(reason=r) for r in REASONS}
+        refused = Counter(
+            "aptmesh_tracker_refused_peers_total",
+            "Announces answered but not stored because a peer bound was reached, by bound "
+            "(a peer flood shows here).",
+            ["limit"],
+            registry=registry,
+        )
+        self.refused_peers: dict[Limit, Counter] = {
+            limit: refused.labels(limit=limit.value) for limit in Limit
+        }
+        bound = Gauge(
+            "aptmesh_tracker_peer_limit",
+            "The configured most anonymous peers stored, by bound.",
+            ["limit"],
+            registry=registry,
+        )
+        limits = limits or PeerLimits()
+        for limit, value in (
+            (Limit.ADDRESS_SWARM, limits.per_address_swarm),
+            (Limit.ADDRESS, limits.per_address),
+            (Limit.SWARM, limits.per_swarm),
+            (Limit.TOTAL, limits.total),
+        ):
+            bound.labels(limit=limit.value).set(value)
         self.expired_peers = Counter(
             "aptmesh_tracker_expired_peers_total",
             "Peers forgotten because they stopped announcing.",

@@ -67,8 +67,9 @@ class Edge:
     upload_capacity: int = 0  # BitTorrent uplink in bytes per second; 0: unknown
     seed_box: bool = False
     # The IP the registration came from, as the registry saw it (never what the caller
-    # says): the tracker offers peers announcing from it first. '' when unknown.
-    address: str = ""
+    # says): the tracker offers peers announcing from it first. '' when unknown. An
+    # observation, not part of what the edge registered: equality ignores it.
+    address: str = field(default="", compare=False)
 
     @property
     def kind(self) -> str:

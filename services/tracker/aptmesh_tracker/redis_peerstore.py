@@ -66,7 +66,7 @@ import redis
 import redis.exceptions
 
 from aptmesh import logs
-from aptmesh_tracker.peerstore import AnnounceResult, PeerStore
+from aptmesh_tracker.peerstore import AnnounceResult, Limit, PeerLimits, PeerStore
 from aptmesh_tracker.stores import Component, StoreHealth
 from aptmesh_tracker.wire import Event, Peer, ScrapeStats
 
@@ -79,11 +79,12 @@ PEER_ID = 20
 EPOCH = "epoch"  # the key of the shared peer-store epoch
 
 # Refusal codes returned by the script, in the order the bounds are checked.
-REFUSALS = ("", "address_swarm", "address", "swarm", "total")
+# The script's refusal codes, 0 for none.
+REFUSALS = (None, Limit.ADDRESS_SWARM, Limit.ADDRESS, Limit.SWARM, Limit.TOTAL)
 
 _ANNOUNCE = """
-local s, l, r, asw, aad, all, seeders, swarms, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
-  KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local s, l, r, asw, aad, all, seeders, swarms, d, anon = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
+  KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local key, now, expires, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local seeder, event, numwant = ARGV[5] == '1', ARGV[6], tonumber(ARGV[7])
 local registered, ih, count_ttl = ARGV[8] == '1', ARGV[9], tonumber(ARGV[14])
@@ -93,8 +94,10 @@ local global = ih .. key
 for _, k in ipairs({s, l, r, asw, aad}) do redis.call('ZREMRANGEBYSCORE', k, '-inf', now) end
 if event == 'stopped' then
   for _, k in ipairs({s, l, r, asw}) do redis.call('ZREM', k, key) end
-  for _, k in ipairs({aad, all, seeders}) do redis.call('ZREM', k, global) end
-  return {redis.call('ZCARD', s), redis.call('ZCARD', l), 0, {}, {}}
+  for _, k in ipairs({aad, all, seeders, anon}) do redis.call('ZREM', k, global) end
+  local left_s, left_l = redis.call('ZCARD', s), redis.call('ZCARD', l)
+  if left_s + left_l == 0 then redis.call('ZREM', swarms, ih) end
+  return {left_s, left_l, 0, {}, {}}
 end
 local known = redis.call('ZSCORE', s, key) or redis.call('ZSCORE', l, key)
 local refused = 0
@@ -102,7 +105,7 @@ if not known and not registered then
   if redis.call('ZCARD', asw) >= max_asw then refused = 1
   elseif redis.call('ZCARD', aad) >= max_aad then refused = 2
   elseif redis.call('ZCARD', s) + redis.call('ZCARD', l) >= max_swarm then refused = 3
-  elseif redis.call('ZCOUNT', all, now, '+inf') >= max_total then refused = 4
+  elseif redis.call('ZCOUNT', anon, now, '+inf') >= max_total then refused = 4
   end
 end
 if refused == 0 then
@@ -119,6 +122,7 @@ if refused == 0 then
   elseif not redis.call('ZSCORE', r, key) then
     redis.call('ZADD', asw, expires, key)
     redis.call('ZADD', aad, expires, global)
+    redis.call('ZADD', anon, expires, global)
     redis.call('EXPIRE', asw, ttl)
     redis.call('EXPIRE', aad, ttl)
   end
@@ -155,6 +159,7 @@ def _keys(info_hash: bytes, ip: bytes) -> list[bytes]:
         b"seeders",
         b"swarms",
         swarm + b"d",
+        b"anonymous",  # the anonymous peers of all swarms: what the total bound counts
     ]
 
 
@@ -172,10 +177,7 @@ class RedisPeerStore:
         clock: Clock = time.time,
         rng: random.Random | None = None,
         *,
-        per_address_swarm: int = 8,
-        per_address: int = 1_000,
-        per_swarm: int = 2_000,
-        total: int = 200_000,
+        limits: PeerLimits | None = None,
         count_ttl: int = 0,
     ) -> None:
         """`fallback` answers while Redis cannot (this replica's peers only). `count_ttl`
@@ -191,10 +193,16 @@ class RedisPeerStore:
         self._fallback_lock = threading.Lock()  # the fallback has one writer at a time
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not secrecy
-        self._bounds = (per_address_swarm, per_address, per_swarm, total, count_ttl)
+        limits = limits or PeerLimits()
+        self._bounds = (
+            limits.per_address_swarm,
+            limits.per_address,
+            limits.per_swarm,
+            limits.total,
+            count_ttl,
+        )
         self._down_until = 0.0
         self._gauges = (0, 0, 0)  # swarms, seeders, peers, as of the last expire()
-        self.last_refusal = ""  # the bound that refused the last announce's peer (for tests)
         self._epoch = ""  # Redis's, as last read (`_read_epoch`); "" until read
         self._read_epoch()
 
@@ -252,13 +260,12 @@ class RedisPeerStore:
             keys=_keys(info_hash, peer.address[:-2]), args=args
         )
         self._health.ok(Component.PEERS)
-        self.last_refusal = REFUSALS[refused]
         chosen = [_peer(p) for p in first[:numwant]]
         taken = {key, *first}
         rest = [p for p in dict.fromkeys(others) if p not in taken]
         self._rng.shuffle(rest)
         chosen += (_peer(p) for p in rest[: numwant - len(chosen)])
-        return AnnounceResult(complete, incomplete, tuple(chosen))
+        return AnnounceResult(complete, incomplete, tuple(chosen), REFUSALS[refused])
 
     def scrape(self, info_hash: bytes) -> ScrapeStats:
         if self._usable():
@@ -288,10 +295,11 @@ class RedisPeerStore:
             pipe.zremrangebyscore("all", "-inf", now)
             pipe.zremrangebyscore("seeders", "-inf", now)
             pipe.zremrangebyscore("swarms", "-inf", now)
+            pipe.zremrangebyscore("anonymous", "-inf", now)
             pipe.zcard("swarms")
             pipe.zcard("seeders")
             pipe.zcard("all")
-            gone, _, _, swarms, seeders, peers = pipe.execute()
+            gone, _, _, _, swarms, seeders, peers = pipe.execute()
         except redis.exceptions.RedisError as exc:
             self._failed(exc)
             return dropped

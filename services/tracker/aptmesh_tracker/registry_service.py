@@ -3,6 +3,7 @@ anyone lists the edges and the seed boxes' summed uplink."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable
@@ -12,14 +13,9 @@ from typing import Any
 import grpc
 
 from aptmesh import logs
+from aptmesh.grpcserver import abort, require_token
 from aptmesh.v1 import registry_pb2, registry_pb2_grpc
-from aptmesh_tracker.index_service import (
-    InvalidRecord,
-    StoreCalls,
-    abort,
-    check_url,
-    require_token,
-)
+from aptmesh_tracker.index_service import TOKEN_OPTION, InvalidRecord, StoreCalls, check_url
 from aptmesh_tracker.records import (
     EDGE_ID,
     EDGE_ID_RULE,
@@ -29,6 +25,7 @@ from aptmesh_tracker.records import (
 )
 from aptmesh_tracker.registry_store import Registry
 from aptmesh_tracker.stores import StoreHealth
+from aptmesh_tracker.wire import grpc_peer_ip
 
 log = logs.get(__name__)
 
@@ -77,16 +74,19 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
     ) -> registry_pb2.RegisterEdgeResponse:
         edge = edge_from_proto(request.edge)
         article = "a" if edge.seed_box else "an"
-        await require_token(context, self._token, f"registering {article} {edge.kind}")
+        await require_token(
+            context, self._token, f"registering {article} {edge.kind}", option=TOKEN_OPTION
+        )
         try:
             check_edge(edge)
         except InvalidRecord as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        edge = dataclasses.replace(edge, address=grpc_peer_ip(context.peer() or ""))
         await self._call(context, self._registry.register, edge, self._lease)
         if (edge.id, edge.seed_box) not in self._seen:
             self._seen.add((edge.id, edge.seed_box))
             log.info(
-                f"{edge.kind} registered",
+                "seed_box_registered" if edge.seed_box else "edge_registered",
                 edge_id=edge.id,
                 url=edge.url,
                 zone=edge.zone,

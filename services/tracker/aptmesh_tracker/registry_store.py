@@ -81,11 +81,14 @@ class Registry:
     """The registry's rules over one lease table; owns the in-memory view `edge_count` reads."""
 
     def __init__(self, table: LeaseTable, clock: Clock = time.time) -> None:
+        """Reads the table's live leases into the view at once: a restarted tracker knows its
+        registered addresses (announce priority) before the first maintenance sweep."""
         self._table = table
         self._clock = clock
         self._view: dict[str, tuple[Edge, float]] = {}
         self._addresses: dict[str, float] = {}  # registered IP -> when its last lease ends
         self._lock = threading.Lock()  # store threads replace the view one at a time
+        self._read()
 
     def _set_view(self, view: dict[str, tuple[Edge, float]]) -> None:
         addresses: dict[str, float] = {}
