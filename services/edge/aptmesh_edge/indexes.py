@@ -9,7 +9,11 @@ index is believed only after the verifier accepts it (an InRelease's
 signature; a Packages file's hash in that InRelease); the InRelease an index
 depends on is fetched first. `by-hash/` files never change and are not
 revalidated. If the upstream cannot be reached, the cached copy is served
-(counted); with nothing cached the client gets 502 or 504.
+(counted); with nothing cached the client gets 502 or 504. An InRelease older
+than the one verified for its suite (a replay, a mirror behind) is refused
+and counted (`kind="replay"`), and the newer cached copy is served in its
+place; its validators stay the newer copy's, so a replayed file with a
+future Last-Modified cannot pin the edge behind 304s.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from aptmesh_edge.decisions import Outcome, SourceKind
 from aptmesh_edge.downloads import DiskFull, Download, is_disk_full
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.sources import Source
-from aptmesh_edge.trust import VerificationFailed, Verifier
+from aptmesh_edge.trust import REPLAY, VerificationFailed, Verifier
 from aptmesh_edge.upstream import NotModified, UpstreamFailure
 from aptmesh_edge.urls import Resource
 
@@ -35,6 +39,10 @@ log = logs.get(__name__)
 
 # Indexes at most this size are read into memory and sent in one write.
 INDEX_MEMORY_MIN = 64 * 1024
+
+
+class _Older(Exception):
+    """A fetched InRelease is older than the verified one (`trust.REPLAY`)."""
 
 
 class IndexService:
@@ -152,6 +160,14 @@ class IndexService:
             raise
         try:
             verified = await self._check(resource, download)
+        except _Older:
+            tmp.unlink(missing_ok=True)
+            if entry is None:
+                raise DownloadFailed(
+                    502, f"{resource.path} is older than the one verified"
+                ) from None
+            self._metrics.stale_served.inc()
+            return entry, Outcome.STALE
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -184,6 +200,8 @@ class IndexService:
         except VerificationFailed as exc:
             self._metrics.verification_failures.labels(service="edge", kind=exc.kind).inc()
             log.warning("index_refused", key=resource.key, kind=exc.kind, reason=exc.text)
+            if exc.kind == REPLAY:
+                raise _Older from None
             raise DownloadFailed(502, exc.text) from None
 
     def _store(self, resource: Resource, download: Download, verified: bool) -> IndexEntry:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -170,7 +169,11 @@ class PackageService:
             # The edges' lists disagree: the edge this one waits for, or this one, asked
             # already, and waiting for it would close a circle.
             waiting[0].set()
-        if download is None and expected is not None and not self._room_for(expected.size):
+        if (
+            download is None
+            and expected is not None
+            and not self._room_for(self._disk_need(expected))
+        ):
             return await self._pass_through(resource, expected)
         if download is None:
             download = Download(
@@ -204,15 +207,18 @@ class PackageService:
             content_type=content_type(resource.path),
         )
 
+    def _disk_need(self, expected: FileHash) -> int:
+        """Bytes a file takes on the cache's disk while it is fetched: twice its size when
+        it may come through the swarm (libtorrent's scratch copy beside the checked one)."""
+        swarmed = self._swarm is not None and expected.size >= self._swarm_min_size
+        return expected.size * (2 if swarmed else 1)
+
     def _room_for(self, size: int) -> bool:
         """Whether the cache's disk has room for `size` more bytes besides the downloads
-        already running."""
-        try:
-            free = shutil.disk_usage(self._blobs.tmp_dir).free
-        except OSError:
-            return True  # let the write itself tell
+        already running, evicting least recently used blobs to make it (ahead of ENOSPC: a
+        cache limit larger than the disk must not fill it)."""
         pending = sum(max(0, (d.size or 0) - d.written) for d in self._downloads.values())
-        return free >= size + pending + DISK_RESERVE
+        return self._blobs.make_room(size + pending, DISK_RESERVE)
 
     async def _pass_through(self, resource: Resource, expected: FileHash) -> Body:
         """The file does not fit on the cache's disk: stream it from upstream, uncached."""

@@ -32,6 +32,9 @@ from aptmesh_edge.urls import Resource
 log = logs.get(__name__)
 
 
+REPLAY = "replay"  # the VerificationFailed kind of an InRelease older than the one verified
+
+
 class VerificationFailed(Exception):
     """An index does not verify; `kind` labels the metric, the text is safe for clients."""
 
@@ -198,6 +201,15 @@ class ReleaseVerifier:
             raise VerificationFailed("signature", text) from None
         except debian.DebianIndexError as exc:
             raise VerificationFailed(exc.kind, str(exc)) from None
+        known = self._releases.get(suite_key)
+        if known is not None and known.date and release.date and release.date < known.date:
+            # Metadata never goes backwards (DESIGN.md, integrity rule 5): a validly signed
+            # older InRelease is a replay or a mirror behind.
+            raise VerificationFailed(
+                REPLAY,
+                f"refusing {resource.path}: dated {debian.format_date(release.date)}, older "
+                f"than the verified one of {debian.format_date(known.date)}",
+            )
         self._releases[suite_key] = release
         return True
 
