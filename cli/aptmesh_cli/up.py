@@ -21,12 +21,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aptmesh import aptsources, config, lifecycle, logs
 from aptmesh.config import ConfigError, option, require
 from aptmesh.files import write_atomic
 from aptmesh.logs import LogFormat, LogLevel
+
+if TYPE_CHECKING:
+    from aptmesh_seeder.sync import SyncResult
 
 log = logs.get(__name__)
 
@@ -208,9 +212,15 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
             "keyring": str(p.keyring),
             "pid": os.getpid(),
         }
+        results: asyncio.Queue[list[SyncResult]] = asyncio.Queue()
+        seeder.watchers.append(results.put_nowait)
         write_atomic(data / "endpoints.json", (json.dumps(endpoints, indent=2) + "\n").encode())
         print_banner(p, edge.http_url, data, cfg.components)
-        await stop.wait()
+        reporter = asyncio.create_task(report_syncs(results))
+        try:
+            await stop.wait()
+        finally:
+            reporter.cancel()
         print("aptmesh up: stopping", file=sys.stderr, flush=True)
     finally:
         (data / "endpoints.json").unlink(missing_ok=True)
@@ -221,10 +231,46 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
         await tracker.stop()
 
 
+async def report_syncs(results: asyncio.Queue[list[SyncResult]]) -> None:
+    """Prints the first sync's outcome of each repository, then every change between
+    working and failing: the mesh being up says nothing about what it seeds."""
+    last: dict[str, bool] = {}
+    while True:
+        for line in sync_report(await results.get(), last):
+            print(line, flush=True)
+
+
+def sync_report(results: Sequence[SyncResult], last: dict[str, bool]) -> list[str]:
+    """Lines for the outcomes that changed since `last` (repository -> ok; updated)."""
+    lines = []
+    for result in results:
+        name = result.repository
+        if last.get(name) == result.ok:
+            continue
+        last[name] = result.ok
+        if not result.ok:
+            lines += [
+                f"aptmesh up: the seeder's sync of {name} FAILED ({result.kind}): {result.error}",
+                "  nothing of it is seeded: its packages come from the upstream through the edge;"
+                " the seeder tries again on its own",
+            ]
+        elif result.plan is not None:
+            selected = result.plan.selected
+            size = sum(c.size for c in selected) / (1 << 20)
+            lines.append(
+                f"aptmesh up: the seeder synced {name}: seeding {len(selected)} package files "
+                f"({size:.1f} MiB) of {result.plan.considered} in its indexes"
+            )
+        else:
+            lines.append(f"aptmesh up: the seeder synced {name}: unchanged since its last sync")
+    return lines
+
+
 def print_banner(p: Plan, edge_http: str, data: Path, components: Sequence[str]) -> None:
     method = Path(sys.executable).with_name("aptmesh-apt-method")
     lines = [
-        "aptmesh is up: tracker, seeder and edge on this machine.",
+        "aptmesh is up: tracker, seeder and edge on this machine; the seeder's first sync is"
+        " running (its outcome is printed when it ends).",
         f"  endpoints: {data / 'endpoints.json'}",
         "",
         "apt through the mesh (mesh+http method):",

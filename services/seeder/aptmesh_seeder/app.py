@@ -174,6 +174,8 @@ class RunningSeeder:
     grpc: grpcserver.GrpcServer
     site: web.Site
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    # Called with every round of sync results (a composition like `aptmesh up` reports them).
+    watchers: list[Callable[[list[SyncResult]], None]] = field(default_factory=list)
     poller: asyncio.Task[None] | None = None
     site_watch: asyncio.Task[None] | None = None
     registration: asyncio.Task[None] | None = None
@@ -306,9 +308,11 @@ async def start(
 
     async def report(results: list[SyncResult]) -> None:
         await grpc_server.set_serving(service.SERVICE_NAME, seeder.box.healthy())
+        for watch in running.watchers:
+            watch(results)
 
-    seeder.box.on_synced = report
     running = RunningSeeder(seeder, grpc_server, site)
+    seeder.box.on_synced = report
     if poll:
         running.poller = asyncio.create_task(seeder.box.run(running.stop_event))
     if seeder.swarm is not None and seeder.swarm.adaptive:
