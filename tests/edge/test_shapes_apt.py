@@ -19,7 +19,7 @@ import pytest
 
 from aptmesh.debrepo import DebRepo, apt_env
 from aptmesh_apt_method.install import SYSTEM_PYTHON, install
-from aptmesh_edge.app import Edge
+from aptmesh_edge.app import RunningEdge, start
 from tests.edge.conftest import HOST, edge_config
 from tests.fixtures.debrepo import SHAPES, ShapedRepo
 
@@ -29,7 +29,7 @@ _NOT_YET = {
     "flat": "the edge answers 400 Bad Request to the `/./` of a flat repository's URLs",
 }
 
-StartEdge = Callable[[DebRepo], Awaitable[Edge]]
+StartEdge = Callable[[DebRepo], Awaitable[RunningEdge]]
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +41,14 @@ def mesh_method(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
-    edges: list[Edge] = []
+    edges: list[RunningEdge] = []
 
-    async def start(repo: DebRepo) -> Edge:
-        edge = Edge(edge_config(repo, tmp_path / f"edge{len(edges)}"))
-        await edge.start()
+    async def start_one(repo: DebRepo) -> RunningEdge:
+        edge = await start(edge_config(repo, tmp_path / f"edge{len(edges)}"))
         edges.append(edge)
         return edge
 
-    yield start
+    yield start_one
     for edge in edges:
         await edge.stop()
 

@@ -33,7 +33,7 @@ from aptmesh_edge.indexes import IndexService
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.packages import PackageService
 from aptmesh_edge.site import EdgeInfo, SiteFetch
-from aptmesh_edge.trust import NullVerifier, ReleaseVerifier, Verifier
+from aptmesh_edge.trust import NullVerifier, ReleaseVerifier, Verifier, check_keyring
 from aptmesh_edge.upstream import HttpSource, UpstreamClient
 from aptmesh_edge.urls import Resource, Upstreams, UrlError, parse_target, parse_upstreams
 
@@ -43,6 +43,8 @@ if TYPE_CHECKING:  # libtorrent and the tracker's client load only for edges wit
 
 log = logs.get(__name__)
 
+# The newest generation verified per suite (trust.GenerationStore), kept across restarts.
+GENERATIONS_FILE = "generations.json"
 METRICS_EVERY = 2.0  # seconds between swarm statistics updates
 EDGES_EVERY = 10.0  # seconds between refreshes of the edge list
 # A list not refreshed for this long (the tracker is unreachable) no longer routes small files
@@ -53,7 +55,11 @@ EDGES_STALE_AFTER = 3 * EDGES_EVERY
 def make_verifier(config: EdgeConfig) -> Verifier:
     if config.verify_mode == "off":
         return NullVerifier()
-    return ReleaseVerifier(config.keyring, config.verify_mode)
+    if config.verify_mode == "enforce" and config.keyring is not None:
+        check_keyring(config.keyring)
+    return ReleaseVerifier(
+        config.keyring, config.verify_mode, state=config.cache_dir / GENERATIONS_FILE
+    )
 
 
 def wants_site_fetch(config: EdgeConfig) -> bool:
@@ -250,7 +256,8 @@ async def start(
             files=files,
             metrics=metrics,
             edges=membership.edges,
-            ready=ready.is_set,
+            # Trust problems found after start-up (a keyring gone unreadable) make it unready.
+            ready=lambda: ready.is_set() and verifier.trust_problem() is None,
         )
         http_site = await web.start(http.server(), config.http_host, config.http_port)
         undo.push_async_callback(http_site.stop)

@@ -36,6 +36,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from aptmesh.files import fsync_dir, write_atomic
@@ -291,11 +292,21 @@ class IndexMeta:
     def validators(self) -> dict[str, str]:
         """The headers of a conditional request for this copy."""
         headers = {}
-        if self.last_modified:
+        if self.last_modified and not _after(self.last_modified, self.fetched_at):
+            # A Last-Modified after the fetch (a replayed or misdated file) would make the
+            # upstream answer 304 to every later version dated before it: never send it.
             headers["If-Modified-Since"] = self.last_modified
         if self.etag:
             headers["If-None-Match"] = self.etag
         return headers
+
+
+def _after(http_date: str, when: float) -> bool:
+    """Whether an HTTP date is later than `when` (a date that does not parse counts as later)."""
+    try:
+        return parsedate_to_datetime(http_date).timestamp() > when
+    except (TypeError, ValueError, IndexError):
+        return True
 
 
 @dataclass(frozen=True)

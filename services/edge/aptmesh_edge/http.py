@@ -314,7 +314,10 @@ class EdgeHttp:
 
     async def _usage(self, request: web.BaseRequest) -> web.StreamResponse:
         page = USAGE_PAGE.format(hosts=", ".join(self._upstreams.hosts()) or "none")
-        return web.Response(status=406, text=page, content_type="text/html")
+        # auto-apt-proxy (and squid-deb-proxy's clients) detect a cache by this status line.
+        return web.Response(
+            status=406, reason="Usage Information", text=page, content_type="text/html"
+        )
 
     async def _healthz(self, request: web.BaseRequest) -> web.StreamResponse:
         return _text(200, "ok\n")

@@ -10,6 +10,19 @@ signature; a Packages file's hash in that InRelease); the InRelease an index
 depends on is fetched first. `by-hash/` files never change and are not
 revalidated. If the upstream cannot be reached, the cached copy is served
 (counted); with nothing cached the client gets 502 or 504.
+
+One generation per suite (DESIGN integrity rule 5), applied in one place,
+`_vouched`, on every path that serves a cached copy (hit, 304, stale): an
+index is served only if the verifier vouches for it against the generation
+whose InRelease the edge serves now, re-checked whenever that generation
+changed. A verified index by name is current exactly while that InRelease
+lists its hash, so it is not revalidated on its own; when it is not, it is
+fetched by the hash the InRelease names (`by-hash/`, if Release offers it),
+else by name. A fetched index that disagrees with the InRelease means the
+upstream moved on: the InRelease is marked for revalidation at once, so the
+client's retry gets the new generation instead of waiting out the freeze. A
+replayed older InRelease is refused (the verifier counts it) and the newer
+cached one is served.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from aptmesh import logs
 from aptmesh_edge.body import Body, content_type, http_date
@@ -35,6 +49,14 @@ log = logs.get(__name__)
 
 # Indexes at most this size are read into memory and sent in one write.
 INDEX_MEMORY_MIN = 64 * 1024
+
+
+class Refused(DownloadFailed):
+    """A fetched index the verifier refused (502); `kind` is the verification failure's."""
+
+    def __init__(self, kind: str, text: str) -> None:
+        super().__init__(502, text)
+        self.kind = kind
 
 
 class IndexService:
@@ -61,7 +83,9 @@ class IndexService:
         self._freeze_seconds = freeze_seconds
         self._clock = clock
         self._tasks: dict[str, asyncio.Task[tuple[IndexEntry, Outcome]]] = {}
-        self._fed: set[str] = set()  # index keys the verifier has seen in this process
+        # index key -> (the generation it was last checked against, whether it verified)
+        self._fed: dict[str, tuple[str | None, bool]] = {}
+        self._expired: set[str] = set()  # InRelease keys to revalidate on the next request
 
     async def get(self, resource: Resource) -> Body:
         entry, outcome = await self._index(resource)
@@ -82,13 +106,19 @@ class IndexService:
 
     async def _index(self, resource: Resource) -> tuple[IndexEntry, Outcome]:
         entry = self._indexes.get(resource.key)
-        fresh = entry is not None and (
-            resource.immutable or self._clock() - entry.meta.fetched_at < self._freeze_seconds
-        )
-        if entry is not None and fresh:
-            if resource.key in self._fed or await self._feed(resource, entry):
+        if entry is not None:
+            await self._ensure_release(resource)
+            verdict = await self._vouched(resource, entry)
+            frozen = (
+                self._clock() - entry.meta.fetched_at < self._freeze_seconds
+                and resource.key not in self._expired
+            )
+            # A verified index of a suite is as fresh as the InRelease that lists it.
+            by_release = verdict and self.verifier.generation(resource) is not None
+            if verdict is None:
+                entry = None  # the cached copy cannot be vouched for any more: fetch it whole
+            elif resource.immutable or frozen or (by_release and not self._is_release(resource)):
                 return entry, Outcome.HIT
-            entry = None  # the cached copy cannot be vouched for any more: fetch it whole
         task = self._tasks.get(resource.key)
         if task is None:
             task = asyncio.create_task(self._refresh(resource, entry))
@@ -103,31 +133,62 @@ class IndexService:
             return
         await self._index(release)
 
-    async def _feed(self, resource: Resource, entry: IndexEntry) -> bool:
-        """Tells the verifier about an index loaded from disk (after a restart); False if it
-        does not verify any more (a newer InRelease moved on, the key changed)."""
-        await self._ensure_release(resource)
+    def _is_release(self, resource: Resource) -> bool:
+        return self.verifier.release_for(resource) is None
+
+    async def _vouched(self, resource: Resource, entry: IndexEntry) -> bool | None:
+        """The one serving rule: whether the cached `entry` may be served with the generation
+        served now. True: verified against it; False: accepted unverified (verify_mode auto,
+        no suite); None: it must not be served (another generation, a replay, changed keys).
+        Checked again only when the generation changed since the last check."""
+        fed = self._fed.get(resource.key)
+        if fed is not None and fed[0] == self.verifier.generation(resource):
+            return fed[1]
         try:
-            await self.verifier.check_index(
+            verified = await self.verifier.check_index(
                 resource, entry.path, entry.meta.sha256, entry.meta.size
             )
         except VerificationFailed as exc:
             log.info("cached_index_not_verified", key=resource.key, reason=exc.text)
-            return False
-        self._fed.add(resource.key)
-        return True
+            self._fed.pop(resource.key, None)
+            return None
+        self._fed[resource.key] = (self.verifier.generation(resource), verified)
+        return verified
+
+    async def _feed(self, resource: Resource, entry: IndexEntry) -> bool:
+        """Tells the verifier about an index loaded from disk (after a restart); False if it
+        does not verify any more (a newer InRelease moved on, the key changed)."""
+        await self._ensure_release(resource)
+        return await self._vouched(resource, entry) is not None
+
+    def _expire_release(self, resource: Resource) -> None:
+        """The upstream's indexes moved past the InRelease served: revalidate it now."""
+        release = self.verifier.release_for(resource)
+        if release is not None and release.key not in self._expired:
+            self._expired.add(release.key)
+            log.info("release_expired", key=release.key, because=resource.key)
 
     async def _refresh(
         self, resource: Resource, entry: IndexEntry | None
     ) -> tuple[IndexEntry, Outcome]:
         await self._ensure_release(resource)
+        named = self.verifier.by_hash(resource)
+        fetched = resource if named is None else replace(resource, path=named)
         tmp = self._blobs.new_tmp()
         try:
             download = Download(resource.key, tmp, None)
             if entry is not None and not resource.immutable:
                 download.conditional = entry.meta.validators()
             try:
-                await self._source.fetch(resource, download)
+                try:
+                    await self._source.fetch(fetched, download)
+                except UpstreamFailure as exc:
+                    if fetched is resource or exc.status != 404 or download.written:
+                        raise
+                    # The archive cleaned that by-hash copy already: the name may still match.
+                    log.info("by_hash_missing", key=resource.key, path=fetched.path)
+                    fetched = resource
+                    await self._source.fetch(fetched, download)
                 await download.finish()
             finally:
                 download.close()
@@ -138,10 +199,10 @@ class IndexService:
         except UpstreamFailure as exc:
             tmp.unlink(missing_ok=True)
             if entry is not None and exc.status in (502, 504):
+                if await self._vouched(resource, entry) is None:
+                    raise  # another generation's copy: a clean error, never a mix
                 self._metrics.stale_served.inc()
                 log.warning("serving_stale_index", key=resource.key, reason=exc.text)
-                if resource.key not in self._fed and not await self._feed(resource, entry):
-                    raise
                 return entry, Outcome.STALE
             raise
         except DiskFull as exc:
@@ -152,6 +213,14 @@ class IndexService:
             raise
         try:
             verified = await self._check(resource, download)
+        except Refused as exc:
+            tmp.unlink(missing_ok=True)
+            replayed = exc.kind == "replay" and entry is not None
+            if replayed and entry is not None and await self._vouched(resource, entry):
+                return entry, Outcome.STALE  # the newer generation, still ours
+            if exc.kind == "index_hash" and fetched is resource:
+                self._expire_release(resource)
+            raise
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -167,8 +236,13 @@ class IndexService:
             log.warning("index_meta_not_stored", key=resource.key, reason=exc.strerror)
             touched = entry
         assert touched is not None
-        if resource.key not in self._fed and not await self._feed(resource, touched):
-            raise DownloadFailed(502, f"cached {resource.path} no longer verifies")
+        self._expired.discard(resource.key)
+        if await self._vouched(resource, touched) is None:
+            if self._is_release(resource):
+                raise DownloadFailed(502, f"cached {resource.path} no longer verifies")
+            # 304 for a copy the served InRelease does not list: the upstream is behind it.
+            self._expire_release(resource)
+            raise DownloadFailed(502, f"{resource.path} does not match its InRelease yet")
         return touched
 
     async def _check(self, resource: Resource, download: Download) -> bool:
@@ -184,7 +258,7 @@ class IndexService:
         except VerificationFailed as exc:
             self._metrics.verification_failures.labels(service="edge", kind=exc.kind).inc()
             log.warning("index_refused", key=resource.key, kind=exc.kind, reason=exc.text)
-            raise DownloadFailed(502, exc.text) from None
+            raise Refused(exc.kind, exc.text) from None
 
     def _store(self, resource: Resource, download: Download, verified: bool) -> IndexEntry:
         origin = resource.origin
@@ -205,7 +279,8 @@ class IndexService:
             if is_disk_full(exc):
                 raise self._disk_full(resource, exc.strerror or "no space") from None
             raise
-        self._fed.add(resource.key)
+        self._fed[resource.key] = (self.verifier.generation(resource), verified)
+        self._expired.discard(resource.key)
         return stored
 
     def _disk_full(self, resource: Resource, reason: str) -> DiskFull:
