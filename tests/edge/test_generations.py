@@ -190,3 +190,15 @@ async def test_a_new_inrelease_never_goes_out_with_old_cached_packages(
     code, stderr = await _update(b, check=False)
     assert code == 0 and "E:" not in stderr and "W:" not in stderr, stderr
     assert _lists_name(b, NEW.name)
+
+
+async def test_an_expired_release_is_refused_as_apt_would(
+    make_edge: EdgeFactory, debrepo: DebRepo, tmp_path: Path
+) -> None:
+    debrepo.resign(date=_ago(days=2), valid_for=timedelta(days=1))
+    edge = await make_edge()
+    apt = _apt(tmp_path / "a", debrepo, edge)
+    code, stderr = await _update(apt, check=False)
+    assert "InRelease  502" in stderr and not list(apt.lists.glob("*_InRelease")), stderr
+    kind = {"service": "edge", "kind": "release_date"}
+    assert metric(edge, "aptmesh_verification_failures_total", **kind) == 1

@@ -41,7 +41,7 @@ from aptmesh_edge.decisions import Outcome, SourceKind
 from aptmesh_edge.downloads import DiskFull, Download, is_disk_full
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.sources import Source
-from aptmesh_edge.trust import VerificationFailed, Verifier
+from aptmesh_edge.trust import VerificationFailed, Verifier, is_release_file
 from aptmesh_edge.upstream import NotModified, UpstreamFailure
 from aptmesh_edge.urls import Resource
 
@@ -127,14 +127,35 @@ class IndexService:
         return await asyncio.shield(task)
 
     async def _ensure_release(self, resource: Resource) -> None:
-        """The verifier holds the InRelease that vouches for `resource` (fetched if need be)."""
+        """The verifier holds the InRelease that vouches for `resource` (fetched if need be);
+        for a suite without one (404), Release with its Release.gpg, as apt falls back."""
         release = self.verifier.release_for(resource)
         if release is None or release.key == resource.key or release.key in self._fed:
             return
-        await self._index(release)
+        try:
+            await self._index(release)
+        except UpstreamFailure as exc:
+            if exc.status != 404 or not release.path.endswith("InRelease"):
+                raise
+            detached = replace(release, path=release.path.removesuffix("InRelease") + "Release")
+            log.info("inrelease_missing", key=release.key, trying=detached.path)
+            await self._index(detached)
 
-    def _is_release(self, resource: Resource) -> bool:
-        return self.verifier.release_for(resource) is None
+    async def _fetch_signature(self, resource: Resource) -> None:
+        """Before a Release is fetched, its Release.gpg is revalidated (the verifier checks
+        the pair); a missing one leaves the Release unverifiable, which the verifier judges."""
+        if not resource.path.endswith("/Release") and resource.path != "Release":
+            return
+        signature = replace(resource, path=resource.path + ".gpg")
+        self._expired.add(signature.key)
+        try:
+            await self._index(signature)
+        except DownloadFailed as exc:
+            log.info("release_signature_missing", key=signature.key, reason=exc.text)
+
+    @staticmethod
+    def _is_release(resource: Resource) -> bool:
+        return is_release_file(resource)
 
     async def _vouched(self, resource: Resource, entry: IndexEntry) -> bool | None:
         """The one serving rule: whether the cached `entry` may be served with the generation
@@ -172,6 +193,7 @@ class IndexService:
         self, resource: Resource, entry: IndexEntry | None
     ) -> tuple[IndexEntry, Outcome]:
         await self._ensure_release(resource)
+        await self._fetch_signature(resource)
         named = self.verifier.by_hash(resource)
         fetched = resource if named is None else replace(resource, path=named)
         tmp = self._blobs.new_tmp()
@@ -291,8 +313,14 @@ class IndexService:
     async def warm(self, resolve: Callable[[str], Resource | None]) -> int:
         """Teaches the verifier the verified indexes on disk (after a restart), InRelease
         first, so package files they name are cached and served without a new update."""
-        entries = [e for e in self._indexes.all() if e.meta.verified and e.meta.url]
-        entries.sort(key=lambda e: not e.key.endswith("/InRelease"))
+        entries = [
+            e
+            for e in self._indexes.all()
+            if e.meta.url and (e.meta.verified or e.key.endswith("/Release.gpg"))
+        ]
+        # What vouches first: a Release.gpg before its Release, both before the indexes.
+        order = {"Release.gpg": 0, "InRelease": 1, "Release": 1}
+        entries.sort(key=lambda e: order.get(e.key.rsplit("/", 1)[-1], 2))
         learned = 0
         for entry in entries:
             resource = resolve(entry.meta.url)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,25 +152,44 @@ _ROOT_NAMES = {"InRelease", "Release", "Release.gpg"}
 
 @dataclass(frozen=True)
 class SuitePath:
-    """An index path split at its suite: `<archive>dists/<suite>/` + `rest`."""
+    """An index path split at its suite: `<directory>/` + `rest`."""
 
-    archive: str  # "debian/" or "" (with its trailing slash)
-    suite: str
-    rest: str  # relative to dists/<suite>/, e.g. "main/binary-amd64/Packages.xz"
+    archive: str  # where Packages' Filename paths start: "debian/" or "" (trailing slash)
+    directory: str  # the suite's: "debian/dists/stable", or a flat repository's "debian"
+    suite: str  # "stable", or "./" for a flat repository (`deb URL ./`)
+    rest: str  # relative to the directory, e.g. "main/binary-amd64/Packages.xz"
 
-    @property
-    def inrelease(self) -> str:
-        return f"{self.archive}dists/{self.suite}/InRelease"
+    def file(self, name: str) -> str:
+        return f"{self.directory}/{name}" if self.directory else name
+
+
+# A flat repository's own files: beside its Release, not under dists/.
+_FLAT_NAME = re.compile(r"(In)?Release(\.gpg)?|(Packages|Sources)(\.[a-z0-9]+)?")
+
+
+def is_release_file(resource: Resource) -> bool:
+    """InRelease, Release or Release.gpg of a suite: what vouches for the other indexes."""
+    where = split_suite(resource.path)
+    return where is not None and where.rest in _ROOT_NAMES
 
 
 def split_suite(path: str) -> SuitePath | None:
-    """Pure: where the suite directory is in an archive path (None outside `dists/`)."""
+    """Pure: where the suite directory is in an archive path (None outside a suite).
+
+    Under `dists/<suite>/`; else a flat repository's Release, Packages or Sources, taken
+    as `deb URL ./` (its Filename paths start beside its Release).
+    """
     parts = path.split("/")
-    if "dists" not in parts[:-2]:
+    if "dists" in parts[:-2]:
+        at = parts.index("dists")
+        archive = "".join(p + "/" for p in parts[:at])
+        return SuitePath(
+            archive, "/".join(parts[: at + 2]), parts[at + 1], "/".join(parts[at + 2 :])
+        )
+    if not _FLAT_NAME.fullmatch(parts[-1]):
         return None
-    at = parts.index("dists")
-    archive = "".join(p + "/" for p in parts[:at])
-    return SuitePath(archive, parts[at + 1], "/".join(parts[at + 2 :]))
+    directory = "/".join(parts[:-1])
+    return SuitePath(directory + "/" if directory else "", directory, "./", parts[-1])
 
 
 class GenerationStore:
@@ -230,6 +250,8 @@ class ReleaseVerifier:
         self._clock = clock
         self._generations = GenerationStore(state)
         self._releases: dict[str, debian.Release] = {}  # origin key + suite dir -> Release
+        self._forms: dict[str, debian.ReleaseForm] = {}  # suite key -> how it is signed
+        self._signatures: dict[str, bytes] = {}  # suite key -> the last Release.gpg seen
         self._current: dict[str, Generation] = {}  # suite key -> the generation of _releases
         self._replaced: dict[str, list[_Replaced]] = {}  # suite key -> earlier, in grace
         self._expected: dict[str, FileHash] = {}  # package cache key -> its index entry
@@ -237,7 +259,7 @@ class ReleaseVerifier:
 
     @staticmethod
     def _suite_key(resource: Resource, where: SuitePath) -> str:
-        return f"{resource.origin.key}/{where.archive}dists/{where.suite}"
+        return f"{resource.origin.key}/{where.directory}"
 
     def generation(self, resource: Resource) -> str | None:
         where = split_suite(resource.path)
@@ -256,9 +278,7 @@ class ReleaseVerifier:
         listed = release.files.get(where.rest)
         if listed is None:
             return None
-        return f"{where.archive}dists/{where.suite}/" + debian.by_hash_path(
-            where.rest, listed.sha256
-        )
+        return where.file(debian.by_hash_path(where.rest, listed.sha256))
 
     def trust_problem(self) -> str | None:
         if self._keyring is None or os.access(self._keyring, os.R_OK):
@@ -269,7 +289,8 @@ class ReleaseVerifier:
         where = split_suite(resource.path)
         if where is None or where.rest in _ROOT_NAMES:
             return None
-        return Resource(resource.origin, where.inrelease, resource.backends)
+        form = self._forms.get(self._suite_key(resource, where), debian.ReleaseForm.INRELEASE)
+        return Resource(resource.origin, where.file(form.value), resource.backends)
 
     def expected(self, resource: Resource) -> FileHash | None:
         return self._expected.get(resource.key)
@@ -285,11 +306,13 @@ class ReleaseVerifier:
         if where is None:
             return self._unverifiable(resource, "it is not under dists/<suite>/")
         suite_key = self._suite_key(resource, where)
-        if where.rest == "InRelease":
-            return await self._check_inrelease(resource, path, suite_key, where.suite)
-        if where.rest in _ROOT_NAMES:
-            # apt checks Release with Release.gpg itself; the edge learns only from InRelease.
+        if where.rest == "Release.gpg":
+            # Kept for the Release it signs (the caller fetches it first); apt checks it too.
+            self._signatures[suite_key] = await asyncio.to_thread(path.read_bytes)
             return False
+        if where.rest in _ROOT_NAMES:
+            form = debian.ReleaseForm(where.rest)
+            return await self._check_release(resource, path, suite_key, where.suite, form)
         release = self._releases.get(suite_key)
         if release is None:
             return self._unverifiable(resource, "no verified InRelease for its suite")
@@ -312,9 +335,11 @@ class ReleaseVerifier:
                 raise VerificationFailed(exc.kind, str(exc)) from None
             prefix = f"{resource.origin.key}/{where.archive}"
             for entry in entries:
-                self._expected[prefix + entry.filename] = FileHash(entry.size, entry.sha256)
+                # Flat repositories' Filename is often `./name.deb`; request paths lose the `.`.
+                filename = "/".join(part for part in entry.filename.split("/") if part != ".")
+                self._expected[prefix + filename] = FileHash(entry.size, entry.sha256)
                 self._located[entry.sha256] = Resource(
-                    resource.origin, where.archive + entry.filename, resource.backends
+                    resource.origin, where.archive + filename, resource.backends
                 )
             log.info("packages_learned", index=resource.path, entries=len(entries))
         return True
@@ -341,14 +366,19 @@ class ReleaseVerifier:
                 return True
         return False
 
-    async def _check_inrelease(
-        self, resource: Resource, path: Path, suite_key: str, suite: str
+    async def _check_release(
+        self, resource: Resource, path: Path, suite_key: str, suite: str, form: debian.ReleaseForm
     ) -> bool:
         if self._keyring is None:
             return self._unverifiable(resource, "no keyring is configured")
+        signature = self._signatures.get(suite_key)
+        if form is debian.ReleaseForm.DETACHED and signature is None:
+            return self._unverifiable(resource, "no Release.gpg for it")
         data = await asyncio.to_thread(path.read_bytes)
         try:
-            signed = await asyncio.to_thread(debian.verify_inrelease, data, self._keyring)
+            signed = await asyncio.to_thread(
+                debian.verify_release, form, data, self._keyring, signature
+            )
             release = debian.parse_release(signed)
             what = f"checking {resource.path}"
             debian.check_suite(release, suite, what)
@@ -373,6 +403,7 @@ class ReleaseVerifier:
             )
             log.info("generation_replaced", suite=suite_key, date=str(generation.date))
         self._releases[suite_key] = release
+        self._forms[suite_key] = form
         self._current[suite_key] = generation
         self._generations.put(suite_key, generation)
         return True

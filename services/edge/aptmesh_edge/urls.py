@@ -12,8 +12,9 @@ The three forms (apt-cacher-ng's manual):
 Only hosts named in `upstreams` are served (never an open proxy). The cache
 key holds the scheme's host AND port, so two origins with the same paths
 never share entries. A path is decoded once (`%xx`, `+` stays `+`) and then
-refused if it holds `.`/`..` segments, empty segments, NUL or backslashes:
-what reaches the cache is a clean relative path under one upstream.
+refused if it holds `..` segments, empty segments, NUL or backslashes (`.`
+segments, which flat repositories' URLs hold, are dropped): what reaches the
+cache is a clean relative path under one upstream.
 """
 
 from __future__ import annotations
@@ -151,13 +152,15 @@ def _clean_path(raw: str) -> str:
     if _CONTROL.search(path):
         raise UrlError(400, "bad path: control characters or backslashes")
     segments = path.split("/")
-    if path.startswith("/") or any(s in {"", ".", ".."} for s in segments[:-1]):
-        raise UrlError(400, "bad path: empty, '.' or '..' segments are not accepted")
+    if path.startswith("/") or any(s in {"", ".."} for s in segments[:-1]):
+        raise UrlError(400, "bad path: empty or '..' segments are not accepted")
     if segments[-1] in {".", ".."}:
         raise UrlError(400, "bad path: empty, '.' or '..' segments are not accepted")
     if path.endswith("/"):
         raise UrlError(404, "no file named: the path is a directory")
-    return path
+    # A flat repository's URLs hold `./` (`deb URL ./` makes apt ask for `URL/./InRelease`):
+    # a '.' segment names nothing, so it goes, and one file has one cache key.
+    return "/".join(s for s in segments if s != ".")
 
 
 @dataclass(frozen=True)
