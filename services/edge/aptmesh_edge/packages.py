@@ -9,7 +9,12 @@ otherwise one `Download` per file is started and every client joins it
 2. then the swarm, when `sources.choose_source` says so (a large verified file
    whose torrent the tracker's index knows);
 3. then the upstream over HTTP, resuming where the others stopped; every
-   fall back to it is counted with its `FallbackReason`.
+   fall back to it is counted with its `FallbackReason`. A file whose hash the
+   index gives is asked again when the upstream fails (5xx, a reset or short
+   body, a hang), resuming with `Range` + `If-Range`, at most
+   `UPSTREAM_ATTEMPTS` times within `UPSTREAM_RETRY_SECONDS` (its bytes are
+   verified whole all the same); any other file gets the clean error at once.
+   Each fault is counted by `UpstreamFault` and what was done about it.
 
 Every source writes through the download's check (checked.py), which alone
 decides what its readers get; a download is committed to the cache only after
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -31,7 +37,7 @@ from aptmesh.debian import FileClass, FileHash
 from aptmesh_edge.body import Body, content_type, http_date
 from aptmesh_edge.cache import BlobStore, PathIndex, PathRecord
 from aptmesh_edge.checked import DownloadFailed
-from aptmesh_edge.decisions import FallbackReason, Outcome, SourceKind
+from aptmesh_edge.decisions import FallbackReason, FaultAction, Outcome, SourceKind
 from aptmesh_edge.downloads import DiskFull, Download, is_disk_full
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.site import SiteFetch
@@ -46,13 +52,18 @@ from aptmesh_edge.sources import (
     choose_source,
 )
 from aptmesh_edge.trust import Verifier
-from aptmesh_edge.upstream import PassThrough, UpstreamClient
+from aptmesh_edge.upstream import PassThrough, UpstreamClient, UpstreamFailure
 from aptmesh_edge.urls import Resource
 
 log = logs.get(__name__)
 
 # Free space kept beyond a download's size before the edge writes it to the cache.
 DISK_RESERVE = 256 * 1024
+# Upstream attempts for a file of known hash, and the time after which none is started (apt's
+# own http method waits 120 s for data, so the client is still there).
+UPSTREAM_ATTEMPTS = 3
+UPSTREAM_RETRY_SECONDS = 30.0
+RETRY_PAUSE = 0.2  # seconds before the second attempt, doubling
 
 
 class PackageService:
@@ -288,7 +299,38 @@ class PackageService:
                 reason = exc.reason
                 log.info("swarm_fallback", key=resource.key, reason=_label(reason), error=exc.text)
         self._count_fallback(resource, reason)
-        await self._http.fetch(resource, download)
+        await self._from_upstream(resource, download)
+
+    async def _from_upstream(self, resource: Resource, download: Download) -> None:
+        """The upstream over HTTP, asked again on a fault while the file's hash is known."""
+        started = time.monotonic()
+        for attempt in range(1, UPSTREAM_ATTEMPTS + 1):
+            try:
+                await self._http.fetch(resource, download)
+                return
+            except UpstreamFailure as exc:
+                fault = exc.fault
+                if fault is None:
+                    raise
+                retry = (
+                    download.expected is not None
+                    and fault.retryable
+                    and attempt < UPSTREAM_ATTEMPTS
+                    and time.monotonic() - started < UPSTREAM_RETRY_SECONDS
+                )
+                action = FaultAction.RETRIED if retry else FaultAction.FAILED
+                self._metrics.upstream_faults.labels(reason=fault.value, action=action.value).inc()
+                log.warning(
+                    "upstream_fault",
+                    key=resource.key,
+                    reason=fault.value,
+                    action=action.value,
+                    attempt=attempt,
+                    resume_at=download.written,
+                )
+                if not retry:
+                    raise
+            await asyncio.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
 
     def _site_source(
         self, resource: Resource, download: Download, via: Sequence[str]

@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from aptmesh import logs
-from aptmesh.debian import FileHash
+from aptmesh.debian import FileClass, FileHash
 from aptmesh_edge.checked import CheckedBytes, DownloadFailed
-from aptmesh_edge.decisions import SourceKind
+from aptmesh_edge.decisions import SourceKind, UpstreamFault
 from aptmesh_edge.downloads import Download
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.urls import Resource
@@ -42,7 +42,12 @@ READ_CHUNK = 256 * 1024
 
 
 class UpstreamFailure(DownloadFailed):
-    """No usable response from any backend."""
+    """No usable response from any backend; `fault` says what went wrong (None: the
+    upstream's own 4xx answer, which asking again would not change)."""
+
+    def __init__(self, status: int, text: str, *, fault: UpstreamFault | None = None) -> None:
+        super().__init__(status, text)
+        self.fault = fault
 
 
 class NotModified(Exception):
@@ -54,6 +59,7 @@ def refused_status(status: int) -> UpstreamFailure:
     return UpstreamFailure(
         status if 400 <= status < 500 else 502,
         f"fetching from upstream: it answered {status}",
+        fault=None if 400 <= status < 500 else UpstreamFault.ERROR,
     )
 
 
@@ -80,6 +86,7 @@ class Response:
     headers: Mapping[str, str]
     body: aiohttp.StreamReader
     gunzip: bool = False  # the body is gzip-coded; chunks() yields it decoded
+    final_path: str = ""  # the path of the URL that answered, after any redirects
 
     @property
     def length(self) -> int | None:
@@ -106,10 +113,14 @@ class Response:
                 if data:
                     yield data
         except TimeoutError:
-            raise UpstreamFailure(504, "fetching from upstream: it stopped sending") from None
+            raise UpstreamFailure(
+                504, "fetching from upstream: it stopped sending", fault=UpstreamFault.STALLED
+            ) from None
         except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
             raise UpstreamFailure(
-                502, f"fetching from upstream: transfer broke ({type(exc).__name__})"
+                502,
+                f"fetching from upstream: transfer broke ({type(exc).__name__})",
+                fault=UpstreamFault.BROKEN,
             ) from None
         if decoder is not None:
             if not decoder.eof:
@@ -165,26 +176,36 @@ class UpstreamClient(Session):
                 resp = await self._session.get(url, headers=dict(headers))
             except TimeoutError:
                 self._metrics.upstream_fetches.labels(outcome="timeout").inc()
-                failure = UpstreamFailure(504, "fetching from upstream: it did not answer in time")
+                failure = UpstreamFailure(
+                    504,
+                    "fetching from upstream: it did not answer in time",
+                    fault=UpstreamFault.TIMEOUT,
+                )
                 log.warning("upstream_timeout", url=url)
                 continue
             except aiohttp.ClientConnectorError as exc:
                 self._metrics.upstream_fetches.labels(outcome="unreachable").inc()
                 failure = UpstreamFailure(
-                    502, f"fetching from upstream: cannot connect ({exc.os_error.strerror})"
+                    502,
+                    f"fetching from upstream: cannot connect ({exc.os_error.strerror})",
+                    fault=UpstreamFault.UNREACHABLE,
                 )
                 log.warning("upstream_unreachable", url=url, error=str(exc))
                 continue
             except aiohttp.ClientError as exc:
                 self._metrics.upstream_fetches.labels(outcome="error").inc()
-                failure = UpstreamFailure(502, f"fetching from upstream: {type(exc).__name__}")
+                failure = UpstreamFailure(
+                    502, f"fetching from upstream: {type(exc).__name__}", fault=UpstreamFault.ERROR
+                )
                 log.warning("upstream_failed", url=url, error=repr(exc))
                 continue
             if resp.status >= 500:
                 resp.release()
                 self._metrics.upstream_fetches.labels(outcome="server_error").inc()
                 failure = UpstreamFailure(
-                    502, f"fetching from upstream: it answered {resp.status} {resp.reason}"
+                    502,
+                    f"fetching from upstream: it answered {resp.status} {resp.reason}",
+                    fault=UpstreamFault.SERVER_ERROR,
                 )
                 log.warning("upstream_error", url=url, status=resp.status)
                 continue
@@ -197,12 +218,15 @@ class UpstreamClient(Session):
                     502,
                     f"fetching from upstream: it answered {resp.status} with Content-Encoding "
                     f"{coding!r}, which the edge did not ask for and does not decode",
+                    fault=UpstreamFault.BAD_ENCODING,
                 )
                 log.warning("upstream_content_coding", url=url, coding=coding, status=resp.status)
                 continue
             self._metrics.upstream_fetches.labels(outcome=f"{resp.status // 100}xx").inc()
             try:
-                yield Response(resp.status, resp.headers, resp.content, action == "gunzip")
+                yield Response(
+                    resp.status, resp.headers, resp.content, action == "gunzip", resp.url.path
+                )
             finally:
                 resp.release()
             return
@@ -224,9 +248,19 @@ class HttpSource:
         headers = dict(download.conditional)
         if offset:
             headers["Range"] = f"bytes={offset}-"
+            # Resume only the same version: a changed file comes whole (200), not spliced.
+            if validator := _if_range(download.etag, download.last_modified):
+                headers["If-Range"] = validator
         async with self._client.get(resource.upstream_urls(), headers) as resp:
             if resp.status == 304 and download.conditional:
                 raise NotModified
+            if is_html_page(resource, resp):
+                raise UpstreamFailure(
+                    502,
+                    f"fetching from upstream: it answered an HTML page for {resource.path} "
+                    f"(at {resp.final_path or 'the same URL'}; a captive portal or a login page?)",
+                    fault=UpstreamFault.HTML_PAGE,
+                )
             if resp.status == 206 and offset:
                 skip = 0
             elif resp.status == 200:
@@ -244,6 +278,22 @@ class HttpSource:
                     if not data:
                         continue
                 download.write(data)
+
+
+def _if_range(etag: str, last_modified: str) -> str:
+    """The If-Range validator of a resumed download: a strong ETag, else the date."""
+    if etag and not etag.startswith("W/"):
+        return etag
+    return last_modified
+
+
+def is_html_page(resource: Resource, resp: Response) -> bool:
+    """An HTML page where an archive file (package or index) was asked for is never that
+    file: what a captive portal or a login redirect answers. Refused, never stored."""
+    if resource.file_class is FileClass.OTHER or resp.status not in (200, 206):
+        return False
+    kind = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    return kind in ("text/html", "application/xhtml+xml")
 
 
 _CLOSING: set[asyncio.Task[None]] = set()
