@@ -185,7 +185,7 @@ async def start(
 ) -> RunningEdge:
     """Builds and starts an edge; on failure, what was started is stopped again."""
     metrics = metrics or EdgeMetrics()
-    upstreams = parse_upstreams(config.upstreams)
+    upstreams = parse_upstreams(config.upstreams, config.allowed_hosts)
     membership = Membership(config)
     async with contextlib.AsyncExitStack() as undo:
         tracker, swarm_side = _swarm_side(config, metrics, membership.public_url)

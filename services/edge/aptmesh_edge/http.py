@@ -27,6 +27,7 @@ from prometheus_client import Counter
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from aptmesh import logs
+from aptmesh_edge import tunnel
 from aptmesh_edge.body import Body
 from aptmesh_edge.checked import DownloadFailed
 from aptmesh_edge.decisions import Outcome, SourceKind
@@ -184,6 +185,8 @@ class EdgeHttp:
                 if request.method not in ("GET", "HEAD"):
                     return _text(405, "only GET and HEAD are served\n", {"Allow": "GET, HEAD"})
                 return await local(request)
+        if request.method == "CONNECT":
+            return await tunnel.connect(request, self._upstreams, self._metrics)
         if request.method not in ("GET", "HEAD"):
             return _text(405, "only GET and HEAD are served\n", {"Allow": "GET, HEAD"})
         resource = self._resolved.get(raw)

@@ -70,6 +70,13 @@ class EdgeMetrics:
             ["reason", "action"],
             registry=r,
         )
+        self.tunnels = Counter(
+            "aptmesh_edge_tunnels_total",
+            "CONNECT requests, by result (opened: tunnelled to an allowed host; refused: not "
+            "allowed; failed: the host could not be reached).",
+            ["result"],
+            registry=r,
+        )
         self.site_fetches = Counter(
             "aptmesh_edge_site_fetches_total",
             "Small package files asked of the edge of the zone that owns them, by result "
@@ -121,6 +128,8 @@ class EdgeMetrics:
         for fault in UpstreamFault:
             for action in FaultAction:
                 self.upstream_faults.labels(reason=fault.value, action=action.value)
+        for tunnel_result in ("opened", "refused", "failed"):
+            self.tunnels.labels(result=tunnel_result)
         for result in SiteResult:
             self.site_fetches.labels(result=result.value)
         for direction in ("upload", "download"):
