@@ -11,14 +11,19 @@ InRelease never goes out with the old generation's cached Packages.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
+
+from aptmesh.debian import FileHash, dump_release
 from aptmesh.debrepo import AptEnv, DebRepo, KiB, PackageSpec, apt_env
 from aptmesh_edge.app import RunningEdge
-from tests.edge.conftest import HOST, EdgeFactory, metric
+from tests.edge.conftest import HOST, EdgeFactory, get, metric, prefix_url
 from tests.fixtures.debrepo import ShapedRepo
 from tests.fixtures.faulty import Fault, FaultyFactory, FaultyUpstream
 
@@ -202,3 +207,56 @@ async def test_an_expired_release_is_refused_as_apt_would(
     assert "InRelease  502" in stderr and not list(apt.lists.glob("*_InRelease")), stderr
     kind = {"service": "edge", "kind": "release_date"}
     assert metric(edge, "aptmesh_verification_failures_total", **kind) == 1
+
+
+# Indexes apt's other targets fetch (apt-file, appstream, command-not-found), beside Packages.
+_OTHER_INDEXES = (
+    "main/i18n/Translation-en.xz",
+    "main/Contents-amd64.gz",
+    "main/dep11/Components-amd64.yml.gz",
+    "main/cnf/Commands-amd64.xz",
+)
+
+
+def _publish_other_indexes(repo: DebRepo, generation: bytes, date: datetime) -> None:
+    """Write `_OTHER_INDEXES` (content tagged with `generation`) and list them in a newly
+    signed InRelease dated `date`, as an archive's Release lists them."""
+    release = repo.release()
+    files = dict(release.files)
+    for rel in _OTHER_INDEXES:
+        data = b"index " + rel.encode() + b" of generation " + generation + b"\n"
+        (repo.root / repo.DISTS / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo.root / repo.DISTS / rel).write_bytes(data)
+        files[rel] = FileHash(len(data), hashlib.sha256(data).hexdigest())
+    text = dump_release(replace(release, date=date, files=files)).encode()
+    (repo.root / repo.INRELEASE).write_bytes(repo.key.clearsign(text))
+
+
+async def test_translations_contents_dep11_and_cnf_follow_their_inrelease(
+    make_edge: EdgeFactory, debrepo: DebRepo, client: aiohttp.ClientSession
+) -> None:
+    _publish_other_indexes(debrepo, b"1", _ago(hours=2))
+    edge = await make_edge(index_freeze_seconds=0.0)
+
+    async def fetch_all() -> list[bytes]:
+        assert (await get(client, prefix_url(edge, debrepo.INRELEASE)))[0] == 200
+        bodies = []
+        for rel in _OTHER_INDEXES:
+            status, body, _ = await get(client, prefix_url(edge, f"{debrepo.DISTS}/{rel}"))
+            assert status == 200, body
+            bodies.append(body)
+        return bodies
+
+    assert all(b.endswith(b"generation 1\n") for b in await fetch_all())
+    asked = {rel: debrepo.server.requests(f"{debrepo.DISTS}/{rel}") for rel in _OTHER_INDEXES}
+    # Still listed with the same hash: served from the cache without asking again.
+    assert all(b.endswith(b"generation 1\n") for b in await fetch_all())
+    assert asked == {
+        rel: debrepo.server.requests(f"{debrepo.DISTS}/{rel}") for rel in _OTHER_INDEXES
+    }
+    # A new generation lists new hashes: each is fetched anew, never the old copy.
+    _publish_other_indexes(debrepo, b"2", _ago(hours=1))
+    assert all(b.endswith(b"generation 2\n") for b in await fetch_all())
+    # One the InRelease does not list is not believed (enforce).
+    status, _, _ = await get(client, prefix_url(edge, f"{debrepo.DISTS}/main/i18n/Translation-de"))
+    assert status in (404, 502)
