@@ -162,3 +162,21 @@ async def test_a_package_rebuilt_under_the_same_name_is_fetched_anew(
     status, body, _ = await get(client, prefix_url(edge, new.filename))
     assert status == 200 and hashlib.sha256(body).hexdigest() == new.sha256
     assert debrepo.server.requests(new.filename) == 2
+
+
+async def test_an_index_fetched_by_its_hash_is_resumed_too(
+    make_edge: EdgeFactory,
+    debrepo: DebRepo,
+    faulty_upstream: FaultyFactory,
+    client: aiohttp.ClientSession,
+) -> None:
+    upstream = await faulty_upstream(debrepo)
+    edge = await _edge_behind(make_edge, upstream)
+    upstream.inject(Fault.RESET_MID_BODY, "/by-hash/SHA256/")
+    await fetch_indexes(client, edge, debrepo)  # Packages.xz by name: fetched by its hash
+    assert _faults(edge, "broken", "retried") == 1
+    # An InRelease (hash unknown until verified) gets the clean error at once.
+    upstream.inject(Fault.RESET_MID_BODY, "InRelease")
+    edge2 = await _edge_behind(make_edge, upstream)
+    status, _, _ = await get(client, prefix_url(edge2, debrepo.INRELEASE))
+    assert status == 502 and _faults(edge2, "broken", "failed") == 1

@@ -42,7 +42,7 @@ from aptmesh_edge.downloads import DiskFull, Download, is_disk_full
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.sources import Source
 from aptmesh_edge.trust import VerificationFailed, Verifier, is_release_file
-from aptmesh_edge.upstream import NotModified, UpstreamFailure
+from aptmesh_edge.upstream import NotModified, UpstreamFailure, fetch_retrying
 from aptmesh_edge.urls import Resource
 
 log = logs.get(__name__)
@@ -203,14 +203,14 @@ class IndexService:
                 download.conditional = entry.meta.validators()
             try:
                 try:
-                    await self._source.fetch(fetched, download)
+                    await self._fetch(fetched, download)
                 except UpstreamFailure as exc:
                     if fetched is resource or exc.status != 404 or download.written:
                         raise
                     # The archive cleaned that by-hash copy already: the name may still match.
                     log.info("by_hash_missing", key=resource.key, path=fetched.path)
                     fetched = resource
-                    await self._source.fetch(fetched, download)
+                    await self._fetch(fetched, download)
                 await download.finish()
             finally:
                 download.close()
@@ -247,6 +247,11 @@ class IndexService:
             tmp.unlink(missing_ok=True)
             raise
         return self._store(resource, download, verified), Outcome.MISS
+
+    async def _fetch(self, resource: Resource, download: Download) -> None:
+        """A by-hash copy is named by its hash: its faults are retried like a package's."""
+        known = "/by-hash/" in f"/{resource.path}"
+        await fetch_retrying(self._source, resource, download, self._metrics, known=known)
 
     async def _revalidated(self, resource: Resource, entry: IndexEntry) -> IndexEntry:
         """The upstream says the cached copy is current (304): it is fresh again."""

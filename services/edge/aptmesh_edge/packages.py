@@ -11,10 +11,9 @@ otherwise one `Download` per file is started and every client joins it
 3. then the upstream over HTTP, resuming where the others stopped; every
    fall back to it is counted with its `FallbackReason`. A file whose hash the
    index gives is asked again when the upstream fails (5xx, a reset or short
-   body, a hang), resuming with `Range` + `If-Range`, at most
-   `UPSTREAM_ATTEMPTS` times within `UPSTREAM_RETRY_SECONDS` (its bytes are
-   verified whole all the same); any other file gets the clean error at once.
-   Each fault is counted by `UpstreamFault` and what was done about it.
+   body, a hang), resuming with `Range` + `If-Range` (`upstream.fetch_retrying`,
+   the rule for indexes of known hash too; its bytes are verified whole all
+   the same); any other file gets the clean error at once.
 
 Every source writes through the download's check (checked.py), which alone
 decides what its readers get; a download is committed to the cache only after
@@ -28,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -37,7 +35,7 @@ from aptmesh.debian import FileClass, FileHash
 from aptmesh_edge.body import Body, content_type, http_date
 from aptmesh_edge.cache import BlobStore, PathIndex, PathRecord
 from aptmesh_edge.checked import DownloadFailed
-from aptmesh_edge.decisions import FallbackReason, FaultAction, Outcome, SourceKind
+from aptmesh_edge.decisions import FallbackReason, Outcome, SourceKind
 from aptmesh_edge.downloads import DiskFull, Download, is_disk_full
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.site import SiteFetch
@@ -52,18 +50,13 @@ from aptmesh_edge.sources import (
     choose_source,
 )
 from aptmesh_edge.trust import Verifier
-from aptmesh_edge.upstream import PassThrough, UpstreamClient, UpstreamFailure
+from aptmesh_edge.upstream import PassThrough, UpstreamClient, fetch_retrying
 from aptmesh_edge.urls import Resource
 
 log = logs.get(__name__)
 
 # Free space kept beyond a download's size before the edge writes it to the cache.
 DISK_RESERVE = 256 * 1024
-# Upstream attempts for a file of known hash, and the time after which none is started (apt's
-# own http method waits 120 s for data, so the client is still there).
-UPSTREAM_ATTEMPTS = 3
-UPSTREAM_RETRY_SECONDS = 30.0
-RETRY_PAUSE = 0.2  # seconds before the second attempt, doubling
 
 
 class PackageService:
@@ -302,35 +295,9 @@ class PackageService:
         await self._from_upstream(resource, download)
 
     async def _from_upstream(self, resource: Resource, download: Download) -> None:
-        """The upstream over HTTP, asked again on a fault while the file's hash is known."""
-        started = time.monotonic()
-        for attempt in range(1, UPSTREAM_ATTEMPTS + 1):
-            try:
-                await self._http.fetch(resource, download)
-                return
-            except UpstreamFailure as exc:
-                fault = exc.fault
-                if fault is None:
-                    raise
-                retry = (
-                    download.expected is not None
-                    and fault.retryable
-                    and attempt < UPSTREAM_ATTEMPTS
-                    and time.monotonic() - started < UPSTREAM_RETRY_SECONDS
-                )
-                action = FaultAction.RETRIED if retry else FaultAction.FAILED
-                self._metrics.upstream_faults.labels(reason=fault.value, action=action.value).inc()
-                log.warning(
-                    "upstream_fault",
-                    key=resource.key,
-                    reason=fault.value,
-                    action=action.value,
-                    attempt=attempt,
-                    resume_at=download.written,
-                )
-                if not retry:
-                    raise
-            await asyncio.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
+        await fetch_retrying(
+            self._http, resource, download, self._metrics, known=download.expected is not None
+        )
 
     def _site_source(
         self, resource: Resource, download: Download, via: Sequence[str]

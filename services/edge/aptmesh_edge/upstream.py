@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -31,9 +32,10 @@ import aiohttp
 from aptmesh import logs
 from aptmesh.debian import FileClass, FileHash
 from aptmesh_edge.checked import CheckedBytes, DownloadFailed
-from aptmesh_edge.decisions import SourceKind, UpstreamFault
+from aptmesh_edge.decisions import FaultAction, SourceKind, UpstreamFault
 from aptmesh_edge.downloads import Download
 from aptmesh_edge.metrics import EdgeMetrics
+from aptmesh_edge.sources import Source
 from aptmesh_edge.urls import Resource
 
 log = logs.get(__name__)
@@ -294,6 +296,51 @@ def is_html_page(resource: Resource, resp: Response) -> bool:
         return False
     kind = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
     return kind in ("text/html", "application/xhtml+xml")
+
+
+# Upstream attempts for a file of known hash, and the time after which none is started (apt's
+# own http method waits 120 s for data, so the client is still there).
+UPSTREAM_ATTEMPTS = 3
+UPSTREAM_RETRY_SECONDS = 30.0
+RETRY_PAUSE = 0.2  # seconds before the second attempt, doubling
+
+
+async def fetch_retrying(
+    source: Source, resource: Resource, download: Download, metrics: EdgeMetrics, *, known: bool
+) -> None:
+    """The one retry rule for upstream faults: a file whose hash is `known` (its bytes are
+    checked whole anyway) is asked again on a retryable `UpstreamFault`, resuming where its
+    bytes broke off (`HttpSource` sends Range + If-Range), at most UPSTREAM_ATTEMPTS times
+    within UPSTREAM_RETRY_SECONDS; any other fault is the caller's clean error at once.
+    Every fault is counted with what was done about it."""
+    started = time.monotonic()
+    for attempt in range(1, UPSTREAM_ATTEMPTS + 1):
+        try:
+            await source.fetch(resource, download)
+            return
+        except UpstreamFailure as exc:
+            fault = exc.fault
+            if fault is None:
+                raise
+            retry = (
+                known
+                and fault.retryable
+                and attempt < UPSTREAM_ATTEMPTS
+                and time.monotonic() - started < UPSTREAM_RETRY_SECONDS
+            )
+            action = FaultAction.RETRIED if retry else FaultAction.FAILED
+            metrics.upstream_faults.labels(reason=fault.value, action=action.value).inc()
+            log.warning(
+                "upstream_fault",
+                key=resource.key,
+                reason=fault.value,
+                action=action.value,
+                attempt=attempt,
+                resume_at=download.written,
+            )
+            if not retry:
+                raise
+        await asyncio.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
 
 
 _CLOSING: set[asyncio.Task[None]] = set()
