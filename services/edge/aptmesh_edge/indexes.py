@@ -194,8 +194,8 @@ class IndexService:
     ) -> tuple[IndexEntry, Outcome]:
         await self._ensure_release(resource)
         await self._fetch_signature(resource)
-        named = self.verifier.by_hash(resource)
-        fetched = resource if named is None else replace(resource, path=named)
+        by_hash = self.verifier.by_hash(resource)
+        fetched = resource if by_hash is None else replace(resource, path=by_hash)
         tmp = self._blobs.new_tmp()
         try:
             download = Download(resource.key, tmp, None)
@@ -237,8 +237,7 @@ class IndexService:
             verified = await self._check(resource, download)
         except Refused as exc:
             tmp.unlink(missing_ok=True)
-            replayed = exc.kind == "replay" and entry is not None
-            if replayed and entry is not None and await self._vouched(resource, entry):
+            if exc.kind == "replay" and entry is not None and await self._vouched(resource, entry):
                 return entry, Outcome.STALE  # the newer generation, still ours
             if exc.kind == "index_hash" and fetched is resource:
                 self._expire_release(resource)
