@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
-from aptmesh.debian import FileHash, dump_release
+from aptmesh.debian import FileHash, by_hash_path, dump_release
 from aptmesh.debrepo import AptEnv, DebRepo, KiB, PackageSpec, apt_env
 from aptmesh_edge.app import RunningEdge
 from tests.edge.conftest import HOST, EdgeFactory, get, metric, prefix_url
@@ -260,3 +260,30 @@ async def test_translations_contents_dep11_and_cnf_follow_their_inrelease(
     # One the InRelease does not list is not believed (enforce).
     status, _, _ = await get(client, prefix_url(edge, f"{debrepo.DISTS}/main/i18n/Translation-de"))
     assert status in (404, 502)
+
+
+async def test_a_replaced_generation_s_indexes_stay_available_by_hash(
+    make_edge: EdgeFactory, debrepo: DebRepo, client: aiohttp.ClientSession
+) -> None:
+    """A client that read the previous InRelease a moment ago asks for its indexes by hash;
+    the edge still has them after it moved on, though the upstream removed them."""
+    debrepo.resign(date=_ago(hours=2))
+    edge = await make_edge(index_freeze_seconds=0.0)
+    name = debrepo.PACKAGES + ".xz"
+    rel = name.removeprefix(debrepo.DISTS + "/")
+    old = debrepo.read(name)
+    old_by_hash = f"{debrepo.DISTS}/{by_hash_path(rel, hashlib.sha256(old).hexdigest())}"
+    for path in (debrepo.INRELEASE, name):
+        assert (await get(client, prefix_url(edge, path)))[0] == 200
+
+    debrepo.add_package(NEW)
+    debrepo.resign(date=_ago(hours=1))
+    (debrepo.root / old_by_hash).unlink()  # an archive that cleans by-hash files at once
+    for path in (debrepo.INRELEASE, name):
+        status, body, _ = await get(client, prefix_url(edge, path))
+        assert status == 200 and body == debrepo.read(path)
+
+    asked = debrepo.server.requests(old_by_hash)  # the edge fetched it by this hash at first
+    status, body, _ = await get(client, prefix_url(edge, old_by_hash))
+    assert status == 200 and body == old
+    assert debrepo.server.requests(old_by_hash) == asked  # kept, not asked for again

@@ -373,6 +373,12 @@ class IndexStore:
         self._write_meta(key, entry.meta)
         return entry
 
+    def remove(self, key: str) -> None:
+        """Forgets an index: its metadata first (a data file without it is never read)."""
+        self._entries.pop(key, None)
+        (self._meta / f"{key}.json").unlink(missing_ok=True)
+        (self._data / key).unlink(missing_ok=True)
+
     def _write_meta(self, key: str, meta: IndexMeta) -> None:
         write_atomic(self._meta / f"{key}.json", json.dumps(asdict(meta)).encode(), self._tmp_dir)
 

@@ -22,18 +22,24 @@ else by name. A fetched index that disagrees with the InRelease means the
 upstream moved on: the InRelease is marked for revalidation at once, so the
 client's retry gets the new generation instead of waiting out the freeze. A
 replayed older InRelease is refused (the verifier counts it) and the newer
-cached one is served.
+cached one is served. An index a new generation replaces is kept as its
+`by-hash/` file for `GENERATION_GRACE` (clients that read the previous
+InRelease a moment ago ask for it so), even where the upstream has
+already removed it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from aptmesh import logs
+from aptmesh.debian import by_hash_path
 from aptmesh_edge.body import Body, content_type, http_date
 from aptmesh_edge.cache import BlobStore, IndexEntry, IndexMeta, IndexStore
 from aptmesh_edge.checked import DownloadFailed
@@ -41,7 +47,14 @@ from aptmesh_edge.decisions import Outcome, SourceKind
 from aptmesh_edge.downloads import DiskFull, Download, is_disk_full
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.sources import Source
-from aptmesh_edge.trust import VerificationFailed, Verifier, is_release_file
+from aptmesh_edge.trust import (
+    GENERATION_GRACE,
+    ROOT_NAMES,
+    VerificationFailed,
+    Verifier,
+    is_release_file,
+    split_suite,
+)
 from aptmesh_edge.upstream import NotModified, UpstreamFailure, fetch_retrying
 from aptmesh_edge.urls import Resource
 
@@ -86,6 +99,8 @@ class IndexService:
         # index key -> (the generation it was last checked against, whether it verified)
         self._fed: dict[str, tuple[str | None, bool]] = {}
         self._expired: set[str] = set()  # InRelease keys to revalidate on the next request
+        # by-hash keys of replaced generations' indexes, kept until then (wall clock)
+        self._kept: dict[str, float] = {}
 
     async def get(self, resource: Resource) -> Body:
         entry, outcome = await self._index(resource)
@@ -298,16 +313,69 @@ class IndexService:
             verified,
             url,
         )
+        kept = self._previous_by_hash(resource, download.sha256) if verified else None
         try:
             stored = self._indexes.put(resource.key, download.tmp, meta)
+            if kept is not None:
+                self._keep(*kept)
         except OSError as exc:
             download.tmp.unlink(missing_ok=True)
+            if kept is not None:
+                kept[1].unlink(missing_ok=True)
             if is_disk_full(exc):
                 raise self._disk_full(resource, exc.strerror or "no space") from None
             raise
         self._fed[resource.key] = (self.verifier.generation(resource), verified)
         self._expired.discard(resource.key)
+        self._forget_kept()
         return stored
+
+    def _previous_by_hash(
+        self, resource: Resource, sha256: str
+    ) -> tuple[str, Path, IndexMeta] | None:
+        """The verified copy a new generation's index replaces, linked under a temporary name
+        before it is replaced, to be kept as its `by-hash/` file (clients that read the
+        previous InRelease a moment ago ask for it by that hash)."""
+        previous = self._indexes.get(resource.key)
+        where = split_suite(resource.path)
+        if (
+            previous is None
+            or not previous.meta.verified
+            or previous.meta.sha256 == sha256
+            or where is None
+            or where.rest in ROOT_NAMES
+            or "/by-hash/" in f"/{where.rest}"
+        ):
+            return None
+        path = where.file(by_hash_path(where.rest, previous.meta.sha256))
+        kept = replace(resource, path=path)
+        if self._indexes.get(kept.key) is not None:
+            return None
+        tmp = self._blobs.new_tmp()
+        try:
+            os.link(previous.path, tmp)
+        except OSError as exc:
+            log.info("previous_index_not_kept", key=resource.key, reason=exc.strerror)
+            return None
+        origin = resource.origin
+        url = f"{origin.scheme}://{origin.host}:{origin.port}/{path}"
+        return kept.key, tmp, replace(previous.meta, url=url, fetched_at=self._clock())
+
+    def _keep(self, key: str, tmp: Path, meta: IndexMeta) -> None:
+        self._indexes.put(key, tmp, meta)
+        self._kept[key] = self._clock() + GENERATION_GRACE
+        log.info("previous_index_kept", key=key)
+
+    def _forget_kept(self) -> None:
+        """Kept copies of replaced generations go once their grace is over."""
+        now = self._clock()
+        for key in [k for k, until in self._kept.items() if until <= now]:
+            del self._kept[key]
+            self._fed.pop(key, None)
+            try:
+                self._indexes.remove(key)
+            except OSError as exc:
+                log.warning("previous_index_not_removed", key=key, reason=exc.strerror)
 
     def _disk_full(self, resource: Resource, reason: str) -> DiskFull:
         self._metrics.disk_full.labels(file_class="index", action="failed").inc()
@@ -331,9 +399,15 @@ class IndexService:
             if resource is None or resource.key != entry.key or resource.key in self._fed:
                 continue
             try:
-                learned += await self._feed(resource, entry)
+                fed = await self._feed(resource, entry)
             except DownloadFailed as exc:
                 log.info("warm_skipped", key=entry.key, reason=exc.text)
+                continue
+            learned += fed
+            if not fed and "/by-hash/" in entry.key:
+                # A replaced generation's copy: its grace ended with the last process.
+                with contextlib.suppress(OSError):
+                    self._indexes.remove(entry.key)
         return learned
 
     async def close(self) -> None:

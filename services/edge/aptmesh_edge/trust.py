@@ -147,7 +147,7 @@ class NullVerifier:
 
 
 Mode = Literal["enforce", "auto"]
-_ROOT_NAMES = {"InRelease", "Release", "Release.gpg"}
+ROOT_NAMES = frozenset({"InRelease", "Release", "Release.gpg"})
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ _FLAT_NAME = re.compile(r"(In)?Release(\.gpg)?|(Packages|Sources)(\.[a-z0-9]+)?"
 def is_release_file(resource: Resource) -> bool:
     """InRelease, Release or Release.gpg of a suite: what vouches for the other indexes."""
     where = split_suite(resource.path)
-    return where is not None and where.rest in _ROOT_NAMES
+    return where is not None and where.rest in ROOT_NAMES
 
 
 def split_suite(path: str) -> SuitePath | None:
@@ -270,7 +270,7 @@ class ReleaseVerifier:
 
     def by_hash(self, resource: Resource) -> str | None:
         where = split_suite(resource.path)
-        if where is None or where.rest in _ROOT_NAMES or "/by-hash/" in f"/{where.rest}":
+        if where is None or where.rest in ROOT_NAMES or "/by-hash/" in f"/{where.rest}":
             return None
         release = self._releases.get(self._suite_key(resource, where))
         if release is None or not release.acquire_by_hash:
@@ -287,7 +287,7 @@ class ReleaseVerifier:
 
     def release_for(self, resource: Resource) -> Resource | None:
         where = split_suite(resource.path)
-        if where is None or where.rest in _ROOT_NAMES:
+        if where is None or where.rest in ROOT_NAMES:
             return None
         form = self._forms.get(self._suite_key(resource, where), debian.ReleaseForm.INRELEASE)
         return Resource(resource.origin, where.file(form.value), resource.backends)
@@ -310,7 +310,7 @@ class ReleaseVerifier:
             # Kept for the Release it signs (the caller fetches it first); apt checks it too.
             self._signatures[suite_key] = await asyncio.to_thread(path.read_bytes)
             return False
-        if where.rest in _ROOT_NAMES:
+        if where.rest in ROOT_NAMES:
             form = debian.ReleaseForm(where.rest)
             return await self._check_release(resource, path, suite_key, where.suite, form)
         release = self._releases.get(suite_key)
