@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from aptmesh.debrepo import DebRepo, apt_env
+from aptmesh.debrepo import DebRepo, SigningKey, apt_env
 from aptmesh_edge.config import DEFAULT_ALLOWED_HOSTS
 from aptmesh_edge.urls import UrlError, parse_upstreams
 from tests.edge.conftest import EdgeFactory, metric
@@ -128,3 +128,29 @@ async def test_connect_is_tunnelled_to_allowed_hosts_only(
     writer.close()
     assert status.startswith(b"HTTP/1.1 403"), status
     assert metric(edge, "aptmesh_edge_tunnels_total", result="refused") == 1
+
+
+async def test_an_allowed_host_whose_key_the_edge_lacks_is_passed_through(
+    make_edge: EdgeFactory, debrepo: DebRepo, tmp_path: Path
+) -> None:
+    """The edge's keyring (enforce) does not hold this archive's key: its files pass through
+    unverified (apt verifies them itself), nothing is cached, nothing is refused."""
+    other = SigningKey.generate(tmp_path / "other-key")
+    try:
+        port = debrepo.server.port
+        edge = await make_edge(
+            upstreams=(), allowed_hosts=(f"127.0.0.1:{port}",), keyring=other.keyring
+        )
+        apt = apt_env(
+            tmp_path / "apt", debrepo.sources_line(), {"Acquire::http::Proxy": edge.http_url}
+        )
+        update = await asyncio.to_thread(apt.run, "apt-get", "update")
+        assert "W:" not in update.stderr and "E:" not in update.stderr, update.stderr
+        await asyncio.to_thread(apt.run, "apt-get", "download", "aptmesh-tiny")
+        (got,) = apt.root.glob("aptmesh-tiny_*.deb")
+        assert (
+            hashlib.sha256(got.read_bytes()).hexdigest() == debrepo.package("aptmesh-tiny").sha256
+        )
+        assert edge.blobs.stats().entries == 0
+    finally:
+        other.close()

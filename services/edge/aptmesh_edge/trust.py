@@ -25,6 +25,9 @@ proven wrong (a bad signature, a hash mismatch) but passes through what it
 cannot check (no keyring, a key it does not hold, a suite without InRelease)
 unverified: such files are served but nothing is learned from them, so
 package files they name are passed through, never cached.
+Hosts served because an `allowed_hosts` pattern matches (`Resource.by_pattern`)
+are treated as in `auto` whatever the mode: the operator named no key for them,
+and a client whose only setting is a proxy line must keep working.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
@@ -290,7 +293,7 @@ class ReleaseVerifier:
         if where is None or where.rest in ROOT_NAMES:
             return None
         form = self._forms.get(self._suite_key(resource, where), debian.ReleaseForm.INRELEASE)
-        return Resource(resource.origin, where.file(form.value), resource.backends)
+        return replace(resource, path=where.file(form.value))
 
     def expected(self, resource: Resource) -> FileHash | None:
         return self._expected.get(resource.key)
@@ -338,9 +341,7 @@ class ReleaseVerifier:
                 # Flat repositories' Filename is often `./name.deb`; request paths lose the `.`.
                 filename = "/".join(part for part in entry.filename.split("/") if part != ".")
                 self._expected[prefix + filename] = FileHash(entry.size, entry.sha256)
-                self._located[entry.sha256] = Resource(
-                    resource.origin, where.archive + filename, resource.backends
-                )
+                self._located[entry.sha256] = replace(resource, path=where.archive + filename)
             log.info("packages_learned", index=resource.path, entries=len(entries))
         return True
 
@@ -391,7 +392,7 @@ class ReleaseVerifier:
         except debian.SignatureError as exc:
             text = str(exc)
             unknown_key = "no public key" in text and "bad:" not in text
-            if self._mode == "auto" and unknown_key:
+            if (self._mode == "auto" or resource.by_pattern) and unknown_key:
                 return self._unverifiable(resource, text)
             raise VerificationFailed("signature", text) from None
         except debian.DebianIndexError as exc:
@@ -409,7 +410,9 @@ class ReleaseVerifier:
         return True
 
     def _unverifiable(self, resource: Resource, why: str) -> bool:
-        if self._mode == "enforce":
+        """Refused in enforce mode; accepted unverified in auto mode, and for hosts served by
+        an allowed_hosts pattern (their files pass through, never cached)."""
+        if self._mode == "enforce" and not resource.by_pattern:
             raise VerificationFailed(
                 "unverifiable", f"refusing {resource.path}: cannot verify it ({why})"
             )

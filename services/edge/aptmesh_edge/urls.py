@@ -72,6 +72,9 @@ class Resource:
     origin: Origin
     path: str  # decoded, relative, no leading slash: "debian/dists/bookworm/InRelease"
     backends: tuple[str, ...]  # base URLs, tried in order
+    # Served because an allowed_hosts pattern matches, not a configured upstream: what the
+    # edge cannot verify there (a key it lacks) is passed through, never refused.
+    by_pattern: bool = False
 
     @property
     def key(self) -> str:
@@ -255,13 +258,14 @@ class Upstreams:
         backends = self.table.get((origin.host, origin.port))
         if backends is None and origin.port == DEFAULT_PORTS[origin.scheme]:
             backends = self.table.get((origin.host, None))
-        if backends is None and self.allows(origin.host, origin.port):
-            backends = (f"{origin.scheme}://{origin.authority}",)
-        if backends is None:
-            raise UrlError(
-                403, f"upstream {origin.authority} is not served by this edge: " + REFUSED_HINT
-            )
-        return Resource(origin, target.path, backends)
+        if backends is not None:
+            return Resource(origin, target.path, backends)
+        if self.allows(origin.host, origin.port):
+            itself = (f"{origin.scheme}://{origin.authority}",)
+            return Resource(origin, target.path, itself, by_pattern=True)
+        raise UrlError(
+            403, f"upstream {origin.authority} is not served by this edge: " + REFUSED_HINT
+        )
 
     def allows(self, host: str, port: int) -> bool:
         return any(p.matches(host, port) for p in self.allowed)
