@@ -41,7 +41,7 @@ from aptmesh_edge.indexes import IndexService
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.packages import PackageService
 from aptmesh_edge.site import EdgeInfo, SiteFetch
-from aptmesh_edge.trust import NullVerifier, ReleaseVerifier, Verifier
+from aptmesh_edge.trust import NullVerifier, ReleaseVerifier, Verifier, check_keyring
 from aptmesh_edge.upstream import HttpSource, UpstreamClient
 from aptmesh_edge.urls import Resource, Upstreams, UrlError, parse_target, parse_upstreams
 
@@ -51,6 +51,8 @@ if TYPE_CHECKING:  # libtorrent and the tracker's client load only for edges wit
 
 log = logs.get(__name__)
 
+# The newest generation verified per suite (trust.GenerationStore), kept across restarts.
+GENERATIONS_FILE = "generations.json"
 METRICS_EVERY = 2.0  # seconds between swarm statistics updates
 EDGES_EVERY = 10.0  # seconds between refreshes of the edge list
 # A list not refreshed for this long (the tracker is unreachable) no longer routes small files
@@ -61,7 +63,11 @@ EDGES_STALE_AFTER = 3 * EDGES_EVERY
 def make_verifier(config: EdgeConfig) -> Verifier:
     if config.verify_mode == "off":
         return NullVerifier()
-    return ReleaseVerifier(config.keyring, config.verify_mode)
+    if config.verify_mode == "enforce" and config.keyring is not None:
+        check_keyring(config.keyring)
+    return ReleaseVerifier(
+        config.keyring, config.verify_mode, state=config.cache_dir / GENERATIONS_FILE
+    )
 
 
 def wants_site_fetch(config: EdgeConfig) -> bool:
@@ -215,7 +221,7 @@ async def start(
 ) -> RunningEdge:
     """Builds and starts an edge; on failure, what was started is stopped again."""
     metrics = metrics or EdgeMetrics()
-    upstreams = parse_upstreams(config.upstreams)
+    upstreams = parse_upstreams(config.upstreams, config.allowed_hosts)
     membership = Membership(config)
     async with contextlib.AsyncExitStack() as undo:
         lock = lock_directory(config.cache_dir, "edge cache directory")
@@ -285,6 +291,9 @@ async def start(
         ready = asyncio.Event()
 
         def is_ready() -> bool:
+            # Trust problems found after start-up (a keyring gone unreadable) make it unready.
+            if verifier.trust_problem() is not None:
+                return False
             if not ready.is_set():
                 return False
             problem = writable_directory(config.cache_dir)

@@ -41,6 +41,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from aptmesh import logs
@@ -336,11 +337,21 @@ class IndexMeta:
     def validators(self) -> dict[str, str]:
         """The headers of a conditional request for this copy."""
         headers = {}
-        if self.last_modified:
+        if self.last_modified and not _after(self.last_modified, self.fetched_at):
+            # A Last-Modified after the fetch (a replayed or misdated file) would make the
+            # upstream answer 304 to every later version dated before it: never send it.
             headers["If-Modified-Since"] = self.last_modified
         if self.etag:
             headers["If-None-Match"] = self.etag
         return headers
+
+
+def _after(http_date: str, when: float) -> bool:
+    """Whether an HTTP date is later than `when` (a date that does not parse counts as later)."""
+    try:
+        return parsedate_to_datetime(http_date).timestamp() > when
+    except (TypeError, ValueError, IndexError):
+        return True
 
 
 @dataclass(frozen=True)
@@ -406,6 +417,12 @@ class IndexStore:
         entry.meta.fetched_at = fetched_at
         self._write_meta(key, entry.meta)
         return entry
+
+    def remove(self, key: str) -> None:
+        """Forgets an index: its metadata first (a data file without it is never read)."""
+        self._entries.pop(key, None)
+        (self._meta / f"{key}.json").unlink(missing_ok=True)
+        (self._data / key).unlink(missing_ok=True)
 
     def _write_meta(self, key: str, meta: IndexMeta) -> None:
         write_atomic(self._meta / f"{key}.json", json.dumps(asdict(meta)).encode(), self._tmp_dir)

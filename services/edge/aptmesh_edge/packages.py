@@ -9,7 +9,11 @@ otherwise one `Download` per file is started and every client joins it
 2. then the swarm, when `sources.choose_source` says so (a large verified file
    whose torrent the tracker's index knows);
 3. then the upstream over HTTP, resuming where the others stopped; every
-   fall back to it is counted with its `FallbackReason`.
+   fall back to it is counted with its `FallbackReason`. A file whose hash the
+   index gives is asked again when the upstream fails (5xx, a reset or short
+   body, a hang), resuming with `Range` + `If-Range` (`upstream.fetch_retrying`,
+   the rule for indexes of known hash too; its bytes are verified whole all
+   the same); any other file gets the clean error at once.
 
 Every source writes through the download's check (checked.py), which alone
 decides what its readers get; a download is committed to the cache only after
@@ -45,7 +49,7 @@ from aptmesh_edge.sources import (
     choose_source,
 )
 from aptmesh_edge.trust import Verifier
-from aptmesh_edge.upstream import PassThrough, UpstreamClient
+from aptmesh_edge.upstream import PassThrough, UpstreamClient, fetch_retrying
 from aptmesh_edge.urls import Resource
 
 log = logs.get(__name__)
@@ -294,7 +298,12 @@ class PackageService:
                 reason = exc.reason
                 log.info("swarm_fallback", key=resource.key, reason=_label(reason), error=exc.text)
         self._count_fallback(resource, reason)
-        await self._http.fetch(resource, download)
+        await self._from_upstream(resource, download)
+
+    async def _from_upstream(self, resource: Resource, download: Download) -> None:
+        await fetch_retrying(
+            self._http, resource, download, self._metrics, known=download.expected is not None
+        )
 
     def _site_source(
         self, resource: Resource, download: Download, via: Sequence[str]
