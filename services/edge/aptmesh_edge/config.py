@@ -70,7 +70,7 @@ class EdgeConfig:
         16, "requests queued on one connection whose work starts at once (apt pipelines 10)"
     )
     http_max_head_bytes: int = option(
-        8 * 1024, "most bytes of one request's line and headers (then 431, closed)", size=True
+        16 * 1024, "most bytes of one request's line and headers (then 431, closed)", size=True
     )
     http_head_timeout: float = option(
         15.0, "seconds a connection may take to send a request head, or sit idle between requests"
