@@ -195,6 +195,9 @@ PARSED_HEAD_FACTOR = 3
 QUEUED_HEADS = 33
 # Bytes of a running answer: one upstream read (upstream.READ_CHUNK) and the socket's buffer.
 IN_FLIGHT_BYTES = 256 * 1024 + 64 * 1024
+# The per-path caches of urls.classify and body.content_type: 2 x 16,384 paths of at most
+# 256 characters, with their entries' overhead.
+PATH_CACHES_BYTES = 2 * 16384 * (256 + 200)
 
 
 def memory_bound(config: EdgeConfig) -> int:
@@ -207,6 +210,7 @@ def memory_bound(config: EdgeConfig) -> int:
         + config.target_cache_bytes
         + config.http_max_connections * per_connection
         + config.http_max_in_flight * IN_FLIGHT_BYTES
+        + PATH_CACHES_BYTES
     )
 
 

@@ -101,9 +101,22 @@ class Resource:
         return f"/{self.origin.authority}/{quote_path(self.path)}"
 
 
-@functools.lru_cache(maxsize=65536)
+# Paths remembered by the per-path caches (here and body.content_type): at most this many,
+# each at most REMEMBERED_PATH_MAX characters (Debian's longest pool paths are ~200), so an
+# outsider's junk paths cost them at most ~7 MB each.
+REMEMBERED_PATHS = 16384
+REMEMBERED_PATH_MAX = 256
+
+
 def classify(path: str) -> FileClass:
     """The file class of a request's path (`aptmesh.debian.classify_path`, remembered)."""
+    if len(path) > REMEMBERED_PATH_MAX:
+        return classify_path(path)
+    return _classify(path)
+
+
+@functools.lru_cache(maxsize=REMEMBERED_PATHS)
+def _classify(path: str) -> FileClass:
     return classify_path(path)
 
 
