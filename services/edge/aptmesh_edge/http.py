@@ -112,10 +112,8 @@ class HttpBounds:
 def target_key(raw: str) -> str:
     """What the hot path remembers a target by: without its query string or fragment, which
     are no part of what is fetched or cached (urls.py), so junk there mints no entries."""
-    cut = raw.find("?")
-    if cut < 0:
-        cut = raw.find("#")
-    return raw if cut < 0 else raw[:cut]
+    cuts = [i for i in (raw.find("?"), raw.find("#")) if i >= 0]
+    return raw[: min(cuts)] if cuts else raw
 
 
 @dataclass(frozen=True)

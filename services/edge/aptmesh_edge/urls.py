@@ -209,8 +209,7 @@ class Target:
 def parse_target(raw_target: str) -> Target | None:
     """Parses a raw request target; None when it is an edge-local path (`/metrics`, `/`...)."""
     if raw_target.startswith(("http://", "https://", "HTTP://", "HTTPS://")):
-        split = urlsplit(raw_target)
-        scheme = split.scheme.lower()
+        scheme = raw_target.partition(":")[0].lower()  # urlsplit raises on "http://["
         rest = raw_target[len(scheme) + 3 :]
         authority, slash, path = rest.partition("/")
         if not slash:
