@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from tests.edge.conftest import EdgeFactory, Serve
+from tests.edge.conftest import EdgeFactory, Serve, metric
 
 LATENCY = 0.4  # seconds the upstream takes to answer each request
 COUNT = 10
@@ -50,6 +50,12 @@ async def test_pipelined_misses_are_fetched_at_once_and_answered_in_order(
     writer.write(requests)
     answers = [await asyncio.wait_for(_read_response(reader), 30) for _ in names]
     elapsed = time.monotonic() - started
+    # Every started request gave its in-flight slot back with its answer, the connection
+    # still open (a slot held until it closes would starve the edge).
+    deadline = time.monotonic() + 10
+    while metric(edge, "aptmesh_edge_http_in_flight") and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert metric(edge, "aptmesh_edge_http_in_flight") == 0
     writer.close()
     assert answers == [(200, name.encode() * 10) for name in names]
     assert most_at_once > COUNT // 2, most_at_once

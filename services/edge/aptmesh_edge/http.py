@@ -333,6 +333,17 @@ class EdgeHttp:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         raw = request.raw_path
         key = target_key(raw)
+        connection = request.protocol
+        # Taken first: work started for a request must end with its answer (it holds an
+        # in-flight slot), also when the file turned hot meanwhile.
+        started = (
+            connection.take_started(request) if isinstance(connection, EdgeConnection) else None
+        )
+        if started is not None:
+            try:
+                return await self._answer(request, key, started)
+            finally:
+                self._leave()
         hot = self._hot.get(key)
         if (
             hot is not None
@@ -345,15 +356,6 @@ class EdgeHttp:
                 hot.served.inc(len(hot.data))
                 return web.Response(body=hot.data, headers=hot.headers)
             self._hot.pop(key)  # its bytes left the memory tier: do not keep them alive
-        connection = request.protocol
-        started = (
-            connection.take_started(request) if isinstance(connection, EdgeConnection) else None
-        )
-        if started is not None:
-            try:
-                return await self._answer(request, key, started)
-            finally:
-                self._leave()
         if raw.startswith("/"):
             local = self._local.get(key)
             if local is not None:
@@ -622,6 +624,8 @@ class EdgeConnection(aptweb.BoundedHandler):
 
     def take_started(self, request: web.BaseRequest) -> asyncio.Task[Body] | None:
         """The work started for this request while it was queued, if any."""
+        if not self._started:
+            return None
         message = request._message  # noqa: SLF001 - Request.message warns (deprecated)
         item = self._started.pop(id(message), None)
         return item[1] if item is not None else None
