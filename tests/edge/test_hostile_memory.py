@@ -50,8 +50,11 @@ async def edge_process(fake_edge: Serve, tmp_path: Path) -> AsyncIterator[tuple[
         APTMESH_EDGE_TARGET_CACHE_BYTES=str(TARGET_CACHE),
         APTMESH_EDGE_LOG_LEVEL="error",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aptmesh_cli", "edge"],
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aptmesh_cli",
+        "edge",
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -68,12 +71,12 @@ async def edge_process(fake_edge: Serve, tmp_path: Path) -> AsyncIterator[tuple[
                             break
                 except aiohttp.ClientError:
                     pass
-                assert time.monotonic() < deadline and proc.poll() is None, "edge did not start"
+                assert time.monotonic() < deadline and proc.returncode is None, "no edge"
                 await asyncio.sleep(0.1)
         yield proc.pid, url
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        await asyncio.wait_for(proc.wait(), 10)
 
 
 async def test_junk_query_strings_do_not_grow_the_edge(edge_process: tuple[int, str]) -> None:
