@@ -16,12 +16,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from aptmesh_edge.app import RunningEdge, start
 from aptmesh_edge.config import EdgeConfig
-from aptmesh_edge.http import ByteRange, RangeNotSatisfiable, parse_range, target_key
+from aptmesh_edge.http import (
+    ByteRange,
+    RangeNotSatisfiable,
+    not_modified,
+    parse_range,
+    target_key,
+)
+from aptmesh_edge.site import parse_via
 from aptmesh_edge.urls import UrlError, parse_target, parse_upstreams
 
 pytestmark = pytest.mark.fuzz
@@ -102,7 +110,39 @@ def test_range_is_a_satisfiable_slice_ignored_or_416(header: str, size: int) -> 
     assert digits.isascii()
 
 
+dates = st.sampled_from(
+    ["Sat, 01 Jan 2000 00:00:00 GMT", "Sat, 01 Jan 99999 00:00:00 GMT", "Mon, 31 Feb 2000",
+     "-1", "", "\x00", "Sat, 01 Jan 2000 99:99:99 GMT", "Sat, 01 Jan 0000 00:00:00 +9999"]
+) | st.text(max_size=40)  # fmt: skip
+
+
+@given(dates, dates)
+@example("Sat, 01 Jan 99999 00:00:00 GMT", "Sat, 01 Jan 2000 00:00:00 GMT")
+def test_if_modified_since_compares_or_is_ignored(since: str, modified: str) -> None:
+    assert not_modified(since, modified) in (True, False)
+
+
+@given(st.text(max_size=200) | st.none())
+def test_via_headers_parse_to_a_bounded_path(header: str | None) -> None:
+    via = parse_via(header)
+    assert all(part and part == part.strip() for part in via)
+
+
 # -- whole heads against a real edge --------------------------------------------------------
+
+
+async def _upstream() -> web.AppRunner:
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(
+            body=b"x" * 1000, headers={"Last-Modified": "Sat, 01 Jan 2000 00:00:00 GMT"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/{path:.*}", serve)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner
 
 
 class EdgeThread:
@@ -113,12 +153,19 @@ class EdgeThread:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
+        upstream = asyncio.run_coroutine_threadsafe(_upstream(), self._loop).result(30)
+        self._upstream = upstream
         config = EdgeConfig(
             http_host="127.0.0.1",
             http_port=0,
             grpc_bind="127.0.0.1:0",
             cache_dir=cache_dir,
-            upstreams=("deb.example.org=http://127.0.0.1:9",),  # nothing listens: 502s
+            # Every path there is a file (so Range, If-Modified-Since and HEAD reach the
+            # send path); `unreachable.example.org` has nothing listening (502s).
+            upstreams=(
+                f"deb.example.org=http://127.0.0.1:{upstream.addresses[0][1]}",
+                "unreachable.example.org=http://127.0.0.1:9",
+            ),
             verify_mode="off",
             upstream_timeout=1.0,
             http_head_timeout=2.0,
@@ -132,6 +179,7 @@ class EdgeThread:
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.edge.stop(), self._loop).result(30)
+        asyncio.run_coroutine_threadsafe(self._upstream.cleanup(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
@@ -156,7 +204,18 @@ heads = st.builds(
         f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
     ).encode("utf-8", "surrogateescape"),
     st.sampled_from(["GET", "HEAD", "POST", "get", "CONNECT", "G\u00e9T"]),
-    targets | st.sampled_from(["/healthz", "/metrics", "*", "http://deb.example.org/debian/x"]),
+    targets
+    | st.sampled_from(
+        [
+            "/healthz",
+            "/metrics",
+            "*",
+            "http://deb.example.org/debian/x",
+            "/deb.example.org/debian/pool/main/x.txt",
+            "/deb.example.org/debian/pool/main/a/a_1_all.deb",
+            "/unreachable.example.org/debian/x.txt",
+        ]
+    ),
     st.lists(st.tuples(header_names, header_values), max_size=6),
 )
 
