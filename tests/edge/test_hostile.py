@@ -198,3 +198,19 @@ async def test_requests_over_the_in_flight_bound_get_503(
         release.set()
         assert (await first)[:2] == (200, b"late")
     assert metric(edge, "aptmesh_edge_http_refused_total", limit="in_flight") == 1
+
+
+async def test_an_upstream_confined_to_its_path_serves_it_and_nothing_else(
+    make_edge: EdgeFactory, debrepo: DebRepo, client: aiohttp.ClientSession
+) -> None:
+    """`HOST/debian=URL/debian` (what `aptmesh up` configures): the archive, its InRelease
+    and packages included, is served; nothing beside it on the upstream host is."""
+    base = f"http://127.0.0.1:{debrepo.server.port}/debian"
+    edge = await make_edge(upstreams=(f"{HOST}/debian={base}",))
+    await fetch_indexes(client, edge, debrepo)
+    pkg = debrepo.package("aptmesh-tiny")
+    status, body, _ = await get(client, prefix_url(edge, pkg.filename))
+    assert status == 200 and len(body) == pkg.size
+    for outside in (f"/{HOST}/secret.txt", f"/{HOST}/debian-other/x"):
+        status, _, _ = await get(client, f"{edge.http_url}{outside}")
+        assert status == 403, outside

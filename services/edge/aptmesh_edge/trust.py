@@ -21,7 +21,7 @@ package files they name are passed through, never cached.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -127,7 +127,7 @@ class ReleaseVerifier:
         where = split_suite(resource.path)
         if where is None or where.rest in _ROOT_NAMES:
             return None
-        return Resource(resource.origin, where.inrelease, resource.backends)
+        return replace(resource, path=where.inrelease)  # same route (its prefix, its backends)
 
     def expected(self, resource: Resource) -> FileHash | None:
         return self._expected.get(resource.key)
@@ -168,9 +168,7 @@ class ReleaseVerifier:
             prefix = f"{resource.origin.key}/{where.archive}"
             for entry in entries:
                 self._expected[prefix + entry.filename] = FileHash(entry.size, entry.sha256)
-                self._located[entry.sha256] = Resource(
-                    resource.origin, where.archive + entry.filename, resource.backends
-                )
+                self._located[entry.sha256] = replace(resource, path=where.archive + entry.filename)
             log.info("packages_learned", index=resource.path, entries=len(entries))
         return True
 
