@@ -293,7 +293,7 @@ class EdgeHttp:
         if self._hot.get(key) is not None:
             return None  # answered from memory at once anyway
         try:
-            resource = self._resolve(message.path, key)
+            resource = self._resolve(key)
         except UrlError:
             return None
         if resource is None or not self._enter():
@@ -311,7 +311,7 @@ class EdgeHttp:
 
         task.add_done_callback(release)
 
-    def _resolve(self, raw: str, key: str) -> Resource | None:
+    def _resolve(self, key: str) -> Resource | None:
         """The resource a target names (None: an edge-local path); raises UrlError."""
         resource = self._resolved.get(key)
         if resource is None:
@@ -376,7 +376,7 @@ class EdgeHttp:
         self, request: web.BaseRequest, key: str, started: asyncio.Task[Body] | None
     ) -> web.StreamResponse:
         try:
-            resource = self._resolve(request.raw_path, key)
+            resource = self._resolve(key)
         except UrlError as exc:
             if started is not None:
                 self.abandon(started)
