@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 
 import aiohttp
@@ -214,3 +215,40 @@ async def test_an_upstream_confined_to_its_path_serves_it_and_nothing_else(
     for outside in (f"/{HOST}/secret.txt", f"/{HOST}/debian-other/x"):
         status, _, _ = await get(client, f"{edge.http_url}{outside}")
         assert status == 403, outside
+
+
+async def test_a_client_that_stops_reading_is_cut_after_the_send_timeout(
+    make_edge: EdgeFactory, fake_edge: object, client: aiohttp.ClientSession
+) -> None:
+    from tests.edge.conftest import Serve
+
+    assert callable(fake_edge)
+    serve: Serve = fake_edge
+    data = b"z" * 1_500_000  # a memory hit, written in pieces
+
+    async def upstream_file(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.Response(body=data)
+
+    upstream = await serve(upstream_file)
+    edge = await make_edge(upstreams=(upstream,), verify_mode="off", http_send_timeout=0.5)
+    url = f"{edge.http_url}/{upstream.removeprefix('http://')}/pool/main/a/a_1_all.deb"
+    for _ in range(2):  # a miss, then a memory hit
+        status, body, _ = await get(client, url)
+        assert (status, len(body)) == (200, len(data))
+    idle = metric(edge, "aptmesh_edge_http_connections")  # the client's pooled one
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", _port(edge)))
+    target = url.removeprefix(edge.http_url)
+    await asyncio.get_running_loop().sock_sendall(
+        sock, f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * 3
+    )
+    deadline = time.monotonic() + DEADLINE
+    while metric(edge, "aptmesh_edge_http_connections") <= idle and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert metric(edge, "aptmesh_edge_http_connections") == idle + 1
+    while metric(edge, "aptmesh_edge_http_connections") > idle and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert metric(edge, "aptmesh_edge_http_connections") == idle  # cut, though never read
+    sock.close()

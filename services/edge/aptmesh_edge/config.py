@@ -61,7 +61,7 @@ class EdgeConfig:
         "CA bundle (PEM) that verifies https:// upstreams' certificates (empty: the system's)",
     )
     http_max_connections: int = option(
-        256, "most open client connections; one more is closed at once (counted)"
+        192, "most open client connections; one more is closed at once (counted)"
     )
     http_max_in_flight: int = option(
         256, "most requests being answered at once, over all connections (then 503)"
@@ -77,6 +77,11 @@ class EdgeConfig:
     )
     http_body_timeout: float = option(
         5.0, "seconds spent reading and discarding a request body the edge does not use"
+    )
+    http_send_timeout: float = option(
+        30.0,
+        "seconds a client may leave an answer unread (its socket buffer full) before the edge "
+        "cuts its connection",
     )
     target_cache_bytes: int = option(
         8 * 1024**2,
@@ -144,6 +149,7 @@ class EdgeConfig:
             "http_max_pipelined",
             "http_head_timeout",
             "http_body_timeout",
+            "http_send_timeout",
         ):
             require(getattr(self, name) > 0, name, "must be positive")
         require(self.http_max_head_bytes >= 1024, "http_max_head_bytes", "must be at least 1KiB")
@@ -195,6 +201,9 @@ PARSED_HEAD_FACTOR = 3
 QUEUED_HEADS = 33
 # Bytes of a running answer: one upstream read (upstream.READ_CHUNK) and the socket's buffer.
 IN_FLIGHT_BYTES = 256 * 1024 + 64 * 1024
+# Bytes an answer may leave in a connection's write buffer when its client stops reading:
+# one write (http.MEMORY_WRITE_CHUNK, or a download's chunk) over the high-water mark.
+SEND_BUFFER_BYTES = 256 * 1024 + 64 * 1024
 # The per-path caches of urls.classify and body.content_type: 2 x 16,384 paths of at most
 # 256 characters, with their entries' overhead.
 PATH_CACHES_BYTES = 2 * 16384 * (256 + 200)
@@ -203,7 +212,9 @@ PATH_CACHES_BYTES = 2 * 16384 * (256 + 200)
 def memory_bound(config: EdgeConfig) -> int:
     """The most memory the edge's bounds let outsiders make it hold, plus its baseline:
     what the Kubernetes manifests' memory limit must cover (tests/deploy checks it)."""
-    per_connection = QUEUED_HEADS * config.http_max_head_bytes * PARSED_HEAD_FACTOR
+    per_connection = (
+        QUEUED_HEADS * config.http_max_head_bytes * PARSED_HEAD_FACTOR + SEND_BUFFER_BYTES
+    )
     return (
         BASELINE_BYTES
         + config.memory_cache_bytes

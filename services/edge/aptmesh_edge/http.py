@@ -86,6 +86,7 @@ class HttpBounds:
     max_head_bytes: int
     head_timeout: float
     body_timeout: float
+    send_timeout: float
     target_cache_bytes: int
 
     @classmethod
@@ -97,6 +98,7 @@ class HttpBounds:
             max_head_bytes=config.http_max_head_bytes,
             head_timeout=config.http_head_timeout,
             body_timeout=config.http_body_timeout,
+            send_timeout=config.http_send_timeout,
             target_cache_bytes=config.target_cache_bytes,
         )
 
@@ -132,6 +134,10 @@ class HotEntry:
 
 # Bytes a HotEntry's value costs beyond its key, besides `data` (the memory tier's).
 HOT_ENTRY_BYTES = 1024
+# A memory hit larger than this is written in pieces of it, each after the last drained:
+# one write copies its bytes into the socket's buffer, and a client that stops reading
+# must not hold a whole 2 MiB file there per connection (config.SEND_BUFFER_BYTES).
+MEMORY_WRITE_CHUNK = 256 * 1024
 
 
 EdgesProvider = Callable[[], Awaitable[list[EdgeInfo]]]
@@ -396,8 +402,14 @@ class EdgeHttp:
             self._count(file_class, Outcome.ERROR)
             return _text(exc.status, exc.text + "\n")
         self._count(file_class, body.outcome)
-        if body.outcome is Outcome.HIT and isinstance(body.payload, bytes) and body.sha256:
-            self._remember_hot(key, resource, body, body.payload)
+        payload = body.payload
+        if (
+            body.outcome is Outcome.HIT
+            and isinstance(payload, bytes)
+            and body.sha256
+            and len(payload) <= MEMORY_WRITE_CHUNK
+        ):
+            self._remember_hot(key, resource, body, payload)
         return await self.send(request, body)
 
     def _refused_target(self, request: web.BaseRequest, exc: UrlError) -> web.StreamResponse:
@@ -470,10 +482,18 @@ class EdgeHttp:
             # A range of a memory hit is a view of the tier's bytes, not a copy.
             chunk = payload if status == 200 else memoryview(payload)[start:end]
             self._served[body.source].inc(len(chunk))
-            return web.Response(status=status, body=chunk, headers=headers)
+            if len(chunk) <= MEMORY_WRITE_CHUNK:
+                return web.Response(status=status, body=chunk, headers=headers)
         resp = web.StreamResponse(status=status, headers=headers)
         if end is not None:
             resp.content_length = end - start
+        if isinstance(payload, bytes):
+            await resp.prepare(request)
+            view = memoryview(payload)
+            for pos in range(start, end or 0, MEMORY_WRITE_CHUNK):
+                await resp.write(view[pos : min(pos + MEMORY_WRITE_CHUNK, end or 0)])
+            await resp.write_eof()
+            return resp
         if isinstance(payload, Path):
             if end is None:
                 raise ValueError("a cached file's body has a known size")
@@ -553,6 +573,7 @@ class EdgeConnection(aptweb.BoundedHandler):
         self._head_bytes = 0  # bytes since the end of the last complete head
         self._tail = b""  # the last 3 bytes seen (a head's end may straddle two reads)
         self._admitted = False
+        self._send_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -560,7 +581,26 @@ class EdgeConnection(aptweb.BoundedHandler):
         if not self._admitted:
             transport.close()
 
+    def pause_writing(self) -> None:
+        # The client stopped reading while an answer waits in the socket's buffer: it gets
+        # `send_timeout` to resume (asyncio calls resume_writing) before it is cut.
+        super().pause_writing()
+        transport = self.transport
+        if transport is not None:
+            self._send_timer = asyncio.get_running_loop().call_later(
+                self.front.bounds.send_timeout, transport.abort
+            )
+
+    def resume_writing(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        super().resume_writing()
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self._admitted:
             self._admitted = False
             self.front.closed()
