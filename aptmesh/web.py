@@ -171,7 +171,7 @@ async def start(
         runner = web.ServerRunner(app, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     server = runner.server
-    assert server is not None and type(server) is web.Server
+    assert server is not None and type(server) is web.Server, "start() takes a plain web.Server"
     # aiohttp builds its handlers in Server.__call__ and has no hook for the handler
     # class; this one subclass adds none of its own state but the two attributes.
     server.__class__ = _BoundedServer
