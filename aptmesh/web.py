@@ -107,16 +107,21 @@ class _BoundedHandler(RequestHandler):
         return response
 
 
+# What a server with rules of its own subclasses (the edge: connection counts, pipelining).
+BoundedHandler = _BoundedHandler
+
+
 class _BoundedServer(web.Server):
     """A `web.Server` whose connections are `_BoundedHandler`s (see `start`)."""
 
     aptmesh_limits: ServerLimits
     aptmesh_bad_request: BadRequest
+    aptmesh_handler: type[_BoundedHandler]
 
     def __call__(self) -> RequestHandler:
         # The server's own arguments (e.g. an edge's larger max_field_size) win.
         kwargs = {**self.aptmesh_limits.handler_kwargs(), **self._kwargs}
-        return _BoundedHandler(
+        return self.aptmesh_handler(
             self, loop=self._loop, bad_request=self.aptmesh_bad_request, **kwargs
         )
 
@@ -151,11 +156,13 @@ async def start(
     shutdown_timeout: float = 5.0,
     limits: ServerLimits | None = None,
     bad_request: BadRequest = _plain,
+    handler: type[_BoundedHandler] = _BoundedHandler,
 ) -> Site:
     """Binds an application (or a low-level server) and returns where it listens.
 
     Port 0 picks a free port. `limits` (default `ServerLimits()`) bounds every
-    connection; `bad_request` answers what aiohttp's parser refuses.
+    connection; `bad_request` answers what aiohttp's parser refuses; `handler` is the
+    connection class (a `BoundedHandler` subclass).
     """
     runner: web.BaseRunner
     if isinstance(app, web.Application):
@@ -171,6 +178,7 @@ async def start(
     assert isinstance(server, _BoundedServer)
     server.aptmesh_limits = limits or ServerLimits()
     server.aptmesh_bad_request = bad_request
+    server.aptmesh_handler = handler
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     listener = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here

@@ -124,6 +124,7 @@ def in_netns(args: argparse.Namespace) -> int:
         f"--runs={args.runs}",
         f"--connections={args.connections}",
         f"--memory-file-max={args.memory_file_max}",
+        *(f"--only={case}" for case in args.only or ()),
         "--inside-netns",
     ]
     script = f"ip link set lo mtu {int(args.mtu)} up && exec {shlex.join(rerun)}"
@@ -144,6 +145,9 @@ def main() -> int:
         default=0,
         help="run everything in a fresh network namespace whose loopback has this MTU "
         "(1500 is a real NIC's; host loopback's 65536 flatters small responses); needs root",
+    )
+    parser.add_argument(
+        "--only", choices=sorted(FILES), action="append", help="measure only these cases"
     )
     parser.add_argument("--inside-netns", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -201,7 +205,8 @@ def main() -> int:
             for url in urls["edge"].values():  # warm: every measured request is a cache hit
                 wait_http(url)
             runs: dict[str, dict[str, list[Result]]] = {"nginx": {}, "edge": {}}
-            for label in FILES:
+            cases = [label for label in FILES if not args.only or label in args.only]
+            for label in cases:
                 conns = args.connections or CONNECTIONS[label]
                 for _ in range(args.runs):
                     for server in ("nginx", "edge"):
@@ -216,8 +221,8 @@ def main() -> int:
                 proc.terminate()
                 proc.wait(timeout=10)
     report = {}
-    print(f"{'case':<22}{'nginx':>16}{'edge':>16}{'ratio':>8}")
-    for label in FILES:
+    print(f"{'case':<22}{'nginx':>16}{'edge':>16}{'ratio':>8}  spread (run by run)")
+    for label in cases:
         n, e = figures["nginx"][label], figures["edge"][label]
         if label == "60KB":
             name, nv, ev, unit = (
@@ -234,8 +239,25 @@ def main() -> int:
                 " MB/s",
             )
         ratio = ev / nv if nv else 0.0
-        report[name] = {"nginx": round(nv, 1), "edge": round(ev, 1), "ratio": round(ratio, 3)}
-        print(f"{name:<22}{nv:>12.0f}{unit:<4}{ev:>12.0f}{unit:<4}{ratio:>8.2f}")
+        # The ratio of each alternating pair of runs: the noise the median hides.
+        pairs = [
+            (e_run.requests_per_second / n_run.requests_per_second)
+            if label == "60KB"
+            else (e_run.bytes_per_second / n_run.bytes_per_second)
+            for n_run, e_run in zip(runs["nginx"][label], runs["edge"][label], strict=True)
+            if (n_run.requests_per_second if label == "60KB" else n_run.bytes_per_second)
+        ]
+        spread = (round(min(pairs), 3), round(max(pairs), 3)) if pairs else (0.0, 0.0)
+        report[name] = {
+            "nginx": round(nv, 1),
+            "edge": round(ev, 1),
+            "ratio": round(ratio, 3),
+            "spread": list(spread),
+        }
+        print(
+            f"{name:<22}{nv:>12.0f}{unit:<4}{ev:>12.0f}{unit:<4}{ratio:>8.2f}"
+            f"  {spread[0]:.2f}-{spread[1]:.2f}"
+        )
     print(json.dumps(report))
     return 0
 

@@ -114,10 +114,15 @@ def repository_spec(index: int, url: str, p: Plan, components: Sequence[str]) ->
     )
 
 
-def origin(url: str) -> str:
-    """`scheme://host[:port]`: the edge maps a host to such a backend base."""
+def edge_upstream(url: str) -> str:
+    """The edge's upstream entry for an archive URL: its host, confined to the archive's path
+    (`HOST[:PORT]/debian=http://HOST[:PORT]/debian`), as a standalone edge given the URL is;
+    clients name files as `/HOST[:PORT]/debian/...`, and nothing else on the host is served."""
     split = urlsplit(url)
-    return f"{split.scheme}://{split.netloc}"
+    path = split.path.strip("/")
+    if not path:
+        return f"{split.scheme}://{split.netloc}"
+    return f"{split.netloc}/{path}={split.scheme}://{split.netloc}/{path}"
 
 
 def apt_lines(p: Plan, edge_http: str, components: Sequence[str]) -> list[str]:
@@ -193,7 +198,7 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
                 http_port=0,
                 grpc_bind=bind,
                 cache_dir=data / "edge",
-                upstreams=tuple(origin(url) for url in p.upstreams),
+                upstreams=tuple(edge_upstream(url) for url in p.upstreams),
                 keyring=p.keyring,
                 verify_mode="enforce",
                 swarm_min_size=cfg.swarm_min_size,

@@ -14,7 +14,8 @@ import pytest
 from aptmesh.aptsources import AptSource
 from aptmesh.config import ConfigError, build
 from aptmesh.debrepo import DebRepo
-from aptmesh_cli.up import UpConfig, apt_lines, origin, plan, repository_spec, sync_report
+from aptmesh_cli.up import UpConfig, apt_lines, edge_upstream, plan, repository_spec, sync_report
+from aptmesh_edge.urls import UrlError, parse_target, parse_upstreams
 from aptmesh_seeder.select import Candidate, Plan
 from aptmesh_seeder.sync import SyncResult
 
@@ -49,10 +50,35 @@ def test_given_upstream_and_keyring_win(tmp_path: Path) -> None:
         "127.0.0.1-8080-debian=http://127.0.0.1:8080/debian;suites=stable"
         ";components=main;architectures=amd64 all"
     )
-    assert origin(p.upstreams[0]) == "http://127.0.0.1:8080"
+    assert edge_upstream(p.upstreams[0]) == "127.0.0.1:8080/debian=http://127.0.0.1:8080/debian"
     assert apt_lines(p, "http://127.0.0.1:3142", ("main",)) == [
         f"deb [signed-by={keyring}] mesh+http://127.0.0.1:8080/debian stable main"
     ]
+
+
+def test_the_edge_up_runs_serves_only_the_upstreams_path() -> None:
+    """`aptmesh up --upstream http://HOST:PORT/debian` confines the edge to /debian, like a
+    standalone edge given that URL: nothing else on the host is reachable through it."""
+    upstreams = parse_upstreams([edge_upstream("http://127.0.0.1:8080/debian")])
+
+    def resolve(raw: str) -> list[str]:
+        target = parse_target(raw)
+        assert target is not None
+        return upstreams.resolve(target).upstream_urls()
+
+    assert resolve("/127.0.0.1:8080/debian/dists/stable/InRelease") == [
+        "http://127.0.0.1:8080/debian/dists/stable/InRelease"
+    ]
+    for raw in (
+        "/127.0.0.1:8080/secret.txt",
+        "http://127.0.0.1:8080/secret.txt",
+        "/127.0.0.1:8080/debian-private/x",
+        "/HTTPS///127.0.0.1:8080/debian/dists/stable/InRelease",
+    ):
+        with pytest.raises(UrlError) as refused:
+            resolve(raw)
+        assert refused.value.status == 403, raw
+    assert edge_upstream("https://deb.example.org") == "https://deb.example.org"
 
 
 def test_nothing_to_run_is_a_clear_error(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from aptmesh_edge.cache import BlobStore, IndexStore, PathIndex
 from aptmesh_edge.config import EdgeConfig
 from aptmesh_edge.files import FileService
 from aptmesh_edge.grpcapi import REQUEST_BOUNDS, SERVICE_NAME, EdgeServicer
-from aptmesh_edge.http import EdgeHttp
+from aptmesh_edge.http import EdgeHttp, HttpBounds
 from aptmesh_edge.indexes import IndexService
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.packages import PackageService
@@ -249,7 +249,7 @@ async def start(
         config.cache_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(_open_stores, blobs, paths, indexes)
         metrics.show_cache(blobs.stats())
-        upstream = UpstreamClient(metrics, config.upstream_timeout)
+        upstream = UpstreamClient(metrics, config.upstream_timeout, ca_file=config.upstream_ca_file)
         await upstream.start()
         undo.push_async_callback(upstream.close)
         site_fetch = None
@@ -306,9 +306,17 @@ async def start(
             files=files,
             metrics=metrics,
             edges=membership.edges,
+            bounds=HttpBounds.from_config(config),
             ready=is_ready,
         )
-        http_site = await web.start(http.server(), config.http_host, config.http_port)
+        http_site = await web.start(
+            http.server(),
+            config.http_host,
+            config.http_port,
+            limits=http.bounds.server_limits(),
+            bad_request=http.bad_request,
+            handler=http.connection_class(),
+        )
         undo.push_async_callback(http_site.stop)
         membership.http_url = http_site.local_url
         servicer = EdgeServicer(files, blobs, upstreams, admin_token=config.admin_token)

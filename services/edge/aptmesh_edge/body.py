@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aptmesh_edge.decisions import Outcome, SourceKind
 from aptmesh_edge.downloads import BodyReader
+from aptmesh_edge.urls import REMEMBERED_PATH_MAX, REMEMBERED_PATHS
 
 # bytes: in memory, sent in one write; Path: a cached file, sent with sendfile; BodyReader: a
 # running download (or a pass-through), streamed as its check releases bytes.
@@ -48,9 +49,20 @@ _CONTENT_TYPES = {
 }
 
 
-@functools.lru_cache(maxsize=65536)
 def content_type(path: str) -> str:
+    # Remembered by file name, bounded like urls.classify.
     name = path.rsplit("/", 1)[-1]
+    if len(name) > REMEMBERED_PATH_MAX:
+        return _content_type(name)
+    return _remembered_content_type(name)
+
+
+@functools.lru_cache(maxsize=REMEMBERED_PATHS)
+def _remembered_content_type(name: str) -> str:
+    return _content_type(name)
+
+
+def _content_type(name: str) -> str:
     if name in {"InRelease", "Release", "Packages", "Sources"} or name.startswith("Translation"):
         return "text/plain; charset=utf-8"
     return _CONTENT_TYPES.get(os.path.splitext(name)[1], "application/octet-stream")

@@ -68,6 +68,38 @@ class EdgeConfig:
     upstream_timeout: float = option(
         30.0, "seconds to wait for an upstream to connect or send its headers (then 504)"
     )
+    upstream_ca_file: Path | None = option(
+        None,
+        "CA bundle (PEM) that verifies https:// upstreams' certificates (empty: the system's)",
+    )
+    http_max_connections: int = option(
+        192, "most open client connections; one more is closed at once (counted)"
+    )
+    http_max_in_flight: int = option(
+        256, "most requests being answered at once, over all connections (then 503)"
+    )
+    http_max_pipelined: int = option(
+        16, "requests queued on one connection whose work starts at once (apt pipelines 10)"
+    )
+    http_max_head_bytes: int = option(
+        16 * 1024, "most bytes of one request's line and headers (then 431, closed)", size=True
+    )
+    http_head_timeout: float = option(
+        15.0, "seconds a connection may take to send a request head, or sit idle between requests"
+    )
+    http_body_timeout: float = option(
+        5.0, "seconds spent reading and discarding a request body the edge does not use"
+    )
+    http_send_timeout: float = option(
+        30.0,
+        "seconds a client may leave an answer unread (its socket buffer full) before the edge "
+        "cuts its connection",
+    )
+    target_cache_bytes: int = option(
+        8 * 1024**2,
+        "bytes of remembered request-target resolutions and memory-hit answers (hot path)",
+        size=True,
+    )
     tracker_grpc: str = option("", "host:port of the tracker's gRPC server (empty: no swarm)")
     tracker_announce: str = option("", "the tracker's HTTP announce URL put in torrents")
     publish_token: str = option("", "token to publish torrents to the index", secret=True)
@@ -128,6 +160,17 @@ class EdgeConfig:
         require(self.cache_max_bytes > 0, "cache_max_bytes", "must be positive")
         require(self.memory_cache_bytes >= 0, "memory_cache_bytes", "must not be negative")
         require(self.memory_file_max_bytes >= 0, "memory_file_max_bytes", "must not be negative")
+        for name in (
+            "http_max_connections",
+            "http_max_in_flight",
+            "http_max_pipelined",
+            "http_head_timeout",
+            "http_body_timeout",
+            "http_send_timeout",
+        ):
+            require(getattr(self, name) > 0, name, "must be positive")
+        require(self.http_max_head_bytes >= 1024, "http_max_head_bytes", "must be at least 1KiB")
+        require(self.target_cache_bytes >= 0, "target_cache_bytes", "must not be negative")
         require(self.index_freeze_seconds >= 0, "index_freeze_seconds", "must not be negative")
         require(self.swarm_min_size > 0, "swarm_min_size", "must be positive")
         require(self.upstream_timeout > 0, "upstream_timeout", "must be positive")
@@ -167,6 +210,40 @@ class EdgeConfig:
             parse_upstreams((), self.allowed_hosts)
         except UpstreamError as exc:
             raise_invalid("allowed_hosts", str(exc))
+
+
+# What an edge holds at rest (interpreter, aiohttp, grpc, libtorrent, prometheus): measured
+# as the RSS of an idle `aptmesh edge` with a swarm (~85 MB), rounded up.
+BASELINE_BYTES = 128 * 1024**2
+# What one request head costs parsed (aiohttp's message, a CIMultiDict of str) per raw byte.
+PARSED_HEAD_FACTOR = 3
+# Heads aiohttp queues on one connection before it stops reading (web_protocol's
+# MAX_MSG_QUEUE_SIZE), plus the one being read.
+QUEUED_HEADS = 33
+# Bytes of a running answer: one upstream read (upstream.READ_CHUNK) and the socket's buffer.
+IN_FLIGHT_BYTES = 256 * 1024 + 64 * 1024
+# Bytes an answer may leave in a connection's write buffer when its client stops reading:
+# one write (http.MEMORY_WRITE_CHUNK, or a download's chunk) over the high-water mark.
+SEND_BUFFER_BYTES = 256 * 1024 + 64 * 1024
+# The per-path caches of urls.classify and body.content_type: 2 x 16,384 paths of at most
+# 256 characters, with their entries' overhead.
+PATH_CACHES_BYTES = 2 * 16384 * (256 + 200)
+
+
+def memory_bound(config: EdgeConfig) -> int:
+    """The most memory the edge's bounds let outsiders make it hold, plus its baseline:
+    what the Kubernetes manifests' memory limit must cover (tests/deploy checks it)."""
+    per_connection = (
+        QUEUED_HEADS * config.http_max_head_bytes * PARSED_HEAD_FACTOR + SEND_BUFFER_BYTES
+    )
+    return (
+        BASELINE_BYTES
+        + config.memory_cache_bytes
+        + config.target_cache_bytes
+        + config.http_max_connections * per_connection
+        + config.http_max_in_flight * IN_FLIGHT_BYTES
+        + PATH_CACHES_BYTES
+    )
 
 
 def _read_zone(path: Path) -> str:

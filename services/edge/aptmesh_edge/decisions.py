@@ -101,3 +101,13 @@ class FaultAction(enum.Enum):
 
     RETRIED = "retried"  # asked again, resuming where the bytes broke off (a known hash)
     FAILED = "failed"  # a clean error to the client, nothing cached
+
+
+class Refusal(enum.Enum):
+    """Why the HTTP front end refused a client before any file logic ran:
+    `aptmesh_edge_http_refused_total{limit}` (every bound in the README's security section)."""
+
+    CONNECTIONS = "connections"  # over http_max_connections: closed at once
+    IN_FLIGHT = "in_flight"  # over http_max_in_flight: 503
+    HEAD_SIZE = "head_size"  # a request head over http_max_head_bytes: 431, closed
+    BAD_REQUEST = "bad_request"  # what a parser rejected (aiohttp's, urls.py's): 400, closed

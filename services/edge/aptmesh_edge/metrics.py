@@ -10,6 +10,7 @@ from aptmesh.metrics import new_registry
 from aptmesh_edge.decisions import (
     FallbackReason,
     FaultAction,
+    Refusal,
     SiteResult,
     SourceKind,
     UpstreamFault,
@@ -121,6 +122,29 @@ class EdgeMetrics:
         self.swarm_torrents = Gauge(
             "aptmesh_edge_swarm_torrents", "Torrents the edge downloads or seeds.", registry=r
         )
+        self.http_refused = Counter(
+            "aptmesh_edge_http_refused_total",
+            "Clients refused by the HTTP front end's bounds, by the bound (connections, "
+            "in_flight, head_size, bad_request).",
+            ["limit"],
+            registry=r,
+        )
+        self.http_connections = Gauge(
+            "aptmesh_edge_http_connections", "Open client connections.", registry=r
+        )
+        self.http_in_flight = Gauge(
+            "aptmesh_edge_http_in_flight",
+            "Requests being answered (pipelined ones whose work started included).",
+            registry=r,
+        )
+        self.target_cache_bytes = Gauge(
+            "aptmesh_edge_target_cache_bytes",
+            "Bytes of remembered target resolutions and memory-hit answers (bounded by "
+            "target_cache_bytes).",
+            registry=r,
+        )
+        for limit in Refusal:
+            self.http_refused.labels(limit=limit.value)
         for source in SourceKind:
             self.served_bytes.labels(source=source.value)
         for reason in FallbackReason:

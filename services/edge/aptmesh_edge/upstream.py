@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -135,17 +137,30 @@ class Session:
     """Owns one aiohttp client session of the edge's (started by `start`): the file's own bytes
     (`Accept-Encoding: identity`, nothing decoded behind the edge's back), pooled connections."""
 
-    def __init__(self, timeout: aiohttp.ClientTimeout, *, limit: int, per_host: int) -> None:
+    def __init__(
+        self,
+        timeout: aiohttp.ClientTimeout,
+        *,
+        limit: int,
+        per_host: int,
+        ca_file: Path | None = None,
+    ) -> None:
         self._timeout = timeout
         self._limit = limit
         self._per_host = per_host
+        self._ca_file = ca_file
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
+        # https:// backends are always verified (certificate and host name): with the
+        # configured CA bundle, else the system's. There is no switch to turn that off.
+        tls = ssl.create_default_context(cafile=str(self._ca_file) if self._ca_file else None)
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
             auto_decompress=False,
-            connector=aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._per_host),
+            connector=aiohttp.TCPConnector(
+                limit=self._limit, limit_per_host=self._per_host, ssl=tls
+            ),
             headers={"User-Agent": "aptmesh-edge", "Accept-Encoding": "identity"},
         )
 
@@ -158,13 +173,16 @@ class Session:
 class UpstreamClient(Session):
     """The upstreams' backends, tried in order (see the module's docstring)."""
 
-    def __init__(self, metrics: EdgeMetrics, timeout: float) -> None:
+    def __init__(
+        self, metrics: EdgeMetrics, timeout: float, *, ca_file: Path | None = None
+    ) -> None:
         super().__init__(
             aiohttp.ClientTimeout(
                 total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
             ),
             limit=64,
             per_host=16,
+            ca_file=ca_file,
         )
         self._metrics = metrics
 

@@ -9,15 +9,21 @@ The three forms (apt-cacher-ng's manual):
 - path prefix: `GET /HOST[:PORT]/path`;
 - HTTPS upstream through plain HTTP: `GET /HTTPS///HOST[:PORT]/path`.
 
-Only hosts named in `upstreams`, or matching a pattern of `allowed_hosts`
-(`*.example.org`: any name under example.org; `HOST:PORT`: that port only,
-else the scheme's default port), are served, and `CONNECT` tunnels only to
-allowed hosts on 443 or the port their pattern names: never an open proxy. The cache
-key holds the scheme's host AND port, so two origins with the same paths
-never share entries. A path is decoded once (`%xx`, `+` stays `+`) and then
-refused if it holds `..` segments, empty segments, NUL or backslashes (`.`
-segments, which flat repositories' URLs hold, are dropped): what reaches the
-cache is a clean relative path under one upstream.
+Only hosts named in `upstreams` are served, and only under the path an entry
+names (`HOST/debian=URL` serves `/HOST/debian/...` alone), or hosts matching a
+pattern of `allowed_hosts` (`*.example.org`: any name under example.org;
+`HOST:PORT`: that port only, else the scheme's default port), served as
+themselves; `CONNECT` tunnels only to allowed hosts on 443 or the port their
+pattern names: never an open proxy. The scheme is part of every upstream key
+and cache key: an `https` request (`/HTTPS///`, `https://`) is served only
+from `https://` backends (a host configured over plain HTTP alone is refused,
+never downgraded), and two origins with the same paths never share entries.
+Host names must be valid IDNA A-labels (ASCII letters, digits and hyphens,
+labels of at most 63 characters, `xn--` labels that decode); a query string
+or fragment is no part of what is fetched or cached. A path is decoded once
+(`%xx`, `+` stays `+`) and then refused if it holds `..` segments, empty
+segments, NUL or backslashes (`.` segments, which flat repositories' URLs
+hold, are dropped): what reaches the cache is a clean relative path under one upstream.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class Resource:
     origin: Origin
     path: str  # decoded, relative, no leading slash: "debian/dists/bookworm/InRelease"
     backends: tuple[str, ...]  # base URLs, tried in order
+    strip: int = 0  # characters of `path` (its route's prefix) that the backends' bases replace
     # Served because an allowed_hosts pattern matches, not a configured upstream: what the
     # edge cannot verify there (a key it lacks) is passed through, never refused.
     by_pattern: bool = False
@@ -91,7 +98,8 @@ class Resource:
         return "/by-hash/" in f"/{self.path}" or self.file_class is FileClass.PACKAGE
 
     def upstream_urls(self) -> list[str]:
-        return [f"{base}/{quote_path(self.path)}" for base in self.backends]
+        rest = quote_path(self.path[self.strip :])
+        return [f"{base}/{rest}" for base in self.backends]
 
     def prefix_url(self) -> str:
         """The path-prefix form of this resource, as other edges would request it."""
@@ -100,9 +108,22 @@ class Resource:
         return f"/{self.origin.authority}/{quote_path(self.path)}"
 
 
-@functools.lru_cache(maxsize=65536)
+# Paths remembered by the per-path caches (here and body.content_type): at most this many,
+# each at most REMEMBERED_PATH_MAX characters (Debian's longest pool paths are ~200), so an
+# outsider's junk paths cost them at most ~7 MB each.
+REMEMBERED_PATHS = 16384
+REMEMBERED_PATH_MAX = 256
+
+
 def classify(path: str) -> FileClass:
     """The file class of a request's path (`aptmesh.debian.classify_path`, remembered)."""
+    if len(path) > REMEMBERED_PATH_MAX:
+        return classify_path(path)
+    return _classify(path)
+
+
+@functools.lru_cache(maxsize=REMEMBERED_PATHS)
+def _classify(path: str) -> FileClass:
     return classify_path(path)
 
 
@@ -134,13 +155,30 @@ def _parse_authority(text: str, scheme: str) -> tuple[str, int]:
             raise UrlError(400, f"bad host {text!r}")
     else:
         host, _, port_text = text.partition(":")
-    if not host or not _HOST_RE.match(host):
+    if not host or not _HOST_RE.match(host) or not _valid_labels(host):
         raise UrlError(400, f"bad host {text!r}")
     if port_text:
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise UrlError(400, f"bad port in {text!r}")
         return host, int(port_text)
     return host, DEFAULT_PORTS[scheme]
+
+
+def _valid_labels(host: str) -> bool:
+    """IDNA A-labels: at most 63 characters each, 253 in all, `xn--` ones decode."""
+    if host.startswith("["):
+        return True
+    if len(host) > 253:
+        return False
+    for label in host.split("."):
+        if not label or len(label) > 63:
+            return False
+        if label.startswith("xn--"):
+            try:
+                label[4:].encode("ascii").decode("punycode")
+            except (UnicodeError, ValueError, IndexError):
+                return False
+    return True
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
@@ -180,8 +218,7 @@ class Target:
 def parse_target(raw_target: str) -> Target | None:
     """Parses a raw request target; None when it is an edge-local path (`/metrics`, `/`...)."""
     if raw_target.startswith(("http://", "https://", "HTTP://", "HTTPS://")):
-        split = urlsplit(raw_target)
-        scheme = split.scheme.lower()
+        scheme = raw_target.partition(":")[0].lower()  # urlsplit raises on "http://["
         rest = raw_target[len(scheme) + 3 :]
         authority, slash, path = rest.partition("/")
         if not slash:
@@ -246,26 +283,52 @@ def parse_host_patterns(entries: tuple[str, ...] | list[str]) -> tuple[HostPatte
 
 
 @dataclass(frozen=True)
-class Upstreams:
-    """Configured remaps: (host, port or None for the scheme's default) -> backend base URLs;
-    and the host patterns served as themselves (`allowed`)."""
+class Route:
+    """Requests whose path starts with `prefix` (empty: any path) go to `backends`, with the
+    prefix replaced by each backend's base."""
 
-    table: dict[tuple[str, int | None], tuple[str, ...]]
-    allowed: tuple[HostPattern, ...] = ()
+    prefix: str
+    backends: tuple[str, ...]
+
+    def serves(self, path: str) -> bool:
+        return not self.prefix or path.startswith(self.prefix + "/")
+
+
+# (scheme, host, port or None for the scheme's default) -> routes, longest prefix first.
+UpstreamKey = tuple[str, str, int | None]
+
+
+@dataclass(frozen=True)
+class Upstreams:
+    """Configured upstreams by scheme, host and port; see the module docstring."""
+
+    table: dict[UpstreamKey, tuple[Route, ...]]
+    allowed: tuple[HostPattern, ...] = ()  # hosts served as themselves (`allowed_hosts`)
 
     def resolve(self, target: Target) -> Resource:
         origin = target.origin
-        backends = self.table.get((origin.host, origin.port))
-        if backends is None and origin.port == DEFAULT_PORTS[origin.scheme]:
-            backends = self.table.get((origin.host, None))
-        if backends is not None:
-            return Resource(origin, target.path, backends)
-        if self.allows(origin.host, origin.port):
+        routes = self.table.get((origin.scheme, origin.host, origin.port))
+        if routes is None and origin.port == DEFAULT_PORTS[origin.scheme]:
+            routes = self.table.get((origin.scheme, origin.host, None))
+        if routes is None and self.allows(origin.host, origin.port):
             itself = (f"{origin.scheme}://{origin.authority}",)
             return Resource(origin, target.path, itself, by_pattern=True)
-        raise UrlError(
-            403, f"upstream {origin.authority} is not served by this edge: " + REFUSED_HINT
-        )
+        if routes is None:
+            if origin.scheme == "https" and self._known(origin.host):
+                raise UrlError(
+                    403,
+                    f"upstream {origin.authority} is configured over plain HTTP only; "
+                    "an https request is never served over plain HTTP",
+                )
+            raise UrlError(
+                403, f"upstream {origin.authority} is not served by this edge: " + REFUSED_HINT
+            )
+        for route in routes:
+            if route.serves(target.path):
+                strip = len(route.prefix) + 1 if route.prefix else 0
+                return Resource(origin, target.path, route.backends, strip)
+        served = ", ".join(f"/{r.prefix}/" for r in routes)
+        raise UrlError(403, f"upstream {origin.authority} is served only under {served}")
 
     def allows(self, host: str, port: int) -> bool:
         return any(p.matches(host, port) for p in self.allowed)
@@ -283,8 +346,15 @@ class Upstreams:
             f"APTMESH_EDGE_ALLOWED_HOSTS)",
         )
 
+    def _known(self, host: str) -> bool:
+        return any(h == host for _, h, _ in self.table)
+
     def hosts(self) -> list[str]:
-        return sorted(f"{h}:{p}" if p else h for h, p in self.table)
+        names = set()
+        for scheme, host, port in self.table:
+            prefix = "https://" if scheme == "https" else ""
+            names.add(f"{prefix}{host}:{port}" if port else f"{prefix}{host}")
+        return sorted(names)
 
 
 def _backend(url: str, entry: str) -> str:
@@ -296,12 +366,22 @@ def _backend(url: str, entry: str) -> str:
     return url.rstrip("/")
 
 
+def _add(table: dict[UpstreamKey, list[Route]], key: UpstreamKey, route: Route, entry: str) -> None:
+    routes = table.setdefault(key, [])
+    if any(r.prefix == route.prefix for r in routes):
+        raise UpstreamError(f"upstream {entry!r}: host and path named twice")
+    routes.append(route)
+
+
 def parse_upstreams(
     entries: tuple[str, ...] | list[str], allowed: tuple[str, ...] | list[str] = ()
 ) -> Upstreams:
-    """Parses `HOST[:PORT]=URL[|URL...]` remaps and bare `http(s)://HOST[:PORT][/base]` URLs,
-    and the `allowed_hosts` patterns."""
-    table: dict[tuple[str, int | None], tuple[str, ...]] = {}
+    """Parses `HOST[:PORT][/PATH]=URL[|URL...]` remaps and bare `http(s)://HOST[:PORT][/base]`
+    URLs, and the `allowed_hosts` patterns. A remap serves `http` requests from all its
+    backends and `https` ones from its `https://` backends alone; with `/PATH`, only
+    requests under it (PATH/rest -> URL/rest). A bare URL serves its own scheme, host and
+    port, its base prefixed to every path."""
+    table: dict[UpstreamKey, list[Route]] = {}
     for entry in entries:
         entry = entry.strip()
         if "=" in entry and not entry.split("=", 1)[0].startswith(("http://", "https://")):
@@ -309,12 +389,24 @@ def parse_upstreams(
             backends = tuple(_backend(u.strip(), entry) for u in urls.split("|") if u.strip())
             if not backends:
                 raise UpstreamError(f"upstream {entry!r}: no backend URL after '='")
+            authority, _, prefix = name.strip().partition("/")
+            prefix = prefix.strip("/")
+            if (
+                prefix
+                and _CONTROL.search(prefix)
+                or any(s in {"", ".", ".."} for s in prefix.split("/") if prefix)
+            ):
+                raise UpstreamError(f"upstream {entry!r}: bad path {prefix!r}")
             try:
-                host, port = _parse_authority(name.strip(), "http")
+                host, port = _parse_authority(authority, "http")
             except UrlError as exc:
                 raise UpstreamError(f"upstream {entry!r}: {exc.text}") from None
-            explicit_port = ":" in name.strip().rpartition("]")[2]
-            key: tuple[str, int | None] = (host, port if explicit_port else None)
+            explicit_port = ":" in authority.rpartition("]")[2]
+            key_port = port if explicit_port else None
+            _add(table, ("http", host, key_port), Route(prefix, backends), entry)
+            secure = tuple(b for b in backends if b.startswith("https://"))
+            if secure:
+                _add(table, ("https", host, key_port), Route(prefix, secure), entry)
         else:
             base = _backend(entry, entry)
             split = urlsplit(base)
@@ -322,9 +414,11 @@ def parse_upstreams(
                 host, port = _parse_authority(split.netloc, split.scheme)
             except UrlError as exc:
                 raise UpstreamError(f"upstream {entry!r}: {exc.text}") from None
-            key = (host, port)
-            backends = (base,)
-        if key in table:
-            raise UpstreamError(f"upstream {entry!r}: host named twice")
-        table[key] = backends
-    return Upstreams(table, parse_host_patterns(allowed))
+            _add(table, (split.scheme, host, port), Route("", (base,)), entry)
+    return Upstreams(
+        {
+            key: tuple(sorted(routes, key=lambda r: len(r.prefix), reverse=True))
+            for key, routes in table.items()
+        },
+        parse_host_patterns(allowed),
+    )
