@@ -7,12 +7,12 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 # Debian packages the tests drive for real (aria2c: a BitTorrent client nobody here wrote;
-# promtool; PostgreSQL and Redis for the tracker's shared stores; apt-ftparchive is not used: the
-# fixture writes indexes itself).
-SYS_PACKAGES := aria2 rtorrent prometheus gnupg apt dpkg-dev iproute2 nginx-light wrk postgresql redis-server
+# promtool; PostgreSQL and Redis for the tracker's shared stores; lintian and debconf for the
+# Debian packages' tests; auto-apt-proxy, which must find an edge; apt-ftparchive is not used: the fixture writes indexes itself).
+SYS_PACKAGES := aria2 rtorrent prometheus gnupg apt dpkg-dev iproute2 nginx-light wrk postgresql redis-server lintian debconf systemd auto-apt-proxy
 PYTEST_ARGS ?=
 
-.PHONY: all venv sysdeps proto proto-check test check run deb bench bench-swarm fuzz lock images deploy-generate clean
+.PHONY: all venv sysdeps proto proto-check test check run deb bench bench-swarm fuzz lock images deploy-generate clean drills
 
 all: test
 
@@ -72,9 +72,12 @@ lock:
 clean:
 	rm -rf $(VENV) build dist
 
-# The aptmesh-apt-method Debian package (method, mesh+http/mesh+https links, apt.conf.d snippet).
+# The Debian packages (packaging/): aptmesh-apt-method (the method, its links, its apt.conf.d
+# snippet) and aptmesh-peer (the peer service in a private environment built from the wheels
+# build.sh downloads, its debconf question, its systemd unit), into dist/.
 deb: venv
-	$(PY) -m aptmesh_apt_method.package --out dist
+	deploy/docker/build.sh wheels
+	$(PY) packaging/build.py --out dist
 
 # Benchmarks: they measure and print figures; they never gate CI.
 bench: venv sysdeps
@@ -83,6 +86,13 @@ bench: venv sysdeps
 	$(PY) bench/apt_clients.py
 	$(PY) bench/seeder_hash.py
 	$(PY) bench/edge_vs_nginx.py
+
+# The fault drills (tests/drills) at full size: kill -9 of each service under concurrent apt
+# runs, tracker restart, tampering, a malicious peer; prints the table the README's
+# Reliability section shows. Exit 1 when a drill broke a promise. `make test` runs them small.
+DRILLS ?=
+drills: venv sysdeps
+	$(PY) -m tests.drills $(DRILLS)
 
 # Every fuzz target (tests marked `fuzz`) with many more examples than make test runs;
 # prints, per target, how many inputs it tried and whether any failed.

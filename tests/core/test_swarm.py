@@ -519,3 +519,11 @@ def test_edges_keep_connections_that_look_redundant_for_a_moment() -> None:
     connections then would drop the seeds and edges it needs a moment later."""
     assert session_settings(SwarmSettings(role="edge"))["close_redundant_connections"] is False
     assert session_settings(SwarmSettings(role="seeder"))["close_redundant_connections"] is True
+
+
+def test_a_lab_filter_lets_only_its_ranges_through() -> None:
+    from aptmesh.swarm import ip_filter
+
+    rules = ip_filter(["10.0.0.0/8", "fd00::/8"])
+    assert rules.access("10.2.3.4") == 0 and rules.access("fd00::1") == 0
+    assert rules.access("203.0.113.9") == 1 and rules.access("2001:db8::1") == 1

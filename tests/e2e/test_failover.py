@@ -29,7 +29,7 @@ from aptmesh.debrepo import DebRepo
 from aptmesh.torrent import make_torrent
 from aptmesh_tracker.client import TrackerClient
 from aptmesh_tracker.records import PackageRecord, Site
-from tests.e2e.conftest import (
+from tests.fixtures.mesh import (
     APTMESH,
     Proc,
     assert_clean_terminal,

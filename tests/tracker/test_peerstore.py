@@ -229,3 +229,15 @@ def test_registered_peers_are_offered_first_whatever_a_flood_stores(
         assert len(got) == 5
         expected = [edge] if seeding else [seed_box, edge]
         assert set(expected) <= set(got)
+
+
+def test_the_epoch_lives_as_long_as_the_peers(new_peers: Factory) -> None:
+    """A store's epoch names its swarms: a fresh in-memory store (a tracker restart) has a new
+    one; a second Redis store on the same Redis (a restarted or another replica) the same."""
+    clock = FakeClock()
+    first, second = new_peers(ttl=60, clock=clock), new_peers(ttl=60, clock=clock)
+    assert first.epoch and second.epoch
+    if isinstance(first, MemoryPeerStore):
+        assert first.epoch != second.epoch
+    else:
+        assert first.epoch == second.epoch

@@ -34,6 +34,15 @@ from aptmesh_tracker.records import (
 )
 
 BATCH = 1000  # the server's default max_batch; larger lookups are split
+# gRPC's default reconnect backoff grows to 120 s: after an outage of a minute a client
+# stayed away 30-40 s after the tracker was back (edges and seed boxes missing from the
+# registry). The tracker is one host the client must reach; retrying its address every
+# two seconds at most costs nothing.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
 
 # Every call may be retried on another replica when one answers UNAVAILABLE or its connection
 # drops (a replica killed or rolled): the tracker's calls are idempotent (a publish of a record
@@ -101,7 +110,11 @@ def channel_options(policy: str) -> list[tuple[str, str | int]]:
         "loadBalancingConfig": [{policy: {}}],
         "methodConfig": [{"name": [{}], "retryPolicy": _RETRY_POLICY}],
     }
-    return [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(config))]
+    return [
+        *CHANNEL_OPTIONS,
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(config)),
+    ]
 
 
 class TrackerClientError(Exception):
@@ -222,6 +235,7 @@ class TrackerClient:
         return Site(
             edges=[edge_from_proto(e) for e in response.edges],
             seed_upload_capacity=response.seed_upload_capacity,
+            peers_epoch=response.peers_epoch,
         )
 
     async def list_edges(self, zone: str = "", *, deadline: float | None = None) -> list[Edge]:
