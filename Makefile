@@ -83,6 +83,7 @@ deb: venv
 bench: venv sysdeps
 	$(PY) bench/tracker_announce.py
 	$(PY) bench/tracker_scale.py
+	$(PY) bench/apt_clients.py
 	$(PY) bench/seeder_hash.py
 	$(PY) bench/edge_vs_nginx.py
 

@@ -17,8 +17,14 @@ The index is PostgreSQL in every run; the trackers run as open trackers so
 that no million records need publishing first (the allow-list check is one
 set lookup either way). On a shared 2-core machine the figures are a floor.
 
+It also prints what one peer entry costs Redis (used_memory over the distinct
+peers the runs stored), the figure that sizes Redis for a mesh whose edges each
+hold many torrents, and with `--seed-interval` the load when seeds (nine in ten
+announces here, as in a mesh of edges that hold what they fetched) are told to
+come back less often than leechers (the tracker's `seed_announce_interval`).
+
     .venv/bin/python bench/tracker_scale.py [--edges 100] [--torrents 10000]
-        [--interval 1800] [--seconds 5] [--connections 32]
+        [--interval 1800] [--seed-interval 0] [--seconds 5] [--connections 32]
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ class Served:
     p99_ms: float
 
 
+SEED_SHARE = 0.9  # of announces in `paths`: edges mostly seed what they hold
+
+
 def paths(edges: int, torrents: int, count: int = 20_000, seed: int = 1) -> list[str]:
     rng = random.Random(seed)
     hashes = [rng.randbytes(20) for _ in range(min(torrents, count))]
@@ -59,7 +68,7 @@ def paths(edges: int, torrents: int, count: int = 20_000, seed: int = 1) -> list
             info_hash=rng.choice(hashes),
             peer_id=peer_ids[edge],
             port=1024 + edge,
-            left=0 if rng.random() < 0.9 else 1 << 20,  # edges mostly seed what they hold
+            left=0 if rng.random() < SEED_SHARE else 1 << 20,
             numwant=50,
         )
         out.append("/announce?" + wire.encode_announce_request(request))
@@ -148,23 +157,47 @@ def redis_commands(url: str) -> int:
         client.close()
 
 
+def redis_memory(url: str) -> tuple[int, int]:
+    """(used_memory bytes, keys) of the Redis database at `url`."""
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("memory")["used_memory"]), int(client.dbsize())
+    finally:
+        client.close()
+
+
+def distinct_peers(announces: list[str]) -> int:
+    """(infohash, peer) pairs among the announce paths: the peer entries they leave."""
+    pairs = set()
+    for path in announces:
+        query = dict(part.split("=", 1) for part in path.split("?", 1)[1].split("&"))
+        pairs.add((query["info_hash"], query["peer_id"]))
+    return len(pairs)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edges", type=int, default=100)
     parser.add_argument("--torrents", type=int, default=10_000)
     parser.add_argument("--interval", type=int, default=1800)
+    parser.add_argument("--seed-interval", type=int, default=0, help="0: --interval")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed (Debian package `wrk`: make sysdeps)")
+    seed_interval = args.seed_interval or args.interval
     needed = args.edges * args.torrents / args.interval
+    needed_seed = (
+        args.edges * args.torrents * (SEED_SHARE / seed_interval + (1 - SEED_SHARE) / args.interval)
+    )
     postgres, redis_server = PostgresServer(), RedisServer()
     results: list[tuple[str, Served, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         script = workdir / "announce.lua"
-        listed = ",\n".join(f'"{p}"' for p in paths(args.edges, args.torrents))
+        announces = paths(args.edges, args.torrents)
+        listed = ",\n".join(f'"{p}"' for p in announces)
         script.write_text(
             f"local paths = {{\n{listed}\n}}\nlocal i = math.random(#paths)\n"
             "request = function()\n  i = i % #paths + 1\n"
@@ -174,6 +207,7 @@ def main() -> int:
             postgres.start()
             redis_server.start()
             store = postgres.new_database()
+            redis_before = redis_memory(redis_server.url())
             for name, peer_store, replicas in (
                 ("1 replica, swarms in memory", "", 1),
                 ("1 replica, swarms on Redis", redis_server.url(), 1),
@@ -192,14 +226,22 @@ def main() -> int:
                     for process, _ in trackers:
                         process.terminate()
                         process.wait(timeout=10)
+            redis_after = redis_memory(redis_server.url())
         finally:
             postgres.remove()
             redis_server.remove()
+    stored = distinct_peers(announces)
+    per_peer = (redis_after[0] - redis_before[0]) / stored
     print(
         f"load: {args.edges} edges x {args.torrents} torrents every {args.interval} s"
         f" = {needed:,.0f} announces/s needed; wrk, {args.connections} connections,"
         f" {args.seconds} s per run"
     )
+    if args.seed_interval:
+        print(
+            f"with seeds told {seed_interval} s: {needed_seed:,.0f} announces/s needed"
+            f" ({needed_seed / needed:.0%} of the above)"
+        )
     for name, served, per, pg_rate in results:
         redis_load = f", {per:.1f} Redis commands/announce" if per else ""
         print(
@@ -207,6 +249,10 @@ def main() -> int:
             f" needed), p99 {served.p99_ms:6.1f} ms, PostgreSQL {pg_rate:.1f} transactions/s"
             f"{redis_load}"
         )
+    print(
+        f"Redis: {per_peer:,.0f} bytes per peer entry ({stored:,} entries,"
+        f" {redis_after[1] - redis_before[1]:,} keys)"
+    )
     return 0
 
 

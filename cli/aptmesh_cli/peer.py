@@ -101,7 +101,7 @@ def edge_config(config: PeerConfig, plan: SwarmPlan, upstreams: Sequence[str]) -
         verify_mode="enforce",
         site_fetch=False,
         tracker_grpc=config.tracker_grpc if swarm else "",
-        tracker_announce=config.tracker_announce if swarm else "",
+        tracker_announce=(config.tracker_announce,) if swarm and config.tracker_announce else (),
         listen_port=config.listen_port,
         public_swarm=plan.public,
         upload_rate_limit=plan.upload_rate_limit,

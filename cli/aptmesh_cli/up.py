@@ -203,7 +203,7 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
                 verify_mode="enforce",
                 swarm_min_size=cfg.swarm_min_size,
                 tracker_grpc=tracker.grpc_target,
-                tracker_announce=tracker.announce_url,
+                tracker_announce=(tracker.announce_url,),
                 publish_token=token,
                 admin_token=admin_token,
                 zone="local",

@@ -364,7 +364,7 @@ def test_clients_find_the_tracker_where_it_listens() -> None:
     seeder = load_config(service_container(objs, "seeder"))
     edge = load_config(service_container(objs, "edge"))
     assert seeder.tracker_grpc == grpc and edge.tracker_grpc == grpc
-    assert seeder.tracker_announce == (announce,) and edge.tracker_announce == announce
+    assert seeder.tracker_announce == (announce,) and edge.tracker_announce == (announce,)
     assert edge.public_url == f"http://10.244.1.7:{edge.http_port}"
 
 

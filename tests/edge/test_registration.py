@@ -26,7 +26,7 @@ async def test_edges_register_their_upload_capacity(
 ) -> None:
     swarm = {
         "tracker_grpc": tracker.grpc_target,
-        "tracker_announce": tracker.announce_url,
+        "tracker_announce": (tracker.announce_url,),
         "publish_token": TOKEN,
         "zone": "lab",
     }
@@ -47,7 +47,7 @@ async def test_registered_edges_rank_themselves_in_the_site_and_others_do_not(
     """Each registered edge takes its place among the registry's live edges (by id), which
     decides the pieces of every torrent it asks the seeder for first; an edge that is not in
     the registry (no publish token) shares no work."""
-    swarm = {"tracker_grpc": tracker.grpc_target, "tracker_announce": tracker.announce_url}
+    swarm = {"tracker_grpc": tracker.grpc_target, "tracker_announce": (tracker.announce_url,)}
     b = await make_edge(edge_id="b", publish_token=TOKEN, **swarm)
     a = await make_edge(edge_id="a", publish_token=TOKEN, **swarm)
     loner = await make_edge(edge_id="loner", **swarm)
@@ -69,7 +69,7 @@ async def test_edges_learn_whether_the_seed_boxes_are_the_sites_bottleneck(
     pieces only); a seed box of 40 MB/s has room to spare; without one they cannot tell."""
     swarm = {
         "tracker_grpc": tracker.grpc_target,
-        "tracker_announce": tracker.announce_url,
+        "tracker_announce": (tracker.announce_url,),
         "publish_token": TOKEN,
         "upload_capacity": 10_000_000,
     }

@@ -203,7 +203,7 @@ async def site_edges(
     made = [
         await make_edge(
             tracker_grpc=tracker.grpc_target,
-            tracker_announce=tracker.announce_url,
+            tracker_announce=(tracker.announce_url,),
             publish_token=TOKEN,
             zone=ZONE,
         )

@@ -29,7 +29,7 @@ async def swarm_edge(
     return await make_edge(
         **{
             "tracker_grpc": tracker.grpc_target,
-            "tracker_announce": tracker.announce_url,
+            "tracker_announce": (tracker.announce_url,),
             "publish_token": TOKEN,
             "zone": zone,
             "swarm_timeout": 5.0,
@@ -93,7 +93,7 @@ async def test_second_edge_gets_a_large_package_from_the_first_through_the_swarm
 async def test_unreachable_tracker_falls_back_to_upstream_and_counts_it(
     make_edge: EdgeFactory, debrepo: DebRepo, client: aiohttp.ClientSession
 ) -> None:
-    edge = await make_edge(tracker_grpc="127.0.0.1:9", tracker_announce="")
+    edge = await make_edge(tracker_grpc="127.0.0.1:9", tracker_announce=())
     await fetch_indexes(client, edge, debrepo)
     for name, reason in (
         ("aptmesh-huge", "tracker_unreachable"),
@@ -253,7 +253,7 @@ async def test_stalled_swarm_falls_back_to_upstream_where_it_stopped(
         seedbox.add(metainfo, half, trackers=[tracker.announce_url])
         edge = await make_edge(
             tracker_grpc=tracker.grpc_target,
-            tracker_announce=tracker.announce_url,
+            tracker_announce=(tracker.announce_url,),
             publish_token=TOKEN,
             swarm_timeout=5.0,
             swarm_stall_seconds=0.5,

@@ -183,7 +183,7 @@ async def test_tampered_swarm(
         seedbox.add(torrent.metainfo, seed_dir, seed=True, trackers=[tracker.announce_url])
         edge = await make_edge(
             tracker_grpc=tracker.grpc_target,
-            tracker_announce=tracker.announce_url,
+            tracker_announce=(tracker.announce_url,),
             zone="swarm-only",
             swarm_min_size=1024,  # the small file goes through the swarm too
             swarm_timeout=10.0,
@@ -235,7 +235,7 @@ async def test_tampered_zone_edge(
     url = await fake_edge(parent)
     edge = await make_edge(
         tracker_grpc=tracker.grpc_target,
-        tracker_announce=tracker.announce_url,
+        tracker_announce=(tracker.announce_url,),
         publish_token=TOKEN,
         zone=ZONE,
         swarm_min_size=8 * 1024**2,  # the large file goes through the zone's tree too

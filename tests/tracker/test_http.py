@@ -9,6 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from aptmesh.config import InvalidOption
 from aptmesh.testing import FakeClock
 from aptmesh.torrent import make_torrent
 from aptmesh_tracker import app, wire
@@ -249,3 +250,30 @@ def test_peers6_for_ipv6_clients(tmp_path: Path) -> None:
         ("2001:db8::1", 6881),
     ]
     assert b"6:peers618:" in body
+
+
+async def test_seeds_are_told_the_seed_interval(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Seeds (left=0) re-announce at seed_announce_interval, leechers at announce_interval;
+    a seed stays listed for leechers all that time (peer_ttl is above it)."""
+    tracker = await app.start(
+        make_config(tmp_path / "t", open_tracker=True, seed_announce_interval=600, peer_ttl=900),
+        maintain_every=0,
+    )
+    try:
+        ih = b"s" * 20
+        seed = await announce(http, tracker, AnnounceRequest(ih, b"S" * 20, 7001, left=0))
+        leech = await announce(http, tracker, AnnounceRequest(ih, b"L" * 20, 7002, left=9))
+        assert (seed.interval, leech.interval) == (600, 30)
+        assert seed.min_interval == leech.min_interval == 5
+        assert [wire.split_address(p.address) for p in leech.peers] == [("127.0.0.1", 7001)]
+    finally:
+        await tracker.stop(grace=0)
+
+
+def test_peer_ttl_must_outlast_the_seed_interval(tmp_path: Path) -> None:
+    with pytest.raises(InvalidOption, match="seed_announce_interval"):
+        make_config(tmp_path, seed_announce_interval=600, peer_ttl=300)
+    with pytest.raises(InvalidOption, match="at least announce_interval"):
+        make_config(tmp_path, seed_announce_interval=10)

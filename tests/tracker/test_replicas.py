@@ -183,3 +183,20 @@ async def test_redis_down_announces_go_on_and_the_swarms_return(
         await announce(http, one, AnnounceRequest(v1, b"S" * 20, 7001, left=0))
         got = await announce(http, two, AnnounceRequest(v1, b"L" * 20, 7002, left=10))
         assert [wire.split_address(p.address) for p in got.peers] == [("127.0.0.1", 7001)]
+
+
+async def test_a_client_of_two_replicas_goes_on_when_one_stops(
+    replica: Replica, postgres_url: str, redis_url: str, record: PackageRecord
+) -> None:
+    """Both replicas' addresses in one target: no load balancer, and no call fails while one
+    replica is gone (its calls go round robin to the replicas that are up, and a call that
+    meets the stopped one is retried on the other)."""
+    async with replica(postgres_url, redis_url) as one, replica(postgres_url, redis_url) as two:
+        both = f"{one.grpc_target},{two.grpc_target}"
+        async with TrackerClient(both, token=TOKEN, timeout=5) as client:
+            assert await client.publish(record) is True
+            await one.stop(grace=0)
+            for n in range(6):  # several calls: round robin would have reached `one`
+                await client.register_edge(Edge(f"edge-{n}", f"http://192.0.2.{n}:3142", "lab"))
+                assert await client.get(record.sha256) == record
+            assert len(await client.list_edges("lab")) == 6

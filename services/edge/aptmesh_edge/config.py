@@ -8,6 +8,7 @@ from typing import Literal
 
 from aptmesh.config import InvalidOption, option, require
 from aptmesh.logs import LogFormat
+from aptmesh_tracker.client import target_problem
 
 VerifyMode = Literal["enforce", "auto", "off"]
 
@@ -100,8 +101,14 @@ class EdgeConfig:
         "bytes of remembered request-target resolutions and memory-hit answers (hot path)",
         size=True,
     )
-    tracker_grpc: str = option("", "host:port of the tracker's gRPC server (empty: no swarm)")
-    tracker_announce: str = option("", "the tracker's HTTP announce URL put in torrents")
+    tracker_grpc: str = option(
+        "",
+        "host:port of the tracker's gRPC server, or several replicas' IP:port separated by "
+        "commas (round robin, failover); empty: no swarm",
+    )
+    tracker_announce: tuple[str, ...] = option(
+        (), "the tracker's HTTP announce URLs put in torrents (one per replica: each is told)"
+    )
     publish_token: str = option("", "token to publish torrents to the index", secret=True)
     admin_token: str = option(
         "",
@@ -155,6 +162,9 @@ class EdgeConfig:
     log_format: LogFormat = option("json", "log format: json or console")
 
     def __post_init__(self) -> None:
+        if self.tracker_grpc:
+            problem = target_problem(self.tracker_grpc)
+            require(not problem, "tracker_grpc", problem)
         require(0 <= self.http_port <= 65535, "http_port", "must be between 0 and 65535")
         require(0 <= self.listen_port <= 65535, "listen_port", "must be between 0 and 65535")
         require(self.cache_max_bytes > 0, "cache_max_bytes", "must be positive")

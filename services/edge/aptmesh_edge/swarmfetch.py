@@ -215,7 +215,7 @@ class EdgeSwarm:
         tracker: TrackerClient,
         *,
         scratch_dir: Path,
-        announce: str,
+        announce: tuple[str, ...],
         can_publish: bool,
         extra_trackers: tuple[str, ...] = (),
         metrics: EdgeMetrics,
@@ -227,8 +227,7 @@ class EdgeSwarm:
         self.swarm = swarm
         self.tracker = tracker
         self.scratch_dir = scratch_dir
-        self.announce = announce
-        self.trackers = [announce, *extra_trackers] if announce else list(extra_trackers)
+        self.trackers = [*announce, *extra_trackers]
         self.can_publish = can_publish
         self.metrics = metrics
         self.first_piece_timeout = first_piece_timeout

@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 from aptmesh.config import InvalidOption, option, require
 from aptmesh.debian import MalformedIndexError, suite_dir
 from aptmesh.logs import LogFormat
+from aptmesh_tracker.client import target_problem
 from aptmesh_tracker.records import EDGE_ID, EDGE_ID_RULE
 
 SERVICE = "seeder"
@@ -214,7 +215,9 @@ class SeederConfig:
         (), "seed only packages in these sections, e.g. libs, devel (fnmatch; empty: all)"
     )
     tracker_grpc: str = option(
-        "", "host:port of the tracker's gRPC index to publish to (empty: publish nothing)"
+        "",
+        "host:port of the tracker's gRPC index to publish to, or several replicas' IP:port "
+        "separated by commas (round robin, failover); empty: publish nothing",
     )
     tracker_announce: tuple[str, ...] = option(
         (), "BitTorrent announce URLs put in every torrent (the tracker's /announce)"
@@ -287,6 +290,9 @@ class SeederConfig:
             "tracker_grpc",
             "must be host:port, e.g. tracker:50051",
         )
+        if self.tracker_grpc:
+            problem = target_problem(self.tracker_grpc)
+            require(not problem, "tracker_grpc", problem)
         for url in self.tracker_announce:
             require(
                 url.startswith(("http://", "https://", "udp://")),

@@ -174,7 +174,11 @@ async def start(
     registry = new_registry("tracker")
     metrics = TrackerMetrics(registry, peers, stores, limits)
     policy = Policy(
-        config.announce_interval, config.min_interval, config.numwant_default, config.numwant_max
+        config.announce_interval,
+        config.min_interval,
+        config.numwant_default,
+        config.numwant_max,
+        seed_interval=config.seed_announce_interval or config.announce_interval,
     )
     index = stores.index
     tracker = Tracker(

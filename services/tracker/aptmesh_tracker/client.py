@@ -13,6 +13,8 @@ hierarchy that says whose problem it is:
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -41,6 +43,78 @@ CHANNEL_OPTIONS = (
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 2000),
 )
+
+# Every call may be retried on another replica when one answers UNAVAILABLE or its connection
+# drops (a replica killed or rolled): the tracker's calls are idempotent (a publish of a record
+# the index holds answers created=False; a registration renews the lease), so a retry after a
+# reply that was lost changes nothing. Attempts and backoff stay within the calls' deadlines.
+_RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+
+class TargetError(ValueError):
+    """A tracker gRPC target that cannot be used (a configuration mistake)."""
+
+
+def channel_target(target: str) -> tuple[str, str]:
+    """The gRPC target and load-balancing policy for `target`.
+
+    `target` is one address (`host:port`, or any gRPC target such as `dns:///tracker:50051`,
+    which with a headless Service resolves to every replica) or several replicas' addresses
+    separated by commas (`10.0.0.1:50051,10.0.0.2:50051`). Several addresses need no load
+    balancer: they become one `ipv4:`/`ipv6:` target whose calls go round robin to the
+    replicas that are up. gRPC resolves a list only of IP literals; a list naming hosts is
+    refused here, with what to do instead.
+    """
+    parts = [part.strip() for part in target.split(",") if part.strip()]
+    if not parts:
+        raise TargetError("tracker gRPC target: empty")
+    if len(parts) == 1:
+        return parts[0], "round_robin" if parts[0].startswith("dns:") else "pick_first"
+    families = set()
+    for part in parts:
+        host, sep, port = part.rpartition(":")
+        if not sep or not port.isdigit():
+            raise TargetError(f"tracker gRPC target {part!r}: not host:port")
+        host = host.removeprefix("[").removesuffix("]")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise TargetError(
+                f"tracker gRPC target {part!r}: a list of replicas takes IP addresses "
+                "(for names, give one dns:/// target that resolves to every replica)"
+            ) from None
+        families.add(address.version)
+    if len(families) > 1:
+        raise TargetError(f"tracker gRPC target {target!r}: mixes IPv4 and IPv6 addresses")
+    scheme = "ipv4" if families == {4} else "ipv6"
+    return f"{scheme}:{','.join(parts)}", "round_robin"
+
+
+def target_problem(target: str) -> str:
+    """Why `target` cannot be used as a tracker gRPC target, or '' (for config validation)."""
+    try:
+        channel_target(target)
+    except TargetError as exc:
+        return str(exc)
+    return ""
+
+
+def channel_options(policy: str) -> list[tuple[str, str | int]]:
+    config = {
+        "loadBalancingConfig": [{policy: {}}],
+        "methodConfig": [{"name": [{}], "retryPolicy": _RETRY_POLICY}],
+    }
+    return [
+        *CHANNEL_OPTIONS,
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(config)),
+    ]
 
 
 class TrackerClientError(Exception):
@@ -97,10 +171,12 @@ class BatchResult:
 
 
 class TrackerClient:
-    """`target` is host:port of the tracker's gRPC server; `token` is needed only to write."""
+    """`target` is the tracker's gRPC address, or several replicas' (see `channel_target`);
+    `token` is needed only to write."""
 
     def __init__(self, target: str, *, token: str = "", timeout: float = 5.0) -> None:
-        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        resolved, policy = channel_target(target)
+        self._channel = grpc.aio.insecure_channel(resolved, options=channel_options(policy))
         self._index = index_pb2_grpc.IndexServiceStub(self._channel)
         self._registry = registry_pb2_grpc.EdgeRegistryServiceStub(self._channel)
         self._metadata = bearer_metadata(token) if token else ()

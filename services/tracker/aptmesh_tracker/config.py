@@ -60,6 +60,13 @@ class TrackerConfig:
     min_interval: int = option(
         60, "seconds a client must wait before announcing again ('min interval')"
     )
+    seed_announce_interval: int = option(
+        0,
+        "seconds seeds (left=0: the edges and seed boxes holding a file) are told to wait "
+        "between announces; 0: announce_interval. A mesh of many edges x many completed "
+        "torrents sets it hours long, with peers on Redis and peer_ttl above it "
+        "(deploy/README.md, 'Scale')",
+    )
     peer_ttl: int = option(
         2700,
         "seconds after its last announce that a silent peer is forgotten "
@@ -118,9 +125,16 @@ class TrackerConfig:
             "must be between 0 and announce_interval",
         )
         require(
-            self.peer_ttl > self.announce_interval,
+            self.seed_announce_interval == 0
+            or self.seed_announce_interval >= self.announce_interval,
+            "seed_announce_interval",
+            "must be 0 (announce_interval) or at least announce_interval",
+        )
+        require(
+            self.peer_ttl > max(self.announce_interval, self.seed_announce_interval),
             "peer_ttl",
-            "must be longer than announce_interval, or peers expire between announces",
+            "must be longer than announce_interval and seed_announce_interval, or peers "
+            "expire between announces",
         )
         require(self.numwant_max >= 0, "numwant_max", "must not be negative")
         require(

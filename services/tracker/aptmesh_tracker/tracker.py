@@ -33,6 +33,12 @@ class Policy:
     min_interval: int
     numwant_default: int
     numwant_max: int
+    # What seeds are told. A seed's announces only keep it listed (it wants no peers), and
+    # edges hold many completed torrents: they are most of a large mesh's announce load.
+    seed_interval: int = 0  # 0: `interval`
+
+    def interval_for(self, seeder: bool) -> int:
+        return self.seed_interval if seeder and self.seed_interval else self.interval
 
 
 class Tracker:
@@ -69,7 +75,11 @@ class Tracker:
         if result.refused is not None:
             self._metrics.refused_peers[result.refused].inc()
         return AnnounceResponse(
-            policy.interval, policy.min_interval, result.complete, result.incomplete, result.peers
+            policy.interval_for(request.left == 0),
+            policy.min_interval,
+            result.complete,
+            result.incomplete,
+            result.peers,
         )
 
     def scrape(self, request: ScrapeRequest) -> ScrapeResponse:
