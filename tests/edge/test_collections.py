@@ -1,0 +1,213 @@
+"""Collections end to end: a real tracker, a real seeder, three edges in two zones in front of the
+fixture repository, a collection with dependencies and a plain file targeting one zone."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from aptmesh import collection as col
+from aptmesh.debrepo import DebRepo, KiB, MiB, PackageSpec, apt_env
+from aptmesh.testing import FakeClock, wait_until
+from aptmesh_edge.app import RunningEdge, start
+from aptmesh_seeder import app as seeder_app
+from aptmesh_seeder.config import SeederConfig
+from aptmesh_tracker.app import RunningTracker
+from aptmesh_tracker.client import TrackerClient
+from tests.edge.conftest import HOST, edge_config
+from tests.fixtures.tracker import TOKEN
+
+LAB, OFFICE = "lab", "office"
+SOURCE = f"http://{HOST}/debian stable main"
+PLAIN_SIZE = 3 * MiB + 12345
+LAB_PACKAGES = (
+    PackageSpec(
+        "lab-app",
+        "1.0-1",
+        30 * KiB,
+        fields=(("Depends", "lab-lib (>= 1.0), mail-agent | lab-missing, lab-data"),),
+    ),
+    PackageSpec("lab-lib", "1.0-1", 40 * KiB, section="libs"),
+    PackageSpec("lab-mta", "2.0", 10 * KiB, fields=(("Provides", "mail-agent"),)),
+    PackageSpec("lab-data", "1.0", 2 * MiB, architecture="all"),  # swarmed
+    PackageSpec("lab-unrelated", "1.0", 10 * KiB),
+)
+WANTED = ("lab-app", "lab-lib", "lab-mta", "lab-data")
+
+EdgeMaker = Callable[..., Awaitable[RunningEdge]]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def make_edge(
+    debrepo: DebRepo, tracker: RunningTracker, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[EdgeMaker]:
+    edges: list[RunningEdge] = []
+
+    async def factory(zone: str, **changes: Any) -> RunningEdge:
+        config = edge_config(
+            debrepo,
+            tmp_path / f"edge{len(edges)}",
+            tracker_grpc=tracker.grpc_target,
+            tracker_announce=tracker.announce_url,
+            publish_token=TOKEN,
+            zone=zone,
+            swarm_timeout=5.0,
+            swarm_stall_seconds=5.0,
+            collection_poll_seconds=0,  # the test says when (one test runs the loop)
+            collection_grace_seconds=600,
+            **changes,
+        )
+        edge = await start(config, clock=clock)
+        edges.append(edge)
+        return edge
+
+    yield factory
+    for edge in edges:
+        if edge.swarm_side is not None:
+            edge.swarm_side.swarm.apply(stop_tracker_timeout=0)
+        await edge.stop()
+
+
+@pytest.fixture
+async def seeder(
+    debrepo: DebRepo, tracker: RunningTracker, tmp_path: Path
+) -> AsyncIterator[seeder_app.RunningSeeder]:
+    config = SeederConfig(
+        repositories=(f"test={debrepo.base_url};suites={debrepo.suite}",),
+        keyring=debrepo.keyring,
+        data_dir=tmp_path / "seeder",
+        grpc_bind="127.0.0.1:0",
+        http_host="127.0.0.1",
+        http_port=0,
+        listen_host="127.0.0.1",
+        listen_port=0,
+        tracker_grpc=tracker.grpc_target,
+        tracker_announce=(tracker.announce_url,),
+        publish_token=TOKEN,
+        log_format="console",
+    )
+    running = await seeder_app.start(config, poll=False)
+    yield running
+    if running.seeder.swarm is not None:
+        running.seeder.swarm.apply(stop_tracker_timeout=0)
+    await running.stop(0)
+
+
+@pytest.fixture
+async def admin(tracker: RunningTracker) -> AsyncIterator[TrackerClient]:
+    async with TrackerClient(tracker.grpc_target, token=TOKEN) as c:
+        yield c
+
+
+def plain_file(repo: DebRepo, name: str, size: int) -> col.PlainFile:
+    """A file served by the fixture's server beside the archive (`/debian/files/NAME`)."""
+    data = random.Random(name).randbytes(size)
+    path = repo.root / "files" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    url = f"http://{HOST}/debian/files/{name}"
+    return col.PlainFile(name, hashlib.sha256(data).hexdigest(), size, (url,))
+
+
+def lab_spec(repo: DebRepo, **changes: Any) -> col.CollectionSpec:
+    values: dict[str, Any] = {
+        "name": "lab-set",
+        "sources": (SOURCE,),
+        "packages": ("lab-app",),
+        "with_dependencies": True,
+        "files": (plain_file(repo, "installer.img", PLAIN_SIZE),),
+        "zones": (LAB,),
+    }
+    values.update(changes)
+    return col.CollectionSpec(**values)
+
+
+async def registered(tracker: RunningTracker, edges: list[RunningEdge]) -> None:
+    async def all_listed() -> bool:
+        listed = {e.id for e in await asyncio.to_thread(tracker.stores.registry.live_edges, "")}
+        return all(e.edge_id() in listed for e in edges)
+
+    await wait_until(all_listed, 10, "every edge registered")
+    for edge in edges:
+        await edge.refresh_edges()
+
+
+def holds(edge: RunningEdge, sha256s: list[str]) -> bool:
+    return all(s in edge.blobs for s in sha256s)
+
+
+def pool_requests(repo: DebRepo, names: tuple[str, ...]) -> dict[str, int]:
+    return {n: repo.server.requests(repo.package(n).filename) for n in names}
+
+
+async def test_a_collection_reaches_every_edge_of_its_zone_and_no_other(
+    debrepo: DebRepo,
+    tracker: RunningTracker,
+    seeder: seeder_app.RunningSeeder,
+    make_edge: EdgeMaker,
+    admin: TrackerClient,
+    tmp_path: Path,
+) -> None:
+    for package in LAB_PACKAGES:
+        debrepo.add_package(package)
+    await seeder.box.sync()  # seeds the large package and publishes its torrent
+    a1, a2, b1 = await make_edge(LAB), await make_edge(LAB), await make_edge(OFFICE)
+    await registered(tracker, [a1, a2, b1])
+    spec = lab_spec(debrepo)
+    await admin.put_collection(spec, expected_version=0)
+    debrepo.server.reset_counters()
+
+    await asyncio.gather(a1.preheater.run_once(), a2.preheater.run_once(), b1.preheater.run_once())  # type: ignore[union-attr]
+
+    wanted = [debrepo.package(n).sha256 for n in WANTED] + [spec.files[0].sha256]
+    assert holds(a1, wanted) and holds(a2, wanted)
+    assert not any(s in b1.blobs for s in wanted)
+    assert debrepo.package("lab-unrelated").sha256 not in a1.blobs
+    # The site fetched each small file from outside once; the large one came from the seeder.
+    requests = pool_requests(debrepo, WANTED)
+    assert all(count <= 1 for count in requests.values()), requests
+    assert requests["lab-data"] == 0, requests
+    assert debrepo.server.requests("files/installer.img") <= 2  # no torrent: one per edge
+    # Pinned while the collection holds them.
+    assert all(s in a1.blobs._pins for s in wanted)  # noqa: SLF001 - the cache's pins
+
+    _, statuses = await admin.collection_status("lab-set")
+    assert sorted(s.edge_id for s in statuses) == sorted([a1.edge_id(), a2.edge_id()])
+    assert all(s.complete and s.files_wanted == 5 for s in statuses), statuses
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{a1.http_url}/_aptmesh/collections") as resp:
+            local = await resp.json()
+        assert local["collections"] == [col.status_to_json(a1.preheater.statuses()[0])]  # type: ignore[union-attr]
+        assert local["collections"][0]["complete"] is True
+        # The plain file by name and by hash, verified like a package.
+        async with http.get(f"{a2.http_url}/_aptmesh/files/lab-set/installer.img") as resp:
+            body = await resp.read()
+            assert resp.status == 200 and hashlib.sha256(body).hexdigest() == spec.files[0].sha256
+        async with http.get(f"{a2.http_url}/_aptmesh/files/sha256/{spec.files[0].sha256}") as resp:
+            assert resp.status == 200 and len(await resp.read()) == PLAIN_SIZE
+        async with http.get(f"{b1.http_url}/_aptmesh/files/lab-set/installer.img") as resp:
+            assert resp.status == 404
+
+    # A client in the zone installs the packages; the mirror sends no package file again.
+    debrepo.server.reset_counters()
+    env = apt_env(
+        tmp_path / "apt",
+        f"deb [signed-by={debrepo.keyring}] {a2.http_url}/{HOST}/debian stable main",
+    )
+    await asyncio.to_thread(env.run, "apt-get", "update")
+    await asyncio.to_thread(env.run, "apt-get", "install", "-y", "--download-only", "lab-app")
+    got = sorted(p.name.split("_")[0] for p in env.archives.glob("*.deb"))
+    assert got == sorted(WANTED)
+    assert pool_requests(debrepo, WANTED) == dict.fromkeys(WANTED, 0)
