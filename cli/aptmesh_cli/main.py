@@ -14,6 +14,10 @@ SUBCOMMANDS = {
     "tracker": ("aptmesh_tracker.main", "package index, BitTorrent tracker and edge registry"),
     "seeder": ("aptmesh_seeder.main", "seed box: watch repositories and seed their packages"),
     "edge": ("aptmesh_edge.main", "apt-facing cache that fetches large packages from the swarm"),
+    "collection": (
+        "aptmesh_cli.collection",
+        "define, update, list, show, delete collections; their status on the edges",
+    ),
     "up": ("aptmesh_cli.up", "run a whole mesh (tracker, seeder, edge) on this machine"),
     "install-apt-method": (
         "aptmesh_apt_method.install",

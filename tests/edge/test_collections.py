@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
 import random
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from aptmesh import collection as col
 from aptmesh.debrepo import DebRepo, KiB, MiB, PackageSpec, apt_env
 from aptmesh.testing import FakeClock, wait_until
 from aptmesh_edge.app import RunningEdge, start
+from aptmesh_edge.preheat import Preheater
 from aptmesh_seeder import app as seeder_app
 from aptmesh_seeder.config import SeederConfig
 from aptmesh_tracker.app import RunningTracker
@@ -144,6 +148,52 @@ async def registered(tracker: RunningTracker, edges: list[RunningEdge]) -> None:
         await edge.refresh_edges()
 
 
+def preheater(edge: RunningEdge) -> Preheater:
+    assert edge.preheater is not None
+    return edge.preheater
+
+
+async def cli(tracker: RunningTracker, *args: str, token: bool = True) -> tuple[int, str, str]:
+    """Runs the real `aptmesh collection` command against the tracker."""
+    env = {**os.environ, "APTMESH_ADMIN_TOKEN": TOKEN if token else ""}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aptmesh_cli",
+        "collection",
+        "--tracker",
+        tracker.grpc_target,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def spec_toml(path: Path, spec: col.CollectionSpec) -> Path:
+    """The spec as the TOML file an administrator writes."""
+    lines = [
+        f'name = "{spec.name}"',
+        f"sources = {json.dumps(list(spec.sources))}",
+        f"packages = {json.dumps(list(spec.packages))}",
+        f"with_dependencies = {'true' if spec.with_dependencies else 'false'}",
+        f"zones = {json.dumps(list(spec.zones))}",
+    ]
+    for f in spec.files:
+        lines += [
+            "[[files]]",
+            f'name = "{f.name}"',
+            f'sha256 = "{f.sha256}"',
+            f"size = {f.size}",
+            f'url = "{f.urls[0]}"',
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def holds(edge: RunningEdge, sha256s: list[str]) -> bool:
     return all(s in edge.blobs for s in sha256s)
 
@@ -166,10 +216,18 @@ async def test_a_collection_reaches_every_edge_of_its_zone_and_no_other(
     a1, a2, b1 = await make_edge(LAB), await make_edge(LAB), await make_edge(OFFICE)
     await registered(tracker, [a1, a2, b1])
     spec = lab_spec(debrepo)
-    await admin.put_collection(spec, expected_version=0)
+    code, out, err = await cli(tracker, "define", str(spec_toml(tmp_path / "lab.toml", spec)))
+    assert (code, out) == (0, "defined lab-set version 1\n"), err
+    code, _, err = await cli(tracker, "status", "lab-set", "--wait", "--deadline", "0.5")
+    assert code == 1 and "did not reach every targeted edge" in err
     debrepo.server.reset_counters()
 
-    await asyncio.gather(a1.preheater.run_once(), a2.preheater.run_once(), b1.preheater.run_once())  # type: ignore[union-attr]
+    waiting = asyncio.create_task(cli(tracker, "status", "lab-set", "--wait", "--deadline", "60"))
+    await asyncio.gather(*(preheater(e).run_once() for e in (a1, a2, b1)))
+    code, out, err = await waiting
+    assert code == 0, (out, err)
+    assert f"{a1.edge_id()} (lab): 5/5 files" in out and b1.edge_id() not in out
+    assert "[##############################] 100% 2/2 edges complete" in out  # plain lines
 
     wanted = [debrepo.package(n).sha256 for n in WANTED] + [spec.files[0].sha256]
     assert holds(a1, wanted) and holds(a2, wanted)
@@ -189,7 +247,7 @@ async def test_a_collection_reaches_every_edge_of_its_zone_and_no_other(
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{a1.http_url}/_aptmesh/collections") as resp:
             local = await resp.json()
-        assert local["collections"] == [col.status_to_json(a1.preheater.statuses()[0])]  # type: ignore[union-attr]
+        assert local["collections"] == [col.status_to_json(preheater(a1).statuses()[0])]
         assert local["collections"][0]["complete"] is True
         # The plain file by name and by hash, verified like a package.
         async with http.get(f"{a2.http_url}/_aptmesh/files/lab-set/installer.img") as resp:
