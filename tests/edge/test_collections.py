@@ -10,6 +10,7 @@ import os
 import random
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,19 +61,17 @@ async def make_edge(
     edges: list[RunningEdge] = []
 
     async def factory(zone: str, **changes: Any) -> RunningEdge:
-        config = edge_config(
-            debrepo,
-            tmp_path / f"edge{len(edges)}",
-            tracker_grpc=tracker.grpc_target,
-            tracker_announce=tracker.announce_url,
-            publish_token=TOKEN,
-            zone=zone,
-            swarm_timeout=5.0,
-            swarm_stall_seconds=5.0,
-            collection_poll_seconds=0,  # the test says when (one test runs the loop)
-            collection_grace_seconds=600,
-            **changes,
-        )
+        settings: dict[str, Any] = {
+            "tracker_grpc": tracker.grpc_target,
+            "tracker_announce": tracker.announce_url,
+            "publish_token": TOKEN,
+            "zone": zone,
+            "swarm_timeout": 5.0,
+            "swarm_stall_seconds": 5.0,
+            "collection_poll_seconds": 0,  # the test says when (one test runs the loop)
+            "collection_grace_seconds": 600,
+        }
+        config = edge_config(debrepo, tmp_path / f"edge{len(edges)}", **{**settings, **changes})
         edge = await start(config, clock=clock)
         edges.append(edge)
         return edge
@@ -239,7 +238,7 @@ async def test_a_collection_reaches_every_edge_of_its_zone_and_no_other(
     assert requests["lab-data"] == 0, requests
     assert debrepo.server.requests("files/installer.img") <= 2  # no torrent: one per edge
     # Pinned while the collection holds them.
-    assert all(s in a1.blobs._pins for s in wanted)  # noqa: SLF001 - the cache's pins
+    assert all(a1.blobs.pinned(s) for s in wanted)
 
     _, statuses = await admin.collection_status("lab-set")
     assert sorted(s.edge_id for s in statuses) == sorted([a1.edge_id(), a2.edge_id()])
@@ -269,3 +268,88 @@ async def test_a_collection_reaches_every_edge_of_its_zone_and_no_other(
     got = sorted(p.name.split("_")[0] for p in env.archives.glob("*.deb"))
     assert got == sorted(WANTED)
     assert pool_requests(debrepo, WANTED) == dict.fromkeys(WANTED, 0)
+
+
+async def test_a_new_generation_is_preheated_and_the_old_version_unpinned_after_the_grace(
+    debrepo: DebRepo,
+    tracker: RunningTracker,
+    make_edge: EdgeMaker,
+    admin: TrackerClient,
+    clock: FakeClock,
+) -> None:
+    for package in LAB_PACKAGES:
+        debrepo.add_package(package)
+    edge = await make_edge(LAB, collection_poll_seconds=0.2)  # its own loop: no command
+    await admin.put_collection(lab_spec(debrepo, files=()))
+    old = debrepo.package("lab-lib").sha256
+    await wait_until(
+        lambda: holds(edge, [debrepo.package(n).sha256 for n in WANTED]), 30, "version 1 held"
+    )
+    assert edge.blobs.pinned(old)
+
+    new = debrepo.add_package(PackageSpec("lab-lib", "1.1-1", 40 * KiB, section="libs"))
+    clock.advance(30)  # past the index freeze: the next poll sees the new InRelease
+    await wait_until(lambda: new.sha256 in edge.blobs, 30, "the new lab-lib preheated")
+    await wait_until(lambda: preheater(edge).statuses()[0].complete, 10, "complete again")
+    assert edge.blobs.pinned(new.sha256) and edge.blobs.pinned(old)  # old: within the grace
+    assert preheater(edge).statuses()[0].generations != ()
+    clock.advance(601)
+    await wait_until(lambda: not edge.blobs.pinned(old), 10, "the old lab-lib unpinned")
+    assert edge.blobs.pinned(new.sha256)
+
+
+async def test_bad_input_says_why_and_changes_nothing_else(
+    debrepo: DebRepo,
+    tracker: RunningTracker,
+    make_edge: EdgeMaker,
+    admin: TrackerClient,
+) -> None:
+    for package in LAB_PACKAGES:
+        debrepo.add_package(package)
+    edge = await make_edge(LAB, cache_max_bytes=20 * MiB)
+    heater = preheater(edge)
+    good = lab_spec(debrepo, files=())
+    await admin.put_collection(good)
+    await heater.run_once()
+    held = {debrepo.package(n).sha256 for n in WANTED}
+    assert heater.statuses()[0].complete and holds(edge, list(held))
+    blobs_before = edge.blobs.stats().entries
+
+    async def refused(spec: col.CollectionSpec, line: str) -> None:
+        stored = await admin.put_collection(spec)
+        debrepo.server.reset_counters()
+        await heater.run_once()
+        status = heater.statuses()[0]
+        assert status.version == stored.version and not status.complete
+        assert any(line in e for e in status.errors), status.errors
+        assert edge.blobs.stats().entries == blobs_before  # nothing new fetched or kept
+        assert all(edge.blobs.pinned(s) for s in held)  # the previous version stays held
+        assert not [r for r in debrepo.server.log if r.path.startswith(("pool/", "files/"))]
+        code, out, _ = await cli(tracker, "status", "lab-set")
+        assert code == 0 and line in out
+
+    await refused(
+        replace(good, packages=("lab-app", "no-such-package")),
+        "no-such-package: nothing satisfies it (the indexes have no such package)",
+    )
+    await refused(
+        replace(good, packages=("lab-lib (>= 9)",)),
+        "lab-lib (>= 9): nothing satisfies it (the indexes have 1.0-1)",
+    )
+    await refused(
+        replace(good, files=(plain_file(debrepo, "huge.img", 17 * MiB),)),
+        "more than 80% of this edge's cache",
+    )
+    wrong = plain_file(debrepo, "wrong.img", 100 * KiB)
+    (debrepo.root / "files" / "wrong.img").write_bytes(b"x" * wrong.size)  # not its SHA-256
+    await admin.put_collection(replace(good, files=(wrong,)))
+    await heater.run_once()
+    status = heater.statuses()[0]
+    assert not status.complete and status.files_present == status.files_wanted - 1
+    assert any(e.startswith("wrong.img: ") for e in status.errors), status.errors
+    assert wrong.sha256 not in edge.blobs and all(s in edge.blobs for s in held)
+    async with aiohttp.ClientSession() as http:
+        # A client is never given the wrong bytes whole: its connection is cut.
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async with http.get(f"{edge.http_url}/_aptmesh/files/lab-set/wrong.img") as resp:
+                await resp.read()
