@@ -26,10 +26,11 @@ from aptmesh_seeder import app as seeder_app
 from aptmesh_seeder.config import SeederConfig
 from aptmesh_tracker.app import RunningTracker
 from aptmesh_tracker.client import TrackerClient
-from tests.edge.conftest import HOST, edge_config
+from tests.edge.conftest import HOST, edge_config, metric
 from tests.fixtures.tracker import TOKEN
 
 LAB, OFFICE = "lab", "office"
+TORRENT_BYTES = "aptmesh_torrent_payload_bytes_total"
 SOURCE = f"http://{HOST}/debian stable main"
 PLAIN_SIZE = 3 * MiB + 12345
 LAB_PACKAGES = (
@@ -99,8 +100,10 @@ async def seeder(
         tracker_grpc=tracker.grpc_target,
         tracker_announce=(tracker.announce_url,),
         publish_token=TOKEN,
+        files_dir=tmp_path / "seeder-files",
         log_format="console",
     )
+    config.files_dir.mkdir()  # type: ignore[union-attr]
     running = await seeder_app.start(config, poll=False)
     yield running
     if running.seeder.swarm is not None:
@@ -214,7 +217,14 @@ async def test_a_collection_reaches_every_edge_of_its_zone_and_no_other(
     await seeder.box.sync()  # seeds the large package and publishes its torrent
     a1, a2, b1 = await make_edge(LAB), await make_edge(LAB), await make_edge(OFFICE)
     await registered(tracker, [a1, a2, b1])
-    spec = lab_spec(debrepo)
+    # The plain file: a directory of the seeder's, which seeds and publishes it.
+    image = random.Random(1).randbytes(PLAIN_SIZE)
+    (tmp_path / "seeder-files" / "installer.img").write_bytes(image)
+    assert seeder.files is not None
+    (served,) = await seeder.files.scan()
+    assert served.sha256 == hashlib.sha256(image).hexdigest() and served.size == PLAIN_SIZE
+    plain = col.PlainFile(served.name, served.sha256, served.size, (served.url,))
+    spec = lab_spec(debrepo, files=(plain,))
     code, out, err = await cli(tracker, "define", str(spec_toml(tmp_path / "lab.toml", spec)))
     assert (code, out) == (0, "defined lab-set version 1\n"), err
     code, _, err = await cli(tracker, "status", "lab-set", "--wait", "--deadline", "0.5")
@@ -236,7 +246,11 @@ async def test_a_collection_reaches_every_edge_of_its_zone_and_no_other(
     requests = pool_requests(debrepo, WANTED)
     assert all(count <= 1 for count in requests.values()), requests
     assert requests["lab-data"] == 0, requests
-    assert debrepo.server.requests("files/installer.img") <= 2  # no torrent: one per edge
+    # The plain file and the large package came through the swarm (the seeder, the other edge).
+    for edge in (a1, a2):
+        await asyncio.to_thread(edge.swarm_side.update_metrics)  # type: ignore[union-attr]
+    swarmed = sum(metric(e, TORRENT_BYTES, service="edge", direction="download") for e in (a1, a2))
+    assert swarmed >= 2 * (PLAIN_SIZE + 2 * MiB), swarmed
     # Pinned while the collection holds them.
     assert all(a1.blobs.pinned(s) for s in wanted)
 
