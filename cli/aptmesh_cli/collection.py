@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="file holding the tracker's admin token (else APTMESH_ADMIN_TOKEN)",
     )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="a mesh of `aptmesh up`: its tracker and admin token, from DIR/endpoints.json",
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per call to the tracker")
     sub = p.add_subparsers(dest="command", required=True)
     for name, help_ in (("define", "define a new collection"), ("update", "change a collection")):
@@ -134,6 +139,20 @@ def spec_of(args: argparse.Namespace) -> col.CollectionSpec:
         return col.check_spec(spec)
     except col.SpecError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _from_data_dir(args: argparse.Namespace) -> None:
+    """`--data-dir`: the tracker and the token file of `aptmesh up`'s endpoints.json."""
+    data: Path | None = args.data_dir
+    if data is None:
+        return
+    try:
+        endpoints = json.loads((data / "endpoints.json").read_text())
+        args.tracker = str(endpoints["tracker_grpc"])
+        if args.token_file is None and endpoints.get("admin_token_file"):
+            args.token_file = Path(endpoints["admin_token_file"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"reading {data / 'endpoints.json'}: {exc}") from None
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -226,6 +245,7 @@ async def _status(client: TrackerClient, args: argparse.Namespace, out: TextIO) 
 
 
 async def _run(args: argparse.Namespace, out: TextIO) -> int:
+    _from_data_dir(args)
     token = _token(args) if args.command in ("define", "update", "delete") else ""
     async with TrackerClient(args.tracker, token=token, timeout=args.timeout) as client:
         if args.command == "define":
