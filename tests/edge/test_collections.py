@@ -312,6 +312,12 @@ async def test_a_new_generation_is_preheated_and_the_old_version_unpinned_after_
     clock.advance(601)
     await wait_until(lambda: not edge.blobs.pinned(old), 10, "the old lab-lib unpinned")
     assert edge.blobs.pinned(new.sha256)
+    # A deleted collection lets go of everything, after the same grace.
+    await admin.delete_collection("lab-set")
+    await wait_until(lambda: preheater(edge).statuses() == [], 10, "the collection dropped")
+    assert edge.blobs.pinned(new.sha256)
+    clock.advance(601)
+    await wait_until(lambda: not edge.blobs.pinned(new.sha256), 10, "every file unpinned")
 
 
 async def test_bad_input_says_why_and_changes_nothing_else(

@@ -40,7 +40,7 @@ import contextlib
 import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -76,7 +76,11 @@ class CollectionSource(Protocol):
 
 
 class PlanError(Exception):
-    """A collection cannot be planned as it stands; the text is its status line."""
+    """A collection cannot be planned as it stands; `lines` are its status lines."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = list(lines)
 
 
 @dataclass(frozen=True)
@@ -245,9 +249,6 @@ class Preheater:
                 plan = await self._plan(collection)
                 self._check_room(collection.name, plan)
             except PlanError as exc:
-                self._refuse(held, collection, [str(exc)])
-                continue
-            except _PlanErrors as exc:
                 self._refuse(held, collection, exc.lines)
                 continue
             self._apply(held, plan)
@@ -376,7 +377,7 @@ class Preheater:
     def _status(self, held: Held) -> EdgeStatus:
         files = held.plan.files.values() if held.plan is not None else ()
         present = [f for f in files if f.sha256 in self._blobs]
-        status = EdgeStatus(
+        return EdgeStatus(
             edge_id=self._edge_id(),
             zone=self._zone,
             collection=held.collection.name,
@@ -390,21 +391,29 @@ class Preheater:
             changed_at=held.changed_at,
             complete_at=held.complete_at,
         )
-        if held.plan is not None and held.plan.version != held.collection.version:
-            return status  # an older version is held: never complete for the new one
-        if status.complete and not held.complete_at:
-            held.complete_at = self._clock()
-            self._metrics.collection_complete_seconds.observe(held.complete_at - held.changed_at)
-            log.info(
-                "collection_completed",
-                collection=held.collection.name,
-                version=held.collection.version,
-            )
-            return replace(status, complete_at=held.complete_at)
-        return status
+
+    def _mark_completions(self) -> None:
+        """Notes when each collection's current version became whole here (once)."""
+        for held in self._held.values():
+            if held.complete_at or held.plan is None:
+                continue
+            if held.plan.version != held.collection.version:
+                continue  # an older version is held: never complete for the new one
+            if self._status(held).complete:
+                held.complete_at = self._clock()
+                self._metrics.collection_complete_seconds.observe(
+                    held.complete_at - held.changed_at
+                )
+                log.info(
+                    "collection_completed",
+                    collection=held.collection.name,
+                    version=held.collection.version,
+                    seconds=round(held.complete_at - held.changed_at, 3),
+                )
 
     async def _report_all(self, *, force: bool) -> None:
         now = self._clock()
+        self._mark_completions()
         statuses = self.statuses()
         self._show(statuses)
         if not self._report or (not force and now - self._last_report < REPORT_EVERY):
@@ -446,7 +455,7 @@ class Preheater:
                 try:
                     found, generation = await self._source_entries(line, spec.architectures)
                 except PlanError as exc:
-                    lines.append(str(exc))
+                    lines += exc.lines
                     continue
                 generations.append(generation)
                 for entry in found:
@@ -469,7 +478,7 @@ class Preheater:
             if result.error_count > len(result.errors):
                 lines.append(f"... and {result.error_count - len(result.errors)} more")
             if lines:
-                raise _PlanErrors(lines)
+                raise PlanError(*lines)
             for entry in result.entries:
                 resource = self._resource(f"{base_of[id(entry)]}/{entry.filename}")
                 files[entry.sha256] = WantedFile(entry.sha256, entry.size, resource)
@@ -544,9 +553,3 @@ class Preheater:
             except debian.DebianIndexError as exc:
                 raise PlanError(f"{line.url} {line.suite} {variant}: {exc}") from None
         return entries, generation
-
-
-class _PlanErrors(Exception):
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("; ".join(lines))
-        self.lines = lines
