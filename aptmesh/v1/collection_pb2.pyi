@@ -325,7 +325,9 @@ class EdgeCollectionStatus(_message.Message):
     zone: _builtins.str
     collection: _builtins.str
     version: _builtins.int
-    """The collection version this report is about."""
+    """The collection version the edge holds (0: none yet). A newer version it could not
+    take (see `errors`) leaves the held one here.
+    """
     files_wanted: _builtins.int
     files_present: _builtins.int
     bytes_wanted: _builtins.int

@@ -381,7 +381,9 @@ class Preheater:
             edge_id=self._edge_id(),
             zone=self._zone,
             collection=held.collection.name,
-            version=held.collection.version,
+            # The version held (0 while none is): never the newer one it could not take, so
+            # a status is only complete for the version it was planned for.
+            version=held.plan.version if held.plan is not None else 0,
             files_wanted=len(files),
             files_present=len(present),
             bytes_wanted=sum(f.size for f in files),
