@@ -72,7 +72,8 @@ async def make_edge(
             "collection_poll_seconds": 0,  # the test says when (one test runs the loop)
             "collection_grace_seconds": 600,
         }
-        config = edge_config(debrepo, tmp_path / f"edge{len(edges)}", **{**settings, **changes})
+        cache_dir = changes.pop("cache_dir", tmp_path / f"edge{len(edges)}")
+        config = edge_config(debrepo, cache_dir, **{**settings, **changes})
         edge = await start(config, clock=clock)
         edges.append(edge)
         return edge
@@ -376,3 +377,32 @@ async def test_bad_input_says_why_and_changes_nothing_else(
         with pytest.raises(aiohttp.ClientPayloadError):
             async with http.get(f"{edge.http_url}/_aptmesh/files/lab-set/wrong.img") as resp:
                 await resp.read()
+
+
+async def test_the_preheaters_pins_survive_a_restart(
+    debrepo: DebRepo,
+    tracker: RunningTracker,
+    make_edge: EdgeMaker,
+    admin: TrackerClient,
+    clock: FakeClock,
+    tmp_path: Path,
+) -> None:
+    for package in LAB_PACKAGES:
+        debrepo.add_package(package)
+    await admin.put_collection(lab_spec(debrepo, files=()))
+    first = await make_edge(LAB, cache_dir=tmp_path / "kept")
+    await preheater(first).run_once()
+    held = [debrepo.package(n).sha256 for n in WANTED]
+    assert holds(first, held)
+    await admin.delete_collection("lab-set")
+    await preheater(first).run_once()  # released: unpinned 600 s from now
+    await first.stop()
+
+    again = await make_edge(LAB, cache_dir=tmp_path / "kept")
+    assert all(again.blobs.pinned(s) for s in held)  # the cache's pins, and the release times
+    await preheater(again).run_once()
+    assert all(again.blobs.pinned(s) for s in held)
+    clock.advance(601)
+    await preheater(again).run_once()
+    assert not any(again.blobs.pinned(s) for s in held)
+    assert holds(again, held)  # unpinned, not deleted: the LRU decides
