@@ -41,7 +41,10 @@ from bench.swarm.node import BT_PORT, HTTP_PORT
 
 REPO = Path(__file__).resolve().parents[2]
 SWARM_MIN_SIZE = 1 << 20  # DESIGN.md: only files of at least 1 MiB are swarmed
-SYSTEMS = ("http", "libtorrent-default", "libtorrent-hps", "aptmesh")
+# aptmesh-collection: the same mesh, but nobody asks: a collection of every file (defined at
+# the start instant) is preheated by the edges; done when each edge reports it complete.
+SYSTEMS = ("http", "libtorrent-default", "libtorrent-hps", "aptmesh", "aptmesh-collection")
+COLLECTION = "bench-lab"
 MBIT = 1e6 / 8
 TOKEN = "bench-publish-token"  # noqa: S105 - a throw-away index inside the run
 UPSTREAM_NAME = "mirror.bench"
@@ -297,7 +300,7 @@ class BenchRun:
                 {"path": item.path, "size": item.size, "torrent": torrent, "sha256": item.sha256}
             )
         (self.tmp / "manifest.json").write_text(json.dumps(manifest))
-        if "aptmesh" in cfg.systems:
+        if any(system.startswith("aptmesh") for system in cfg.systems):
             self.keyring = repo.write(root, self.files, self.tmp / "gnupg")
             repo.stop_agent(self.tmp / "gnupg")
         (self.tmp / "manifest-http.json").write_text(
@@ -459,17 +462,27 @@ class BenchRun:
                 "seed_settings": cfg.seed_settings,
                 "client_concurrency": cfg.client_concurrency,
             }
-        elif system == "aptmesh":
+        elif system in ("aptmesh", "aptmesh-collection"):
+            collection = system == "aptmesh-collection"
             servers += self._aptmesh_servers(origin, mirror_url, len(edges))
-            for edge, save in zip(edges, saves, strict=True):
-                fetchers.append(self._aptmesh_edge(origin, edge, save, mirror_url, len(edges)))
+            for i, (edge, save) in enumerate(zip(edges, saves, strict=True)):
+                fetchers.append(
+                    self._aptmesh_edge(
+                        origin, edge, save, mirror_url, len(edges), collection, define=i == 0
+                    )
+                )
             # Counted from now: the seeder's first sync (above) can take most of the 30 s, and
             # then edges start, register, and the seeder sees them (it looks every 5 s).
             deadline = time.time() + 90
             settings = {
                 "services": "aptmesh tracker + seeder (local mirror dir, webseed = mirror) on the "
-                "origin host; aptmesh edge per edge host, its client fetching every file "
-                "through it",
+                "origin host; aptmesh edge per edge host, "
+                + (
+                    f"preheating collection {COLLECTION} (every file, section misc, defined at "
+                    "the start; edges poll every 0.5 s)"
+                    if collection
+                    else "its client fetching every file through it"
+                ),
                 "upstream": UPSTREAM_NAME,
                 "seeder_upload_capacity": int(origin.up_mbit * MBIT) if origin.up_mbit else 0,
                 "edge_upload_capacity": self._edge_uplink(edges[0]),
@@ -617,12 +630,23 @@ class BenchRun:
         return f"http://{origin.address}:{TRACKER_HTTP_PORT}/announce"
 
     def _aptmesh_edge(
-        self, origin: netns.Host, edge: netns.Host, save: Path, mirror_url: str, edges: int
+        self,
+        origin: netns.Host,
+        edge: netns.Host,
+        save: Path,
+        mirror_url: str,
+        edges: int,
+        collection: bool = False,
+        *,
+        define: bool = False,
     ) -> Proc:
-        """An aptmesh edge and its client, ready once the edge lists all `edges` edges."""
+        """An aptmesh edge and its client, ready once the edge lists all `edges` edges; with
+        `collection`, the client only waits for the edge to hold the collection (the first
+        one defines it at the start instant)."""
         cache = self.tmp / f"aptmesh-{edge.name}"
         shutil.rmtree(cache, ignore_errors=True)
         url = f"http://{edge.address}:{EDGE_HTTP_PORT}"
+        extra = ["--collection-poll-seconds", "0.5"] if collection else []
         self.service(
             edge, "edge", "--http-host", edge.address, "--http-port", str(EDGE_HTTP_PORT),
             "--grpc-bind", f"{edge.address}:{TRACKER_GRPC_PORT}", "--cache-dir", str(cache),
@@ -630,8 +654,16 @@ class BenchRun:
             "--tracker-grpc", f"{origin.address}:{TRACKER_GRPC_PORT}",
             "--tracker-announce", self._announce(origin), "--publish-token", TOKEN,
             "--edge-id", edge.name, "--public-url", url, "--listen-port", str(BT_PORT),
-            "--upload-capacity", str(self._edge_uplink(edge)),
+            "--upload-capacity", str(self._edge_uplink(edge)), *extra,
         )  # fmt: skip
+        if collection:
+            return self.start(
+                edge, "edge-preheat", "--edge", url, "--upstream", UPSTREAM_NAME,
+                "--manifest", str(self.tmp / "manifest-http.json"), "--save", str(save),
+                "--site-edges", str(edges), "--concurrency", str(self.config.client_concurrency),
+                "--to", f"{origin.address}:{TRACKER_GRPC_PORT}", "--token", TOKEN,
+                "--collection", COLLECTION, *(["--define"] if define else []),
+            )  # fmt: skip
         return self.start(
             edge, "edge-get", "--edge", url, "--upstream", UPSTREAM_NAME,
             "--indexes", f"{repo.INRELEASE},{repo.PACKAGES}.xz",

@@ -411,6 +411,50 @@ async def edge_get(args: argparse.Namespace) -> None:
     )
 
 
+async def edge_preheat(args: argparse.Namespace) -> None:
+    """A lab's edge that nobody asks: with `--define`, defines the collection of every file at
+    the start instant; done when the edge's /_aptmesh/collections says it holds it whole. The
+    files are then read through the edge, off the clock, for the orchestrator's check."""
+    import aiohttp
+
+    from aptmesh.collection import CollectionSpec
+    from aptmesh_tracker.client import TrackerClient
+
+    items = Item.load(args.manifest)
+    await _wait_http(f"{args.edge}/readyz", 60)
+    await _wait_edges(args.edge, args.site_edges, 60)
+    emit("ready")
+    start_at = await go()
+    if args.define:
+        spec = CollectionSpec(
+            args.collection, sources=(f"http://{args.upstream} stable main",), sections=("misc",)
+        )
+        async with TrackerClient(args.to, token=args.token) as tracker:
+            await tracker.put_collection(spec)
+
+    async with aiohttp.ClientSession() as session:
+
+        async def complete() -> bool:
+            async with session.get(f"{args.edge}/_aptmesh/collections") as response:
+                held = (await response.json())["collections"]
+            return any(c["collection"] == args.collection and c["complete"] for c in held)
+
+        await _until(complete, 600, f"{args.collection} not complete on {args.edge}")
+    emit("done", t=time.time() - start_at, bytes=sum(i.size for i in items))
+    got = await _fetch_all(f"{args.edge}/{args.upstream}", items, Path(args.save), 4)
+    await stdin_closed()
+    samples = await _samples(f"{args.edge}/metrics")
+    emit(
+        "final",
+        downloaded=got,
+        uploaded=_sum(samples, "aptmesh_torrent_payload_bytes_total", 'direction="upload"'),
+        swarm_downloaded=_sum(
+            samples, "aptmesh_torrent_payload_bytes_total", 'direction="download"'
+        ),
+        fallbacks=_sum(samples, "aptmesh_edge_upstream_fallbacks_total"),
+    )
+
+
 async def wait_index(args: argparse.Namespace) -> None:
     """Waits until the tracker's index holds every swarmed file of the manifest."""
     from aptmesh_tracker.client import TrackerClient, TrackerClientError
@@ -457,6 +501,7 @@ ROLES = {
     "lt-seed": lt_seed,
     "lt-leech": lt_leech,
     "edge-get": edge_get,
+    "edge-preheat": edge_preheat,
     "wait-index": wait_index,
     "scrape": scrape,
 }
@@ -486,6 +531,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--settings", default="")
     parser.add_argument("--super-seed", action="store_true")
     parser.add_argument("--sequential", action="store_true")
+    parser.add_argument("--token", default="")
+    parser.add_argument("--collection", default="")
+    parser.add_argument("--define", action="store_true")
     return parser.parse_args(argv)
 
 

@@ -18,6 +18,10 @@ SUBCOMMANDS = {
         "aptmesh_cli.peer",
         "this machine's peer: apt on loopback, sharing within the user's limits",
     ),
+    "collection": (
+        "aptmesh_cli.collection",
+        "define, update, list, show, delete collections; their status on the edges",
+    ),
     "up": ("aptmesh_cli.up", "run a whole mesh (tracker, seeder, edge) on this machine"),
     "install-apt-method": (
         "aptmesh_apt_method.install",

@@ -163,6 +163,7 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
             http_port=0,
             db_path=data / "tracker.sqlite3",
             publish_token=token,
+            admin_token=admin_token,  # collections: aptmesh collection --data-dir DIR
             log_level=cfg.log_level,
             log_format=cfg.log_format,
         )

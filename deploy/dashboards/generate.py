@@ -726,6 +726,35 @@ def edge() -> dash.Dashboard:
                 Query(f"sum(aptmesh_edge_cache_pinned_entries{{{SEL}}})", "pinned"),
             ],
         ),
+        graph(
+            "Collections",
+            "Bytes of the files the collections of each edge's zone hold, present and missing "
+            "(missing for long: see `aptmesh collection status`).",
+            [
+                Query(
+                    f'sum by (instance) (aptmesh_edge_collection_bytes{{{SEL},state="present"}})',
+                    "{{instance}} present",
+                ),
+                Query(
+                    f'sum by (instance) (aptmesh_edge_collection_bytes{{{SEL},state="missing"}})',
+                    "{{instance}} missing",
+                ),
+            ],
+            "bytes",
+        ),
+        graph(
+            "Collection complete time",
+            "Seconds from a collection change (a new version or repository generation) to "
+            "every file on an edge (90th percentile).",
+            [
+                Query(
+                    f"histogram_quantile(0.9, sum by (le) "
+                    f"(rate(aptmesh_edge_collection_complete_seconds_bucket{{{SEL}}}[1h])))",
+                    "p90",
+                ),
+            ],
+            "s",
+        ),
         _payload_panel(service),
         _verification_panel(service),
         *_grpc_panels(),

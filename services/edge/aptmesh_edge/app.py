@@ -40,6 +40,7 @@ from aptmesh_edge.http import EdgeHttp, HttpBounds
 from aptmesh_edge.indexes import IndexService
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.packages import PackageService
+from aptmesh_edge.preheat import Preheater
 from aptmesh_edge.site import EdgeInfo, SiteFetch
 from aptmesh_edge.trust import NullVerifier, ReleaseVerifier, Verifier, check_keyring
 from aptmesh_edge.upstream import HttpSource, UpstreamClient
@@ -115,6 +116,7 @@ class RunningEdge:
     http_site: web.Site
     grpc: grpcserver.GrpcServer
     site_fetch: SiteFetch | None = None
+    preheater: Preheater | None = None
     swarm_side: EdgeSwarm | None = None
     tracker: TrackerClient | None = None
     loops: list[asyncio.Task[None]] = field(default_factory=list)
@@ -288,6 +290,7 @@ async def start(
         undo.push_async_callback(files.close)
         learned = await index_service.warm(lambda url: _resolve_url(upstreams, url))
         log.info("indexes_loaded", verified=learned)
+        preheater = _preheater(config, files, blobs, upstreams, tracker, metrics, membership, clock)
         ready = asyncio.Event()
 
         def is_ready() -> bool:
@@ -308,6 +311,7 @@ async def start(
             edges=membership.edges,
             bounds=HttpBounds.from_config(config),
             ready=is_ready,
+            collections=preheater,
         )
         http_site = await web.start(
             http.server(),
@@ -346,6 +350,7 @@ async def start(
         http_site=http_site,
         grpc=grpc,
         site_fetch=site_fetch,
+        preheater=preheater,
         swarm_side=swarm_side,
         tracker=tracker,
         ready=ready,
@@ -359,6 +364,9 @@ async def start(
             running.loops.append(
                 asyncio.create_task(_register(tracker, membership, running.renew_now))
             )
+    if preheater is not None and config.collection_poll_seconds > 0:
+        every = config.collection_poll_seconds
+        running.loops.append(asyncio.create_task(preheater.run_forever(every)))
     ready.set()
     log.info(
         "edge_started",
@@ -413,6 +421,36 @@ def _swarm_side(
         ),
     )
     return tracker, side
+
+
+def _preheater(
+    config: EdgeConfig,
+    files: FileService,
+    blobs: BlobStore,
+    upstreams: Upstreams,
+    tracker: TrackerClient | None,
+    metrics: EdgeMetrics,
+    membership: Membership,
+    clock: Callable[[], float],
+) -> Preheater | None:
+    """The collections of this edge's zone (only with a tracker to read them from)."""
+    if tracker is None:
+        return None
+    return Preheater(
+        files=files,
+        blobs=blobs,
+        upstreams=upstreams,
+        tracker=tracker,
+        metrics=metrics,
+        keyring=config.keyring,
+        zone=config.zone,
+        edge_id=membership.edge_id,
+        clock=clock,
+        grace_seconds=config.collection_grace_seconds,
+        concurrency=config.collection_concurrency,
+        report=bool(config.publish_token),
+        state_dir=config.cache_dir,
+    )
 
 
 def reported_upload_capacity(config: EdgeConfig) -> int:

@@ -244,6 +244,9 @@ class BlobStore:
         write_atomic(self._pins_file, json.dumps(sorted(self._pins)).encode(), self.tmp_dir)
         self._evict()
 
+    def pinned(self, sha256: str) -> bool:
+        return sha256 in self._pins
+
     def stats(self) -> CacheStats:
         return CacheStats(
             size_bytes=self._size,

@@ -115,6 +115,21 @@ class EdgeConfig:
         "bearer token the Pin, Unpin and Prefetch gRPC calls need; empty refuses them",
         secret=True,
     )
+    collection_poll_seconds: float = option(
+        30.0,
+        "seconds between reading the tracker's collections for this zone and re-resolving them "
+        "against the indexes (a new repository generation is preheated within that; 0: never)",
+    )
+    collection_grace_seconds: float = option(
+        3600.0,
+        "seconds a file a collection no longer holds (an old version) stays pinned, for clients "
+        "still on the previous generation",
+    )
+    collection_concurrency: int = option(
+        2,
+        "collection files fetched at once: preheating takes at most that many of the edge's "
+        "downloads, so apt clients are never queued behind it",
+    )
     edge_id: str = option("", "this edge's id in the registry (empty: derived from public_url)")
     public_url: str = option("", "URL clients and webseed users reach this edge at")
     zone: str = option("", "zone (site, rack) clients use to pick the nearest edge")
@@ -183,6 +198,13 @@ class EdgeConfig:
         require(self.target_cache_bytes >= 0, "target_cache_bytes", "must not be negative")
         require(self.index_freeze_seconds >= 0, "index_freeze_seconds", "must not be negative")
         require(self.swarm_min_size > 0, "swarm_min_size", "must be positive")
+        require(
+            self.collection_poll_seconds >= 0, "collection_poll_seconds", "must not be negative"
+        )
+        require(
+            self.collection_grace_seconds >= 0, "collection_grace_seconds", "must not be negative"
+        )
+        require(self.collection_concurrency > 0, "collection_concurrency", "must be positive")
         require(self.upstream_timeout > 0, "upstream_timeout", "must be positive")
         require(self.swarm_timeout > 0, "swarm_timeout", "must be positive")
         require(self.swarm_stall_seconds > 0, "swarm_stall_seconds", "must be positive")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aptmesh.debian import FileClass
+from aptmesh.debian import FileClass, FileHash
 from aptmesh_edge.body import Body
 from aptmesh_edge.cache import BlobStore
 from aptmesh_edge.indexes import IndexService
@@ -41,6 +41,11 @@ class FileService:
         if resource.file_class is FileClass.PACKAGE:
             return await self.packages.get(resource, via=via)
         return await self.packages.get_other(resource)
+
+    async def get_expected(self, resource: Resource, expected: FileHash) -> Body:
+        """A file a collection names by size and SHA-256 (a plain file), checked, cached and
+        swarmed like a package file."""
+        return await self.packages.get(resource, expected=expected)
 
     def hit_hot(self, resource: Resource, sha256: str) -> bool:
         return self.packages.hit_hot(resource, sha256)

@@ -37,7 +37,8 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote
 
 from aiohttp import web
 from aiohttp.http_exceptions import InvalidURLError
@@ -142,6 +143,18 @@ MEMORY_WRITE_CHUNK = 256 * 1024
 
 
 EdgesProvider = Callable[[], Awaitable[list[EdgeInfo]]]
+COLLECTIONS_PATH = "/_aptmesh/collections"
+FILES_PREFIX = "/_aptmesh/files/"
+
+
+class CollectionFiles(Protocol):
+    """What the front end asks of the collections on this edge (`preheat.Preheater`)."""
+
+    def status_json(self) -> dict[str, Any]: ...
+
+    async def body(self, path: str) -> Body:
+        """`COLLECTION/NAME` or `sha256/HASH`; raises DownloadFailed."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -219,8 +232,10 @@ class EdgeHttp:
         edges: EdgesProvider,
         bounds: HttpBounds,
         ready: Callable[[], bool] = lambda: True,
+        collections: CollectionFiles | None = None,
     ) -> None:
         self._upstreams = upstreams
+        self._collections = collections
         self._files = files
         self._metrics = metrics
         self._edges = edges
@@ -363,6 +378,8 @@ class EdgeHttp:
                 hot.served.inc(len(hot.data))
                 return web.Response(body=hot.data, headers=hot.headers)
             self._hot.pop(key)  # its bytes left the memory tier: do not keep them alive
+        if raw.startswith((COLLECTIONS_PATH, FILES_PREFIX)):
+            return await self._collection_route(request)
         if raw.startswith("/"):
             local = self._local.get(key)
             if local is not None:
@@ -533,6 +550,25 @@ class EdgeHttp:
             reader.close()  # also when the client went away mid-file
         await resp.write_eof()
         return resp
+
+    async def _collection_route(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The collections' status as JSON, and their files by name or by hash."""
+        if request.method not in ("GET", "HEAD"):
+            return _text(405, "only GET and HEAD are served\n", {"Allow": "GET, HEAD"})
+        if self._collections is None:
+            return _text(404, "this edge holds no collections (it has no tracker)\n")
+        path = request.raw_path.split("?", 1)[0]
+        if path == COLLECTIONS_PATH:
+            return web.json_response(self._collections.status_json())
+        if not path.startswith(FILES_PREFIX):
+            return _text(404, "not found\n")
+        try:
+            body = await self._collections.body(unquote(path[len(FILES_PREFIX) :]))
+        except DownloadFailed as exc:
+            self._count("collection", Outcome.ERROR)
+            return _text(exc.status, exc.text + "\n")
+        self._count("collection", body.outcome)
+        return await self.send(request, body)
 
     async def _usage(self, request: web.BaseRequest) -> web.StreamResponse:
         page = USAGE_PAGE.format(hosts=", ".join(self._upstreams.hosts()) or "none")

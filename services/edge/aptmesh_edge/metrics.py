@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aptmesh.metrics import new_registry
 from aptmesh_edge.decisions import (
@@ -98,6 +98,29 @@ class EdgeMetrics:
             ["file_class", "action"],
             registry=r,
         )
+        self.collection_files = Gauge(
+            "aptmesh_edge_collection_files",
+            "Files the collections targeting this edge's zone hold, by state (wanted, present, "
+            "missing).",
+            ["state"],
+            registry=r,
+        )
+        self.collection_bytes = Gauge(
+            "aptmesh_edge_collection_bytes",
+            "Bytes of the files the collections targeting this edge's zone hold, by state.",
+            ["state"],
+            registry=r,
+        )
+        self.collection_complete_seconds = Histogram(
+            "aptmesh_edge_collection_complete_seconds",
+            "Seconds from a collection change (a new version or repository generation) to every "
+            "file on this edge.",
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600),
+            registry=r,
+        )
+        for state in ("wanted", "present", "missing"):
+            self.collection_files.labels(state=state)
+            self.collection_bytes.labels(state=state)
         self.cache_size = Gauge(
             "aptmesh_edge_cache_size_bytes", "Bytes of package files in the cache.", registry=r
         )

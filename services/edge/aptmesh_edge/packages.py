@@ -102,8 +102,9 @@ class PackageService:
 
     # -- hits ---------------------------------------------------------------------
 
-    def cached(self, resource: Resource) -> Body | None:
-        expected = self._verifier.expected(resource)
+    def cached(self, resource: Resource, expected: FileHash | None = None) -> Body | None:
+        """`expected`: a collection's plain file's size and SHA-256 (no index lists it)."""
+        expected = expected or self._verifier.expected(resource)
         record = self._paths.get(resource.key)
         sha256 = expected.sha256 if expected else (record.sha256 if record else None)
         blob = self._blobs.get(sha256) if sha256 else None
@@ -137,14 +138,17 @@ class PackageService:
 
     # -- requests -----------------------------------------------------------------
 
-    async def get(self, resource: Resource, *, via: Sequence[str] = ()) -> Body:
-        """A package file; `via`: the edges that asked, in order (empty for a client)."""
-        cached = self.cached(resource)
+    async def get(
+        self, resource: Resource, *, via: Sequence[str] = (), expected: FileHash | None = None
+    ) -> Body:
+        """A package file; `via`: the edges that asked, in order (empty for a client);
+        `expected`: what a collection says a plain file is (else the verified index says)."""
+        expected = expected or self._verifier.expected(resource)
+        cached = self.cached(resource, expected)
         if cached is not None:
             self._counts[Outcome.HIT] += 1
             return cached
         self._counts[Outcome.MISS] += 1
-        expected = self._verifier.expected(resource)
         keep = expected is not None or self._verifier.keeps_unverified()
         return await self._join(
             resource, expected, keep=keep, outcome=Outcome.MISS if keep else Outcome.BYPASS, via=via

@@ -39,6 +39,7 @@ from aptmesh.v1 import seeder_pb2_grpc
 from aptmesh_seeder import http, service
 from aptmesh_seeder.config import RepositorySpec, SeederConfig
 from aptmesh_seeder.metrics import SeederMetrics
+from aptmesh_seeder.plainfiles import PlainFiles
 from aptmesh_seeder.progress import NullProgress, Progress
 from aptmesh_seeder.publish import (
     NoPublisher,
@@ -67,7 +68,7 @@ REGISTER_RETRY = 5.0  # seconds before a failed seed box registration is tried a
 def check_runnable(config: SeederConfig) -> tuple[RepositorySpec, ...]:
     """What `--print-config` does not need but a run does: repositories and their keyrings."""
     specs = config.repository_specs()
-    if not specs:
+    if not specs and config.files_dir is None:
         raise ConfigError(
             "no repositories configured: give --repositories or APTMESH_SEEDER_REPOSITORIES"
         )
@@ -231,6 +232,8 @@ class RunningSeeder:
     registration: asyncio.Task[None] | None = None
     reverifier: asyncio.Task[int] | None = None
     renew_now: asyncio.Event = field(default_factory=asyncio.Event)
+    files: PlainFiles | None = None
+    files_watch: asyncio.Task[None] | None = None
 
     @property
     def box(self) -> SeedBox:
@@ -250,7 +253,13 @@ class RunningSeeder:
 
     async def stop(self, grace: float = 2.0) -> None:
         self.stop_event.set()
-        for task in (self.poller, self.site_watch, self.registration, self.reverifier):
+        for task in (
+            self.poller,
+            self.site_watch,
+            self.registration,
+            self.reverifier,
+            self.files_watch,
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -260,6 +269,15 @@ class RunningSeeder:
         saved = await self.box.save_resume_data()
         log.info("seeder_stopped", resume_data_saved=saved)
         await self.seeder.close()
+
+
+async def _scan_forever(files: PlainFiles, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await files.scan()
+        except Exception:
+            log.exception("plain_files_scan_failed")
 
 
 async def watch_tracker(
@@ -381,9 +399,13 @@ async def start(
     except BaseException:
         await seeder.close()
         raise
+    base_url: list[str] = [config.files_url]
+    files = None
+    if config.files_dir is not None:
+        files = PlainFiles(config.files_dir, seeder.seeding, seeder.publisher, lambda: base_url[0])
     try:
         site = await web.start(
-            http.build_app(seeder.box, seeder.registry), config.http_host, config.http_port
+            http.build_app(seeder.box, seeder.registry, files), config.http_host, config.http_port
         )
     except BaseException:
         await grpc_server.stop(0)
@@ -395,8 +417,13 @@ async def start(
         for watch in running.watchers:
             watch(results)
 
-    running = RunningSeeder(seeder, grpc_server, site)
+    running = RunningSeeder(seeder, grpc_server, site, files=files)
+    base_url[0] = config.files_url or site.local_url
     seeder.box.on_synced = report
+    if files is not None:
+        await files.scan()
+        if poll:
+            running.files_watch = asyncio.create_task(_scan_forever(files, config.poll_interval))
     if poll:
         running.poller = asyncio.create_task(seeder.box.run(running.stop_event))
     if seeder.swarm is not None and not isinstance(seeder.publisher, NoPublisher):

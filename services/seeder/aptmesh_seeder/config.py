@@ -188,6 +188,16 @@ class SeederConfig:
         Path("/var/lib/aptmesh/seeder"),
         "directory of downloaded package files and the state database (must be writable)",
     )
+    files_dir: Path | None = option(
+        None,
+        "directory of plain files (images, preseed files) to seed, publish and serve at "
+        "/files/SHA256/NAME for collections; scanned every poll_interval",
+    )
+    files_url: str = option(
+        "",
+        "base URL edges reach this seeder's HTTP port at, put in the plain files' URLs "
+        "(empty: the address it listens on)",
+    )
     poll_interval: float = option(
         300.0, "seconds between polls of each repository's InRelease (conditional requests)"
     )

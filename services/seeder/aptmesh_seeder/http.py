@@ -1,4 +1,5 @@
-"""The seeder's small HTTP port: `/metrics`, `/healthz`, `/readyz`.
+"""The seeder's small HTTP port: `/metrics`, `/healthz`, `/readyz`, and `/files/SHA256/NAME`
+(the plain files of `files_dir`, `plainfiles.py`).
 
 - `/healthz`: 200 while the last sync of every repository worked (or none has
   run yet), 503 naming the failing repositories otherwise. It is for
@@ -16,9 +17,20 @@ from prometheus_client import CollectorRegistry
 
 from aptmesh.files import writable_directory
 from aptmesh.metrics import REGISTRY_KEY, metrics_handler
+from aptmesh_seeder.plainfiles import PlainFiles
 from aptmesh_seeder.seedbox import SeedBox
 
 BOX_KEY = web.AppKey("aptmesh_seedbox", SeedBox)
+FILES_KEY = web.AppKey("aptmesh_plain_files", PlainFiles)
+
+
+async def plain_file(request: web.Request) -> web.StreamResponse:
+    """A plain file of `files_dir`, only under the SHA-256 its last scan gave it."""
+    files = request.app.get(FILES_KEY)
+    path = files.lookup(request.match_info["sha256"], request.match_info["name"]) if files else None
+    if path is None:
+        raise web.HTTPNotFound(text="no such plain file on this seeder\n")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -43,9 +55,14 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
-def build_app(box: SeedBox, registry: CollectorRegistry) -> web.Application:
+def build_app(
+    box: SeedBox, registry: CollectorRegistry, files: PlainFiles | None = None
+) -> web.Application:
     app = web.Application(client_max_size=1024)
     app[BOX_KEY] = box
+    if files is not None:
+        app[FILES_KEY] = files
+        app.router.add_get("/files/{sha256}/{name}", plain_file)
     app[REGISTRY_KEY] = registry
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)

@@ -26,8 +26,8 @@ from prometheus_client import CollectorRegistry
 
 from aptmesh import grpcserver, logs, web
 from aptmesh.metrics import new_registry
-from aptmesh.v1 import index_pb2_grpc, registry_pb2_grpc
-from aptmesh_tracker import http, index_service, registry_service
+from aptmesh.v1 import collection_pb2_grpc, index_pb2_grpc, registry_pb2_grpc
+from aptmesh_tracker import collection_service, http, index_service, registry_service
 from aptmesh_tracker.config import TrackerConfig
 from aptmesh_tracker.index_store import StoreUnavailable
 from aptmesh_tracker.metrics import TrackerMetrics
@@ -213,6 +213,19 @@ async def start(
                 lease_seconds=config.edge_lease_seconds,
                 peers_epoch=lambda: peers.epoch,
             ),
+        ),
+        grpcserver.Servicer(
+            collection_service.SERVICE_NAME,
+            collection_pb2_grpc.add_CollectionServiceServicer_to_server,
+            collection_service.CollectionServicer(
+                stores.collections,
+                stores.registry,
+                executor,
+                stores.health,
+                admin_token=config.admin_token,
+                publish_token=config.publish_token,
+            ),
+            collection_service.REQUEST_BOUNDS,
         ),
     ]
     try:

@@ -21,8 +21,16 @@ from types import TracebackType
 
 import grpc
 
+from aptmesh import collection as col
 from aptmesh.grpcserver import bearer_metadata
-from aptmesh.v1 import index_pb2, index_pb2_grpc, registry_pb2, registry_pb2_grpc
+from aptmesh.v1 import (
+    collection_pb2,
+    collection_pb2_grpc,
+    index_pb2,
+    index_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 from aptmesh_tracker.records import (
     Edge,
     PackageRecord,
@@ -137,6 +145,10 @@ class Rejected(TrackerClientError):
     """The tracker refused the call (authentication, invalid argument, ...)."""
 
 
+class Conflict(Rejected):
+    """A collection changed (or exists, or does not) unlike the caller expected."""
+
+
 _RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -156,6 +168,8 @@ async def _translated(action: str) -> AsyncIterator[None]:
             raise IndexUnavailable(text, code.name) from None
         if code == grpc.StatusCode.NOT_FOUND:
             raise NotFound(text, code.name) from None
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            raise Conflict(text, code.name) from None
         raise Rejected(text, code.name) from None
 
 
@@ -179,6 +193,7 @@ class TrackerClient:
         self._channel = grpc.aio.insecure_channel(resolved, options=channel_options(policy))
         self._index = index_pb2_grpc.IndexServiceStub(self._channel)
         self._registry = registry_pb2_grpc.EdgeRegistryServiceStub(self._channel)
+        self._collections = collection_pb2_grpc.CollectionServiceStub(self._channel)
         self._metadata = bearer_metadata(token) if token else ()
         self._timeout = timeout
 
@@ -241,6 +256,60 @@ class TrackerClient:
     async def list_edges(self, zone: str = "", *, deadline: float | None = None) -> list[Edge]:
         """Live edges, those in `zone` first."""
         return (await self.list_site(zone, deadline=deadline)).edges
+
+    # -- collections ------------------------------------------------------------------
+
+    async def put_collection(
+        self, spec: col.CollectionSpec, *, expected_version: int | None = None
+    ) -> col.Collection:
+        """Defines (`expected_version` 0) or updates a collection; raises Conflict."""
+        request = collection_pb2.PutCollectionRequest(spec=col.spec_to_proto(spec))
+        if expected_version is not None:
+            request.expected_version = expected_version
+        async with _translated(f"storing collection {spec.name}"):
+            response = await self._collections.PutCollection(
+                request, timeout=self._timeout, metadata=self._metadata
+            )
+        return col.collection_from_proto(response.collection)
+
+    async def get_collection(self, name: str) -> col.Collection:
+        async with _translated(f"reading collection {name}"):
+            response = await self._collections.GetCollection(
+                collection_pb2.GetCollectionRequest(name=name), timeout=self._timeout
+            )
+        return col.collection_from_proto(response.collection)
+
+    async def list_collections(self, zone: str = "") -> list[col.Collection]:
+        """Every collection, or those that target `zone`."""
+        async with _translated("listing collections"):
+            response = await self._collections.ListCollections(
+                collection_pb2.ListCollectionsRequest(zone=zone), timeout=self._timeout
+            )
+        return [col.collection_from_proto(c) for c in response.collections]
+
+    async def delete_collection(self, name: str) -> None:
+        async with _translated(f"deleting collection {name}"):
+            await self._collections.DeleteCollection(
+                collection_pb2.DeleteCollectionRequest(name=name),
+                timeout=self._timeout,
+                metadata=self._metadata,
+            )
+
+    async def report_collection(self, status: col.EdgeStatus) -> None:
+        request = collection_pb2.ReportCollectionStatusRequest(status=col.status_to_proto(status))
+        async with _translated(f"reporting collection {status.collection}"):
+            await self._collections.ReportCollectionStatus(
+                request, timeout=self._timeout, metadata=self._metadata
+            )
+
+    async def collection_status(self, name: str) -> tuple[col.Collection, list[col.EdgeStatus]]:
+        """The collection and one status per live targeted edge."""
+        async with _translated(f"reading the status of collection {name}"):
+            response = await self._collections.GetCollectionStatus(
+                collection_pb2.GetCollectionStatusRequest(name=name), timeout=self._timeout
+            )
+        edges = [col.status_from_proto(s) for s in response.edges]
+        return col.collection_from_proto(response.collection), edges
 
     async def close(self) -> None:
         await self._channel.close()

@@ -54,6 +54,11 @@ class TrackerConfig:
         "bearer token needed to publish records and register edges; empty refuses both",
         secret=True,
     )
+    admin_token: str = option(
+        "",
+        "bearer token needed to define, update and delete collections; empty: the publish token",
+        secret=True,
+    )
     announce_interval: int = option(
         1800, "seconds BitTorrent clients are told to wait between announces ('interval')"
     )

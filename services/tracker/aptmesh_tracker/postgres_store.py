@@ -84,6 +84,20 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX edges_by_expiry ON edges (expires);
     """,
+    """
+    CREATE TABLE collections (
+        name text PRIMARY KEY,
+        spec text NOT NULL,
+        version bigint NOT NULL,
+        updated_at double precision NOT NULL
+    );
+    CREATE TABLE collection_reports (
+        collection text NOT NULL REFERENCES collections (name) ON DELETE CASCADE,
+        edge_id text NOT NULL,
+        report text NOT NULL,
+        PRIMARY KEY (collection, edge_id)
+    );
+    """,
 )
 
 _COLUMNS = "sha256, size, name, info_hash_v1, info_hash_v2, piece_length, torrent, upstream_urls"
@@ -290,6 +304,66 @@ class PostgresLeases:
     def delete_ended(self, now: float) -> int:
         with self._database.connection("expiring leases") as conn:
             return conn.execute("DELETE FROM edges WHERE expires <= %s", (now,)).rowcount
+
+    def close(self) -> None:
+        pass  # the database is closed by its owner
+
+
+class PostgresCollections:
+    """The collections' table (`collection_store.CollectionTable`)."""
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._database = database
+
+    def read(self, name: str) -> tuple[str, int, float] | None:
+        with self._database.connection("reading a collection") as conn:
+            row = conn.execute(
+                "SELECT spec, version, updated_at FROM collections WHERE name = %s", (name,)
+            ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def read_all(self) -> list[tuple[str, int, float]]:
+        with self._database.connection("listing collections") as conn:
+            rows = conn.execute("SELECT spec, version, updated_at FROM collections").fetchall()
+        return [(spec, version, at) for spec, version, at in rows]
+
+    def write(self, name: str, row: tuple[str, int, float], previous: int) -> bool:
+        spec, version, updated_at = row
+        with self._database.connection("storing a collection") as conn:
+            if previous == 0:
+                cursor = conn.execute(
+                    "INSERT INTO collections (name, spec, version, updated_at)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                    (name, spec, version, updated_at),
+                )
+            else:
+                cursor = conn.execute(
+                    "UPDATE collections SET spec = %s, version = %s, updated_at = %s"
+                    " WHERE name = %s AND version = %s",
+                    (spec, version, updated_at, name, previous),
+                )
+            return cursor.rowcount == 1
+
+    def delete(self, name: str) -> bool:
+        with self._database.connection("deleting a collection") as conn:
+            return conn.execute("DELETE FROM collections WHERE name = %s", (name,)).rowcount == 1
+
+    def put_report(self, name: str, edge_id: str, report: str) -> bool:
+        with self._database.connection("storing a collection report") as conn:
+            cursor = conn.execute(
+                "INSERT INTO collection_reports (collection, edge_id, report)"
+                " SELECT %s, %s, %s WHERE EXISTS (SELECT 1 FROM collections WHERE name = %s)"
+                " ON CONFLICT (collection, edge_id) DO UPDATE SET report = excluded.report",
+                (name, edge_id, report, name),
+            )
+            return cursor.rowcount == 1
+
+    def reports(self, name: str) -> list[str]:
+        with self._database.connection("reading collection reports") as conn:
+            rows = conn.execute(
+                "SELECT report FROM collection_reports WHERE collection = %s", (name,)
+            ).fetchall()
+        return [report for (report,) in rows]
 
     def close(self) -> None:
         pass  # the database is closed by its owner

@@ -69,8 +69,19 @@ def _v1(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE edges ADD COLUMN address TEXT NOT NULL DEFAULT ''")
 
 
+def _v2(db: sqlite3.Connection) -> None:
+    db.execute(
+        "CREATE TABLE collections (name TEXT PRIMARY KEY, spec TEXT NOT NULL,"
+        " version INTEGER NOT NULL, updated_at REAL NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE collection_reports (collection TEXT NOT NULL, edge_id TEXT NOT NULL,"
+        " report TEXT NOT NULL, PRIMARY KEY (collection, edge_id))"
+    )
+
+
 # Index i brings a database from version i to i + 1. Append; never edit a released one.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
 
 
 def migrate(db: sqlite3.Connection) -> int:
@@ -213,6 +224,67 @@ class SqliteLeases:
 
     def delete_ended(self, now: float) -> int:
         return self._db.execute("DELETE FROM edges WHERE expires <= ?", (now,)).rowcount
+
+    def close(self) -> None:
+        pass  # the database is closed by its owner
+
+
+class SqliteCollections:
+    """The collections' table (`collection_store.CollectionTable`)."""
+
+    def __init__(self, database: SqliteDatabase) -> None:
+        self._db = database.db
+
+    def read(self, name: str) -> tuple[str, int, float] | None:
+        row = self._db.execute(
+            "SELECT spec, version, updated_at FROM collections WHERE name = ?", (name,)
+        ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def read_all(self) -> list[tuple[str, int, float]]:
+        rows = self._db.execute("SELECT spec, version, updated_at FROM collections")
+        return [(spec, version, at) for spec, version, at in rows]
+
+    def write(self, name: str, row: tuple[str, int, float], previous: int) -> bool:
+        spec, version, updated_at = row
+        if previous == 0:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO collections (name, spec, version, updated_at)"
+                " VALUES (?, ?, ?, ?)",
+                (name, spec, version, updated_at),
+            )
+        else:
+            cursor = self._db.execute(
+                "UPDATE collections SET spec = ?, version = ?, updated_at = ?"
+                " WHERE name = ? AND version = ?",
+                (spec, version, updated_at, name, previous),
+            )
+        return cursor.rowcount == 1
+
+    def delete(self, name: str) -> bool:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("DELETE FROM collection_reports WHERE collection = ?", (name,))
+            gone = self._db.execute("DELETE FROM collections WHERE name = ?", (name,)).rowcount
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return gone == 1
+
+    def put_report(self, name: str, edge_id: str, report: str) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR REPLACE INTO collection_reports (collection, edge_id, report)"
+            " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM collections WHERE name = ?)",
+            (name, edge_id, report, name),
+        )
+        return cursor.rowcount == 1
+
+    def reports(self, name: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT report FROM collection_reports WHERE collection = ?", (name,)
+        )
+        return [report for (report,) in rows]
 
     def close(self) -> None:
         pass  # the database is closed by its owner

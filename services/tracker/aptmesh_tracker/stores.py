@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aptmesh import logs
+from aptmesh_tracker.collection_store import CollectionStore, MemoryCollections
 from aptmesh_tracker.index_store import IndexStore, MemoryIndex
 from aptmesh_tracker.registry_store import MemoryLeases, Registry
 
@@ -89,6 +90,9 @@ class Stores:
     backend: Backend
     index: IndexStore
     registry: Registry
+    collections: CollectionStore = field(
+        default_factory=lambda: CollectionStore(MemoryCollections())
+    )
     threads: int = 1  # store threads the app may run: SQLite has one writer
     health: StoreHealth = field(default_factory=StoreHealth)
     _close: Callable[[], None] = lambda: None
@@ -101,12 +105,14 @@ class Stores:
     def close(self) -> None:
         self.index.close()
         self.registry.close()
+        self.collections.close()
         self._close()
 
 
 def memory_stores(clock: Clock = time.time) -> Stores:
     """The in-memory fakes, for tests of what sits above the stores."""
-    return Stores(Backend.MEMORY, MemoryIndex(), Registry(MemoryLeases(), clock))
+    collections = CollectionStore(MemoryCollections(), clock)
+    return Stores(Backend.MEMORY, MemoryIndex(), Registry(MemoryLeases(), clock), collections)
 
 
 def open_stores(url: str, db_path: Path, clock: Clock = time.time) -> Stores:
@@ -121,12 +127,18 @@ def open_stores(url: str, db_path: Path, clock: Clock = time.time) -> Stores:
             pg.close()
             raise
         registry = Registry(postgres_store.PostgresLeases(pg), clock)
-        return Stores(Backend.POSTGRESQL, index, registry, POSTGRES_CONNECTIONS, _close=pg.close)
+        collections = CollectionStore(postgres_store.PostgresCollections(pg), clock)
+        return Stores(
+            Backend.POSTGRESQL, index, registry, collections, POSTGRES_CONNECTIONS, _close=pg.close
+        )
     from aptmesh_tracker import sqlite_store
 
     db = sqlite_store.SqliteDatabase(db_path)
     registry = Registry(sqlite_store.SqliteLeases(db), clock)
-    return Stores(Backend.SQLITE, sqlite_store.SqliteIndex(db), registry, _close=db.close)
+    collections = CollectionStore(sqlite_store.SqliteCollections(db), clock)
+    return Stores(
+        Backend.SQLITE, sqlite_store.SqliteIndex(db), registry, collections, _close=db.close
+    )
 
 
 def migrate(url: str, db_path: Path) -> int:
