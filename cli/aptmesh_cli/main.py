@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "seeder": ("aptmesh_seeder.main", "seed box: watch repositories and seed their packages"),
     "edge": ("aptmesh_edge.main", "apt-facing cache that fetches large packages from the swarm"),
     "up": ("aptmesh_cli.up", "run a whole mesh (tracker, seeder, edge) on this machine"),
+    "status": ("aptmesh_cli.status", "the whole mesh in one screen, from the tracker"),
     "install-apt-method": (
         "aptmesh_apt_method.install",
         "install the mesh apt method into a root directory",

@@ -194,3 +194,28 @@ def test_sqlite_opens_a_database_made_before_seed_boxes(tmp_path: Path) -> None:
     assert again.edge_count() == 1
     assert again.seed_upload_capacity() == 5_000_000
     again.close()
+
+
+def test_torrent_of_pairs_a_hybrid_torrents_two_infohashes(
+    new_store: Factory, records: list[PackageRecord]
+) -> None:
+    store = new_store(FakeClock())
+    record = records[0]
+    store.put(record)
+    v1, v2 = record.tracker_hashes()
+    assert store.torrent_of(v1) == store.torrent_of(v2) == record.sha256
+    assert store.torrent_of(b"\x00" * 20) is None
+
+
+def test_leases_list_edges_and_seed_boxes_with_their_ends(new_store: Factory) -> None:
+    clock = FakeClock()
+    store = new_store(clock)
+    end = clock() + 60
+    store.register_edge(Edge("s", "", "", 100, seed_box=True), 60)
+    store.register_edge(Edge("e", "http://e:3142", "z"), 60)
+    assert store.leases() == [
+        (Edge("s", "", "", 100, seed_box=True), end),
+        (Edge("e", "http://e:3142", "z"), end),
+    ]
+    clock.advance(61)
+    assert store.leases() == []

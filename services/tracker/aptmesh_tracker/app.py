@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from aptmesh import grpcserver, logs, web
 from aptmesh.metrics import new_registry
-from aptmesh.v1 import index_pb2_grpc, registry_pb2_grpc
-from aptmesh_tracker import http, index_service, registry_service
+from aptmesh.v1 import index_pb2_grpc, registry_pb2_grpc, status_pb2_grpc
+from aptmesh_tracker import http, index_service, registry_service, status_service
 from aptmesh_tracker.config import TrackerConfig
 from aptmesh_tracker.metrics import TrackerMetrics
 from aptmesh_tracker.peerstore import MAX_RETIRED_COUNTS, PeerStore
@@ -118,6 +118,17 @@ async def start(
             registry_pb2_grpc.add_EdgeRegistryServiceServicer_to_server,
             registry_service.RegistryServicer(
                 store, executor, token=config.publish_token, lease_seconds=config.edge_lease_seconds
+            ),
+        ),
+        grpcserver.Servicer(
+            status_service.SERVICE_NAME,
+            status_pb2_grpc.add_MeshStatusServiceServicer_to_server,
+            status_service.MeshStatusServicer(
+                store,
+                peers,
+                executor,
+                lease_seconds=config.edge_lease_seconds,
+                clock=clock or time.time,
             ),
         ),
     ]

@@ -20,7 +20,14 @@ from types import TracebackType
 import grpc
 
 from aptmesh.grpcserver import bearer_metadata
-from aptmesh.v1 import index_pb2, index_pb2_grpc, registry_pb2, registry_pb2_grpc
+from aptmesh.v1 import (
+    index_pb2,
+    index_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
+)
 from aptmesh_tracker.records import (
     Edge,
     PackageRecord,
@@ -30,6 +37,7 @@ from aptmesh_tracker.records import (
     record_from_proto,
     record_to_proto,
 )
+from aptmesh_tracker.status import MeshStatus, from_proto
 
 BATCH = 1000  # the server's default max_batch; larger lookups are split
 
@@ -94,6 +102,7 @@ class TrackerClient:
         self._channel = grpc.aio.insecure_channel(target)
         self._index = index_pb2_grpc.IndexServiceStub(self._channel)
         self._registry = registry_pb2_grpc.EdgeRegistryServiceStub(self._channel)
+        self._status = status_pb2_grpc.MeshStatusServiceStub(self._channel)
         self._metadata = bearer_metadata(token) if token else ()
         self._timeout = timeout
 
@@ -155,6 +164,17 @@ class TrackerClient:
     async def list_edges(self, zone: str = "", *, deadline: float | None = None) -> list[Edge]:
         """Live edges, those in `zone` first."""
         return (await self.list_site(zone, deadline=deadline)).edges
+
+    async def mesh_status(
+        self, max_swarms: int = 0, *, deadline: float | None = None
+    ) -> MeshStatus:
+        """The mesh as the tracker sees it; `max_swarms` 0 takes the server's default."""
+        async with _translated("reading the mesh status"):
+            response = await self._status.GetMeshStatus(
+                status_pb2.GetMeshStatusRequest(max_swarms=max_swarms),
+                timeout=deadline or self._timeout,
+            )
+        return from_proto(response)
 
     async def close(self) -> None:
         await self._channel.close()

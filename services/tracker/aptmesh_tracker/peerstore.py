@@ -172,6 +172,10 @@ class PeerStore:
     def swarm_count(self) -> int:
         return len(self._swarms)
 
+    def swarm_hashes(self) -> list[bytes]:
+        """The infohashes that have at least one peer (peers past their time until expire())."""
+        return list(self._swarms)
+
     def peer_counts(self) -> tuple[int, int]:
         """(seeders, leechers) over all swarms."""
         swarms = list(self._swarms.values())

@@ -5,7 +5,8 @@ runs one suite against every implementation). Records are keyed by the
 file's SHA-256; `put` replaces a record whose torrent changed and merges
 upstream URLs into one whose torrent is the same. The set of 20-byte
 infohashes the announce path may track (v1 and truncated v2 of every record)
-is kept in memory, so the hot path never touches the database. Edges carry a
+is kept in memory, mapped to its record's SHA-256 (which pairs a hybrid
+torrent's two swarms), so the hot path never touches the database. Edges carry a
 lease expiry on the injected wall clock; expired ones are never listed and
 `expire_edges()` deletes them. Seed boxes register as edges with `seed_box`
 set and keep leases the same way, but `live_edges` and `edge_count` leave
@@ -13,8 +14,9 @@ them out: they count only in `seed_upload_capacity()`.
 
 Threads: the app calls every method from one worker thread (the single
 writer) so SQLite's fsyncs never block the event loop. `is_tracked`,
-`record_count` and `edge_count` only read in-memory values that are safe to
-read from the event loop while that thread writes (atomic under the GIL).
+`torrent_of`, `record_count`, `edge_count` and `leases` only read in-memory
+values that are safe to read from the event loop while that thread writes
+(atomic under the GIL).
 
 Durability (SQLite): WAL with synchronous=FULL. WAL alone survives a killed
 process at any synchronous level (committed frames are in the WAL file, which
@@ -53,8 +55,17 @@ class Store(Protocol):
         """Whether a 20-byte infohash (v1 or truncated v2) belongs to a record."""
         ...
 
+    def torrent_of(self, info_hash: bytes) -> str | None:
+        """The SHA-256 of the record whose torrent has this 20-byte infohash (v1 or truncated
+        v2), None when the index has none: how a hybrid torrent's two swarms are paired."""
+        ...
+
     def register_edge(self, edge: Edge, lease_seconds: float) -> float:
         """Registers or renews an edge; returns its lease expiry (clock time)."""
+        ...
+
+    def leases(self) -> list[tuple[Edge, float]]:
+        """Every live registration (edges and seed boxes) with its lease expiry, by zone, id."""
         ...
 
     def live_edges(self, zone: str) -> list[Edge]:
@@ -109,6 +120,16 @@ def merge(existing: PackageRecord | None, record: PackageRecord) -> PackageRecor
     )
 
 
+def _track(tracked: dict[bytes, str], record: PackageRecord) -> None:
+    for info_hash in record.tracker_hashes():
+        tracked[info_hash] = record.sha256
+
+
+def _untrack(tracked: dict[bytes, str], record: PackageRecord) -> None:
+    for info_hash in record.tracker_hashes():
+        tracked.pop(info_hash, None)
+
+
 class EdgeLeases:
     """Edges and seed boxes and when their leases end, in memory; both stores keep them here.
     One namespace of ids: a registration replaces any other with its id, of either kind."""
@@ -123,6 +144,11 @@ class EdgeLeases:
     def _live(self) -> list[Edge]:
         now = self._clock()
         return [e for e, exp in list(self._edges.values()) if exp > now]
+
+    def leases(self) -> list[tuple[Edge, float]]:
+        now = self._clock()
+        live = [(e, exp) for e, exp in list(self._edges.values()) if exp > now]
+        return sorted(live, key=lambda lease: (lease[0].zone, lease[0].id))
 
     def live(self, zone: str) -> list[Edge]:
         """Live edges, never seed boxes."""
@@ -149,15 +175,15 @@ class MemoryStore:
     def __init__(self, clock: Clock = time.time) -> None:
         self._clock = clock
         self._records: dict[str, PackageRecord] = {}
-        self._tracked: set[bytes] = set()
+        self._tracked: dict[bytes, str] = {}  # infohash -> the record's SHA-256
         self._edges = EdgeLeases(clock)
 
     def put(self, record: PackageRecord) -> bool:
         existing = self._records.get(record.sha256)
         if existing is not None:
-            self._tracked.difference_update(existing.tracker_hashes())
+            _untrack(self._tracked, existing)
         self._records[record.sha256] = merge(existing, record)
-        self._tracked.update(record.tracker_hashes())
+        _track(self._tracked, record)
         return existing is None
 
     def get(self, sha256: str) -> PackageRecord | None:
@@ -172,10 +198,16 @@ class MemoryStore:
     def is_tracked(self, info_hash: bytes) -> bool:
         return info_hash in self._tracked
 
+    def torrent_of(self, info_hash: bytes) -> str | None:
+        return self._tracked.get(info_hash)
+
     def register_edge(self, edge: Edge, lease_seconds: float) -> float:
         expires = self._clock() + lease_seconds
         self._edges.put(edge, expires)
         return expires
+
+    def leases(self) -> list[tuple[Edge, float]]:
+        return self._edges.leases()
 
     def live_edges(self, zone: str) -> list[Edge]:
         return self._edges.live(zone)
@@ -247,16 +279,18 @@ class SqliteStore:
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
             _add_missing_columns(self._db)
-            rows = self._db.execute("SELECT info_hash_v1, info_hash_v2 FROM packages").fetchall()
+            rows = self._db.execute(
+                "SELECT sha256, info_hash_v1, info_hash_v2 FROM packages"
+            ).fetchall()
             edges = self._db.execute(
                 "SELECT id, url, zone, upload_capacity, seed_box, expires FROM edges"
             ).fetchall()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"opening the tracker database {path}: {exc}") from None
-        self._tracked: set[bytes] = set()
-        for v1, v2 in rows:
-            self._tracked.add(bytes.fromhex(v1))
-            self._tracked.add(bytes.fromhex(v2[:40]))
+        self._tracked: dict[bytes, str] = {}  # infohash -> the record's SHA-256
+        for sha256, v1, v2 in rows:
+            self._tracked[bytes.fromhex(v1)] = sha256
+            self._tracked[bytes.fromhex(v2[:40])] = sha256
         self._count = len(rows)
         self._edges = EdgeLeases(
             clock,
@@ -285,10 +319,10 @@ class SqliteStore:
             ),
         )
         if existing is not None:
-            self._tracked.difference_update(existing.tracker_hashes())
+            _untrack(self._tracked, existing)
         else:
             self._count += 1
-        self._tracked.update(merged.tracker_hashes())
+        _track(self._tracked, merged)
         return existing is None
 
     def get(self, sha256: str) -> PackageRecord | None:
@@ -318,6 +352,9 @@ class SqliteStore:
     def is_tracked(self, info_hash: bytes) -> bool:
         return info_hash in self._tracked
 
+    def torrent_of(self, info_hash: bytes) -> str | None:
+        return self._tracked.get(info_hash)
+
     def register_edge(self, edge: Edge, lease_seconds: float) -> float:
         expires = self._clock() + lease_seconds
         self._db.execute(
@@ -327,6 +364,9 @@ class SqliteStore:
         )
         self._edges.put(edge, expires)
         return expires
+
+    def leases(self) -> list[tuple[Edge, float]]:
+        return self._edges.leases()
 
     def live_edges(self, zone: str) -> list[Edge]:
         return self._edges.live(zone)
