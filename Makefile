@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 # Debian packages the tests drive for real (aria2c: a BitTorrent client nobody here wrote;
-# promtool; apt-ftparchive is not used: the fixture writes indexes itself).
-SYS_PACKAGES := aria2 rtorrent prometheus gnupg apt dpkg-dev iproute2 nginx-light wrk
+# promtool; PostgreSQL and Redis for the tracker's shared stores; lintian and debconf for the
+# Debian packages' tests; apt-ftparchive is not used: the fixture writes indexes itself).
+SYS_PACKAGES := aria2 rtorrent prometheus gnupg apt dpkg-dev iproute2 nginx-light wrk postgresql redis-server lintian debconf systemd
 PYTEST_ARGS ?=
 
 .PHONY: all venv sysdeps proto proto-check test check run deb bench bench-swarm fuzz lock images deploy-generate clean
@@ -71,13 +72,17 @@ lock:
 clean:
 	rm -rf $(VENV) build dist
 
-# The aptmesh-apt-method Debian package (method, mesh+http/mesh+https links, apt.conf.d snippet).
+# The Debian packages (packaging/): aptmesh-apt-method (the method, its links, its apt.conf.d
+# snippet) and aptmesh-peer (the peer service in a private environment built from the wheels
+# build.sh downloads, its debconf question, its systemd unit), into dist/.
 deb: venv
-	$(PY) -m aptmesh_apt_method.package --out dist
+	deploy/docker/build.sh wheels
+	$(PY) packaging/build.py --out dist
 
 # Benchmarks: they measure and print figures; they never gate CI.
 bench: venv sysdeps
 	$(PY) bench/tracker_announce.py
+	$(PY) bench/tracker_scale.py
 	$(PY) bench/seeder_hash.py
 	$(PY) bench/edge_vs_nginx.py
 

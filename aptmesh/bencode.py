@@ -12,6 +12,11 @@ from typing import TypeAlias
 Value: TypeAlias = int | bytes | list["Value"] | dict[bytes, "Value"]
 
 
+# Most digits of an integer or a string length: 2**64 has 20; no real torrent or tracker
+# answer needs more, and a longer run of digits is refused before int() costs anything.
+MAX_DIGITS = 32
+
+
 class BencodeError(ValueError):
     """The input is not canonical bencoding; the text says where."""
 
@@ -66,9 +71,9 @@ def _decode(data: bytes, i: int, depth: int) -> tuple[Value, int]:
         raise BencodeError("unexpected end of data")
     lead = data[i : i + 1]
     if lead == b"i":
-        end = data.find(b"e", i)
+        end = data.find(b"e", i, i + MAX_DIGITS + 3)  # bounded: no quadratic scans
         if end < 0:
-            raise BencodeError(f"unterminated integer at offset {i}")
+            raise BencodeError(f"unterminated or too long integer at offset {i}")
         digits = data[i + 1 : end]
         if not _canonical_int(digits):
             raise BencodeError(f"bad integer {digits[:20]!r} at offset {i}")
@@ -94,7 +99,7 @@ def _decode(data: bytes, i: int, depth: int) -> tuple[Value, int]:
             previous = key
         return result, i + 1
     if lead.isdigit():
-        colon = data.find(b":", i)
+        colon = data.find(b":", i, i + MAX_DIGITS + 1)
         if colon < 0 or not _canonical_int(data[i:colon]) or data[i:colon].startswith(b"-"):
             raise BencodeError(f"bad string length at offset {i}")
         length = int(data[i:colon])
@@ -109,4 +114,6 @@ def _canonical_int(digits: bytes) -> bool:
     if not digits or digits in (b"-", b"-0"):
         return False
     body = digits[1:] if digits.startswith(b"-") else digits
+    if len(body) > MAX_DIGITS:
+        return False
     return body.isdigit() and not (len(body) > 1 and body.startswith(b"0"))

@@ -20,9 +20,10 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 ENV_PREFIX = "APTMESH_"
 
@@ -48,9 +49,11 @@ def option(
     *,
     size: bool = False,
     secret: bool = False,
+    mask: Callable[[str], str] | None = None,
 ) -> Any:
-    """Declares a config field. `secret` values are masked by --print-config."""
-    meta = {"help": help, "size": size, "secret": secret}
+    """Declares a config field. `secret` values are masked by --print-config; `mask` shows
+    a value that holds a secret in part (e.g. `mask_url_password`)."""
+    meta = {"help": help, "size": size, "secret": secret, "mask": mask}
     if isinstance(default, list | dict | set):
         raise TypeError("config defaults must be immutable (use a tuple)")
     return dataclasses.field(default=default, metadata=meta)
@@ -216,6 +219,15 @@ def load(
     return config
 
 
+def mask_url_password(url: str) -> str:
+    """The URL with its password, if it has one, shown as ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 def _format(value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
@@ -231,7 +243,13 @@ def render(config: Any, service: str) -> str:
     lines = []
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        shown = "***" if field.metadata.get("secret") and value else _format(value)
+        mask = field.metadata.get("mask")
+        if field.metadata.get("secret") and value:
+            shown = "***"
+        elif mask is not None and value:
+            shown = mask(value)
+        else:
+            shown = _format(value)
         lines.append(f"{env_name(service, field.name)}={shown}\n")
     return "".join(lines)
 

@@ -36,10 +36,13 @@ from base64 import b64decode
 from binascii import Error as Base64Error
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
+
+import lz4.frame
+import zstandard
 
 # --- errors ----------------------------------------------------------------------------------
 
@@ -303,8 +306,8 @@ def parse_release(data: bytes | str) -> Release:
     if len(paragraphs) != 1:
         raise MalformedIndexError(f"parsing Release: {len(paragraphs)} paragraphs, expected 1")
     p = paragraphs[0]
-    if "Suite" not in p and "Codename" not in p:
-        raise MalformedIndexError("parsing Release: neither Suite nor Codename")
+    # No Suite/Codename check here: a flat repository's Release may have neither (apt takes
+    # it). Whoever fetched a Release for a named suite checks the name (`check_suite`).
     if "SHA256" not in p:
         raise MalformedIndexError("parsing Release: no SHA256 file list")
     sha256 = _file_list(p["SHA256"], _HEX64, "Release SHA256")
@@ -356,6 +359,130 @@ def dump_release(release: Release) -> str:
         fields.append(("MD5Sum", listing((p, s, d) for p, (s, d) in release.md5sum.items())))
     fields.append(("SHA256", listing((p, f.size, f.sha256) for p, f in release.files.items())))
     return dump_deb822([Paragraph(fields)])
+
+
+# --- suites, freshness, generations ----------------------------------------------------------
+
+# apt's Acquire::Max-FutureTime default: a Release dated further ahead is "not valid yet".
+MAX_FUTURE = timedelta(seconds=10)
+
+
+class ReleaseDateError(SignatureError):
+    """A verified Release is expired (Valid-Until) or not valid yet (Date in the future)."""
+
+
+class ReplayError(DebianIndexError):
+    """A verified Release is older (by Date) than one already verified for the same suite."""
+
+    kind = "replay"
+
+
+def is_flat(suite: str) -> bool:
+    """A flat repository's "suite" (`deb URL ./`, `deb URL sub/`) is a directory ending in /."""
+    return suite.endswith("/")
+
+
+def suite_dir(suite: str) -> str:
+    """Where a suite's Release, InRelease and indexes live, relative to the archive root.
+
+    `bookworm` -> `dists/bookworm`; a flat repository's `./` -> `` (the root itself),
+    `sub/` or `./sub/` -> `sub`.
+    """
+    if not is_flat(suite):
+        return f"dists/{_safe_relative(suite, 'suite name')}"
+    parts = [part for part in PurePosixPath(suite).parts if part != "."]
+    if not parts:
+        return ""
+    return _safe_relative("/".join(parts), "flat repository directory")
+
+
+def suite_path(suite: str, name: str) -> str:
+    """`name` (`InRelease`, `main/binary-amd64/Packages.xz`...) of `suite`, from the root."""
+    directory = suite_dir(suite)
+    return f"{directory}/{name}" if directory else name
+
+
+def check_suite(release: Release, suite: str, what: str) -> None:
+    """A Release fetched as `suite` must say it is that suite (no replay of another one).
+
+    Flat repositories have no suite name to check (apt checks none either).
+    """
+    if is_flat(suite) or suite in (release.suite, release.codename):
+        return
+    raise SignatureError(
+        f"{what}: it is signed for suite {release.suite!r} (codename {release.codename!r}), "
+        f"not {suite!r}"
+    )
+
+
+def check_fresh(release: Release, now: datetime, what: str) -> None:
+    """As apt: refuse a Release past its Valid-Until, or dated more than MAX_FUTURE ahead."""
+    if release.expired(now):
+        raise ReleaseDateError(f"{what}: expired at {release.valid_until} (Valid-Until)")
+    if release.date is not None and release.date > now + MAX_FUTURE:
+        raise ReleaseDateError(
+            f"{what}: not valid yet: its Date {release.date} is after now ({now})"
+        )
+
+
+class Order(enum.Enum):
+    """How a candidate Release compares to a known one of the same suite."""
+
+    NEWER = "newer"  # a later Date: a new generation
+    SAME = "same"  # the same Date and the same signed text
+    OLDER = "older"  # an earlier Date: never believe it (a replay, or a mirror behind)
+    UNORDERED = "unordered"  # same Date, other text, or no Date on a side: Date cannot say
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One suite's Release generation: what `Order` compares, and what services persist.
+
+    `sha256` is of the signed Release text (what gpgv returned, or the detached Release).
+    """
+
+    date: datetime | None
+    sha256: str
+
+    @classmethod
+    def of(cls, release: Release, signed: bytes) -> Generation:
+        return cls(release.date, hashlib.sha256(signed).hexdigest())
+
+    def compare(self, known: Generation | None) -> Order:
+        """This generation against `known` (None: nothing known yet, so this one is newer)."""
+        if known is None:
+            return Order.NEWER
+        if self.date is None or known.date is None:
+            return Order.SAME if self.sha256 == known.sha256 else Order.UNORDERED
+        if self.date > known.date:
+            return Order.NEWER
+        if self.date < known.date:
+            return Order.OLDER
+        return Order.SAME if self.sha256 == known.sha256 else Order.UNORDERED
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"date": self.date.isoformat() if self.date else None, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, str | None]) -> Generation:
+        date = value.get("date")
+        return cls(datetime.fromisoformat(date) if date else None, str(value["sha256"]))
+
+
+def newest(candidate: Generation, known: Generation | None, what: str) -> Generation:
+    """The generation to keep after verifying `candidate`; ReplayError if it is older.
+
+    UNORDERED keeps the candidate: apt compares Dates only, and a republish within the
+    same second is not a replay.
+    """
+    order = candidate.compare(known)
+    if order is Order.OLDER:
+        assert known is not None and known.date is not None and candidate.date is not None
+        raise ReplayError(
+            f"{what}: dated {format_date(candidate.date)}, older than the "
+            f"{format_date(known.date)} already verified"
+        )
+    return candidate
 
 
 # --- Packages --------------------------------------------------------------------------------
@@ -426,25 +553,115 @@ def dump_packages(entries: Iterable[PackageEntry]) -> str:
     return dump_deb822(e.to_paragraph() for e in entries)
 
 
+# --- Sources ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file of a source package (`.dsc`, `.orig.tar.xz`, ...), from the archive root."""
+
+    filename: str
+    size: int
+    sha256: str
+
+    @property
+    def expected(self) -> FileHash:
+        return FileHash(self.size, self.sha256)
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """One paragraph of a Sources file: a source package and its files (Checksums-Sha256)."""
+
+    package: str
+    version: str
+    directory: str
+    files: tuple[SourceFile, ...]
+    section: str | None = None
+
+
+def _source_entry(p: Paragraph, number: int) -> SourceEntry:
+    what = f"Sources entry {number} ({p.get('Package', '?')})"
+    missing = [f for f in ("Package", "Version", "Directory", "Checksums-Sha256") if f not in p]
+    if missing:
+        raise MalformedIndexError(f"parsing {what}: missing {', '.join(missing)}")
+    directory = _safe_relative(p["Directory"].rstrip("/"), what)
+    files = []
+    for line in p["Checksums-Sha256"].split("\n"):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 3 or not _HEX64.fullmatch(parts[0].lower()) or not parts[1].isdigit():
+            raise MalformedIndexError(f"parsing {what}: bad Checksums-Sha256 line {line!r}")
+        if "/" in parts[2]:
+            raise MalformedIndexError(f"parsing {what}: unsafe file name {parts[2]!r}")
+        # A flat repository's Directory is "." (its files are beside Sources).
+        name = _safe_relative(f"{directory}/{parts[2]}" if directory != "." else parts[2], what)
+        files.append(SourceFile(name, int(parts[1]), parts[0].lower()))
+    return SourceEntry(p["Package"], p["Version"], directory, tuple(files), p.get("Section"))
+
+
+def parse_sources(data: bytes | str) -> list[SourceEntry]:
+    """Parse an uncompressed Sources file."""
+    paragraphs = parse_deb822(_text(data, "Sources"))
+    return [_source_entry(p, n) for n, p in enumerate(paragraphs, start=1)]
+
+
 # --- index files: variants, decompression, checks --------------------------------------------
 
-# Preferred first: smallest to fetch. Only what the standard library decompresses.
-COMPRESSIONS = (".xz", ".gz", ".bz2", "")
-_MAGIC = ((b"\xfd7zXZ\x00", ".xz"), (b"\x1f\x8b", ".gz"), (b"BZh", ".bz2"))
+# Preferred first: smallest to fetch. Every compression apt reads: `.lz4` and `.zst` through
+# the `lz4` and `zstandard` packages (Python 3.11's standard library has neither).
+COMPRESSIONS = (".xz", ".zst", ".bz2", ".lzma", ".gz", ".lz4", "")
+_MAGIC = (
+    (b"\xfd7zXZ\x00", ".xz"),
+    (b"\x28\xb5\x2f\xfd", ".zst"),
+    (b"\x1f\x8b", ".gz"),
+    (b"BZh", ".bz2"),
+    (b"\x04\x22\x4d\x18", ".lz4"),
+)
+
+
+def index_variants(release: Release, base: str) -> tuple[str, ...]:
+    """Every variant of `base` (e.g. `main/binary-amd64/Packages`) that Release lists, best
+    first (apt, too, tries the next one when a variant cannot be fetched)."""
+    return tuple(base + suffix for suffix in COMPRESSIONS if base + suffix in release.files)
 
 
 def pick_index_variant(release: Release, base: str) -> str:
     """The best variant of `base` (e.g. `main/binary-amd64/Packages`) that Release lists."""
-    for suffix in COMPRESSIONS:
-        if base + suffix in release.files:
-            return base + suffix
-    raise IndexHashError(f"choosing a variant of {base}: Release lists none of it")
+    variants = index_variants(release, base)
+    if not variants:
+        raise IndexHashError(f"choosing a variant of {base}: Release lists none of it")
+    return variants[0]
 
 
 def by_hash_path(path: str, sha256: str) -> str:
     """`main/binary-amd64/Packages.xz` -> `main/binary-amd64/by-hash/SHA256/<sha256>`."""
     directory = path.rpartition("/")[0]
     return f"{directory}/by-hash/SHA256/{sha256}" if directory else f"by-hash/SHA256/{sha256}"
+
+
+def _decompress(data: bytes, suffix: str) -> bytes:
+    if suffix in (".xz", ".lzma"):
+        return lzma.decompress(data)  # FORMAT_AUTO: .xz and legacy .lzma alike
+    if suffix == ".gz":
+        return gzip.decompress(data)
+    if suffix == ".bz2":
+        return bz2.decompress(data)
+    if suffix == ".zst":
+        # Frame by frame: archive tools do not always write the content size in a frame,
+        # and a stream cut short must fail, not end early.
+        out, rest = [], data
+        while rest:
+            frame = zstandard.ZstdDecompressor().decompressobj()
+            out.append(frame.decompress(rest))
+            if not frame.eof:
+                raise ValueError("the zstd stream ends inside a frame")
+            rest = frame.unused_data
+        return b"".join(out)
+    if suffix == ".lz4":
+        return bytes(lz4.frame.decompress(data))
+    return data
 
 
 def decompress_index(data: bytes, path: str) -> bytes:
@@ -454,15 +671,17 @@ def decompress_index(data: bytes, path: str) -> bytes:
     if suffix is None:
         suffix = next((s for magic, s in _MAGIC if data.startswith(magic)), "")
     try:
-        if suffix == ".xz":
-            return lzma.decompress(data)
-        if suffix == ".gz":
-            return gzip.decompress(data)
-        if suffix == ".bz2":
-            return bz2.decompress(data)
-    except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError) as e:
+        return _decompress(data, suffix)
+    except (
+        OSError,
+        EOFError,
+        RuntimeError,  # lz4.frame's errors
+        lzma.LZMAError,
+        zlib.error,
+        zstandard.ZstdError,
+        ValueError,
+    ) as e:
         raise MalformedIndexError(f"decompressing {path}: {e}") from None
-    return data
 
 
 def check_index(release: Release, path: str, data: bytes) -> None:
@@ -477,6 +696,12 @@ def load_packages(release: Release, path: str, data: bytes) -> list[PackageEntry
     """Check a Packages file (any variant or by-hash copy) against Release, then parse it."""
     check_index(release, path, data)
     return parse_packages(decompress_index(data, path))
+
+
+def load_sources(release: Release, path: str, data: bytes) -> list[SourceEntry]:
+    """Check a Sources file (any variant or by-hash copy) against Release, then parse it."""
+    check_index(release, path, data)
+    return parse_sources(decompress_index(data, path))
 
 
 # --- package files ---------------------------------------------------------------------------
@@ -566,8 +791,8 @@ _PACKAGE_NAME = re.compile(
 )
 _INDEX_NAME = re.compile(
     r"(In)?Release(\.gpg)?"
-    r"|(Packages|Sources|Index|Components-[^/]+\.yml|icons-[^/]+\.tar)(\.[a-z0-9]+)?"
-    r"|(Translation|Contents|Commands)-[^/]+"
+    r"|(Packages|Sources|Index|MD5SUMS|SHA256SUMS)(\.[a-z0-9]+)?"
+    r"|(Translation|Contents|Commands|Components|icons)-[^/]+"
 )
 _INDEX_DIRS = ("by-hash", "Packages.diff", "Sources.diff", "i18n", "dep11", "cnf")
 
@@ -765,3 +990,27 @@ def verify_detached(release: bytes, signature: bytes, keyring: Path) -> bytes:
         "verifying Release with Release.gpg",
     )
     return release
+
+
+class ReleaseForm(enum.Enum):
+    """How a suite's Release is signed; apt tries InRelease first, then Release + Release.gpg."""
+
+    INRELEASE = "InRelease"  # clearsigned
+    DETACHED = "Release"  # Release beside a detached Release.gpg
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files to fetch, relative to the suite's directory."""
+        return ("InRelease",) if self is ReleaseForm.INRELEASE else ("Release", "Release.gpg")
+
+
+def verify_release(
+    form: ReleaseForm, data: bytes, keyring: Path, signature: bytes | None = None
+) -> bytes:
+    """The signed Release text of either form: `data` is InRelease, or Release with
+    `signature` its Release.gpg. Parse what this returns, never `data` itself."""
+    if form is ReleaseForm.INRELEASE:
+        return verify_inrelease(data, keyring)
+    if signature is None:
+        raise SignatureError("verifying Release: no Release.gpg")
+    return verify_detached(data, signature, keyring)

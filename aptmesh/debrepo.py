@@ -40,8 +40,11 @@ their own to build other repositories (more packages, other sizes).
 from __future__ import annotations
 
 import asyncio
+import bz2
+import enum
 import gzip
 import hashlib
+import io
 import lzma
 import os
 import random
@@ -49,6 +52,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -58,6 +62,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from pathlib import Path
 
+import lz4.frame
+import zstandard
 from aiohttp import web
 
 from aptmesh.debian import (
@@ -66,10 +72,14 @@ from aptmesh.debian import (
     Release,
     by_hash_path,
     decompress_index,
+    dump_deb822,
     dump_packages,
     dump_release,
+    is_flat,
     parse_packages,
     parse_release,
+    suite_dir,
+    suite_path,
 )
 
 SUITE = "stable"
@@ -93,19 +103,52 @@ class PackageSpec:
     architecture: str = ARCHITECTURE
     source: str | None = None  # defaults to `name`
     section: str = "misc"
+    component: str = COMPONENT
+    suites: tuple[str, ...] = ()  # the suites whose indexes list it; empty: every suite
+    fields: tuple[tuple[str, str], ...] = ()  # more Packages fields (Phased-Update-Percentage)
 
     @property
     def source_name(self) -> str:
         return self.source or self.name
 
     @property
-    def filename(self) -> str:
-        """Pool path: the version's epoch is not part of file names."""
-        src = self.source_name
-        initial = src[:4] if src.startswith("lib") else src[0]
+    def deb_name(self) -> str:
+        """The file's basename: the version's epoch is not part of file names."""
         version = self.version.partition(":")[2] or self.version
-        deb = f"{self.name}_{version}_{self.architecture}.deb"
-        return f"pool/{COMPONENT}/{initial}/{src}/{deb}"
+        return f"{self.name}_{version}_{self.architecture}.deb"
+
+    @property
+    def filename(self) -> str:
+        """Pool path (a flat repository keeps its files beside its Packages instead)."""
+        return f"{_pool_dir(self.component, self.source_name)}/{self.deb_name}"
+
+
+def _pool_dir(component: str, source: str) -> str:
+    initial = source[:4] if source.startswith("lib") else source[0]
+    return f"pool/{component}/{initial}/{source}"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A source package to publish in `Sources`: a `.dsc`, an `.orig.tar.gz` holding
+    `orig_size` random (incompressible) bytes, and a small `.debian.tar.xz`, all real
+    (uncompressed) tarballs, so `apt-get source --download-only` and `dpkg-source` take them."""
+
+    name: str
+    version: str  # Debian revision included: `1.0-1`
+    orig_size: int
+    component: str = COMPONENT
+    suites: tuple[str, ...] = ()
+    section: str = "misc"
+
+    @property
+    def upstream_version(self) -> str:
+        version = self.version.partition(":")[2] or self.version
+        return version.rpartition("-")[0] or version
+
+    @property
+    def directory(self) -> str:
+        return _pool_dir(self.component, self.name)
 
 
 DEFAULT_PACKAGES: tuple[PackageSpec, ...] = (
@@ -115,6 +158,159 @@ DEFAULT_PACKAGES: tuple[PackageSpec, ...] = (
     PackageSpec("aptmesh-large", "1:3.1-2", 3 * MiB // 2, section="net"),
     PackageSpec("aptmesh-huge", "0.9-1", 3 * MiB, architecture="all", section="doc"),
 )
+
+
+class Signing(enum.Enum):
+    """Which signed forms of Release a shape publishes."""
+
+    BOTH = "both"  # InRelease, and Release + Release.gpg (Debian's and Ubuntu's archives)
+    INRELEASE = "inrelease"  # InRelease only
+    DETACHED = "detached"  # Release + Release.gpg only (older and many vendor repositories)
+
+
+@dataclass(frozen=True)
+class RepoShape:
+    """The layout of a built repository: every shape apt takes that tests need.
+
+    The default is a Debian mirror's shape: one suite (`stable`, codename
+    `aptmesh-test`) in `dists/`, component `main`, architecture `amd64`
+    (arch-`all` packages listed in `binary-amd64`, as Debian does),
+    `Packages{,.gz,.xz}`, by-hash copies with `Acquire-By-Hash: yes`,
+    `InRelease` and `Release` + `Release.gpg`, `Valid-Until` a week on.
+
+    The fields change one aspect each:
+
+    - `suites`: several suites, each with its own `dists/<suite>/` and Release
+      (Ubuntu: `noble noble-updates noble-security`, one `codename` for all);
+      a suite ending in `/` is a flat repository (`deb URL ./`): Release and
+      Packages in that directory (`./` is the archive root), no components,
+      no Suite or Codename in Release, package files beside Packages.
+    - `components`, `architectures`: what Release lists. With `empty_indexes`
+      False an index with no packages is not written at all though Release
+      lists its component and architecture (vendor repositories); with
+      `arch_all_index` arch-`all` packages are only in `binary-all/Packages`
+      (and `all` joins Architectures), not in every `binary-ARCH`.
+    - `compressions`: which variants of each index are published, from `""`
+      (uncompressed), `.gz`, `.xz`, `.bz2`, `.lzma`, `.zst`, `.lz4`. Release
+      lists these and, always, the uncompressed name (apt looks an index up by
+      it; Debian's mirrors, too, list a plain `Packages` they do not have).
+    - `by_hash` (copies under `by-hash/SHA256/` and `by-hash/MD5Sum/`) and
+      `acquire_by_hash` (Release says `Acquire-By-Hash: yes`) independently.
+    - `signing`: `Signing.BOTH`, `INRELEASE` only, or `DETACHED` only.
+    - `valid_for`: Release's `Valid-Until` after its `Date`; None: no Valid-Until.
+    - `origin`, `label`, `version`: Release's fields (`Ubuntu`, `24.04`...).
+
+    `Sources` indexes (`<component>/source/Sources*`) are written when the
+    repository has source packages (`build_repo(..., sources=...)`).
+    """
+
+    suites: tuple[str, ...] = (SUITE,)
+    codename: str | None = CODENAME
+    components: tuple[str, ...] = (COMPONENT,)
+    architectures: tuple[str, ...] = (ARCHITECTURE,)
+    compressions: tuple[str, ...] = ("", ".gz", ".xz")
+    by_hash: bool = True
+    acquire_by_hash: bool = True
+    signing: Signing = Signing.BOTH
+    valid_for: timedelta | None = timedelta(days=7)
+    empty_indexes: bool = True
+    arch_all_index: bool = False
+    origin: str = "aptmesh"
+    label: str = "aptmesh-test"
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.compressions) - set(_COMPRESSORS)
+        if unknown or not self.compressions:
+            raise ValueError(f"compressions: not among {sorted(_COMPRESSORS)}: {unknown}")
+        if not self.suites:
+            raise ValueError("a repository needs at least one suite")
+
+    @property
+    def flat(self) -> bool:
+        return is_flat(self.suites[0])
+
+
+def _zstd(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor().compress(data)
+
+
+def _lz4(data: bytes) -> bytes:
+    return bytes(lz4.frame.compress(data))
+
+
+_COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "": lambda data: data,
+    ".gz": lambda data: gzip.compress(data, mtime=0),
+    ".xz": lzma.compress,
+    ".bz2": bz2.compress,
+    ".lzma": lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE),
+    ".zst": _zstd,
+    ".lz4": _lz4,
+}
+
+DEBIAN = RepoShape()
+INRELEASE_ONLY = RepoShape(signing=Signing.INRELEASE)
+DETACHED_ONLY = RepoShape(signing=Signing.DETACHED)
+FLAT = RepoShape(suites=("./",), codename=None, components=(), by_hash=False, acquire_by_hash=False)
+# A vendor repository: Release lists contrib and arm64, but only binary-all/Packages exists.
+VENDOR = RepoShape(
+    components=(COMPONENT, "contrib"),
+    architectures=(ARCHITECTURE, "arm64"),
+    arch_all_index=True,
+    empty_indexes=False,
+    by_hash=False,
+    acquire_by_hash=False,
+    compressions=(".gz",),
+    valid_for=None,
+)
+NO_BY_HASH = RepoShape(by_hash=False, acquire_by_hash=False)
+BY_HASH_UNANNOUNCED = RepoShape(by_hash=True, acquire_by_hash=False)
+UBUNTU_SUITES = ("noble", "noble-updates", "noble-security")
+UBUNTU = RepoShape(
+    suites=UBUNTU_SUITES,
+    codename="noble",
+    components=("main", "restricted", "universe", "multiverse"),
+    compressions=("", ".gz", ".xz"),
+    valid_for=None,  # Ubuntu's archive sets no Valid-Until
+    origin="Ubuntu",
+    label="Ubuntu",
+    version="24.04",
+)
+UBUNTU_PACKAGES: tuple[PackageSpec, ...] = (
+    PackageSpec("aptmesh-base", "1.0-0ubuntu1", 20 * KiB, suites=("noble",)),
+    PackageSpec("aptmesh-big", "2.0-0ubuntu1", 3 * MiB // 2, suites=("noble",), section="net"),
+    PackageSpec(
+        "aptmesh-update",
+        "2.1-0ubuntu0.24.04.1",
+        3 * MiB // 2,
+        component="universe",
+        suites=("noble-updates",),
+        fields=(("Phased-Update-Percentage", "10"),),
+    ),
+    PackageSpec(
+        "aptmesh-fix",
+        "1.0-0ubuntu0.1",
+        2 * MiB,
+        suites=("noble-updates", "noble-security"),
+        section="libs",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    """A published source package's file: where it is listed, lives and is served."""
+
+    filename: str  # from the archive root: Directory + name
+    size: int
+    sha256: str
+    path: Path
+    url: str
+
+    @property
+    def swarmed(self) -> bool:
+        return self.size >= SWARM_MIN_SIZE
 
 
 @dataclass(frozen=True)
@@ -228,11 +424,19 @@ def _gpg(home: Path, *args: str, stdin: bytes = b"") -> bytes:
 @dataclass(frozen=True)
 class _Published:
     spec: PackageSpec
+    filename: str  # from the archive root, as Packages' Filename gives it
     size: int
     sha256: str
 
 
-def _build_deb(spec: PackageSpec, dest: Path) -> _Published:
+@dataclass(frozen=True)
+class _PublishedSource:
+    spec: SourceSpec
+    files: tuple[tuple[str, int, str, str], ...]  # (name, size, sha256, md5) in Directory
+
+
+def _build_deb(spec: PackageSpec, root: Path, filename: str) -> _Published:
+    dest = root / filename
     epoch = 1_700_000_000  # fixed timestamps: same spec, same bytes
     with tempfile.TemporaryDirectory(prefix="aptmesh-deb-") as tmp:
         stage = Path(tmp) / "stage"
@@ -265,7 +469,81 @@ def _build_deb(spec: PackageSpec, dest: Path) -> _Published:
                 f"dpkg-deb --build {spec.name}: {proc.stderr.decode(errors='replace')}"
             )
     data = dest.read_bytes()
-    return _Published(spec, len(data), hashlib.sha256(data).hexdigest())
+    return _Published(spec, filename, len(data), hashlib.sha256(data).hexdigest())
+
+
+_TAR_EPOCH = 1_700_000_000
+
+
+def _tarball(members: Mapping[str, bytes]) -> bytes:
+    """An uncompressed tar with fixed metadata: same members, same bytes."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), _TAR_EPOCH, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _build_source(spec: SourceSpec, directory: Path) -> _PublishedSource:
+    """Writes the .dsc, .orig.tar.gz and .debian.tar.xz of `spec` into `directory`."""
+    upstream = spec.upstream_version
+    base = f"{spec.name}-{upstream}"
+    payload = random.Random(f"{spec.name}_{spec.version}_orig").randbytes(spec.orig_size)
+    orig = gzip.compress(_tarball({f"{base}/payload.bin": payload}), compresslevel=1, mtime=0)
+    control = (
+        f"Source: {spec.name}\nSection: {spec.section}\nPriority: optional\n"
+        "Maintainer: aptmesh tests <tests@aptmesh.invalid>\n\n"
+        f"Package: {spec.name}\nArchitecture: all\nDescription: aptmesh test source\n x\n"
+    ).encode()
+    changelog = (
+        f"{spec.name} ({spec.version}) unstable; urgency=medium\n\n  * Test.\n\n"
+        " -- aptmesh tests <tests@aptmesh.invalid>  Tue, 14 Nov 2023 22:13:20 +0000\n"
+    ).encode()
+    debian_tar = lzma.compress(
+        _tarball(
+            {
+                "debian/control": control,
+                "debian/changelog": changelog,
+                "debian/source/format": b"3.0 (quilt)\n",
+            }
+        )
+    )
+    version = spec.version.partition(":")[2] or spec.version
+    parts = {
+        f"{spec.name}_{upstream}.orig.tar.gz": orig,
+        f"{spec.name}_{version}.debian.tar.xz": debian_tar,
+    }
+
+    def listing(entries: Mapping[str, bytes], md5: bool) -> str:
+        return "".join(
+            f"\n {_md5(d) if md5 else hashlib.sha256(d).hexdigest()} {len(d)} {n}"
+            for n, d in entries.items()
+        )
+
+    dsc_fields = [
+        ("Format", "3.0 (quilt)"),
+        ("Source", spec.name),
+        ("Binary", spec.name),
+        ("Architecture", "all"),
+        ("Version", spec.version),
+        ("Maintainer", "aptmesh tests <tests@aptmesh.invalid>"),
+        ("Checksums-Sha256", listing(parts, md5=False)),
+        ("Files", listing(parts, md5=True)),
+    ]
+    dsc = "".join(f"{k}: {v}\n" for k, v in dsc_fields).encode()
+    files = {f"{spec.name}_{version}.dsc": dsc, **parts}
+    for name, data in files.items():
+        _write(directory / name, data)
+    return _PublishedSource(
+        spec,
+        tuple((n, len(d), hashlib.sha256(d).hexdigest(), _md5(d)) for n, d in files.items()),
+    )
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -287,13 +565,33 @@ def _corrupt(data: bytes) -> bytes:
     return data[:mid] + bytes(b ^ 0xFF for b in data[mid : mid + 16]) + data[mid + 16 :]
 
 
+def _recompress(original: bytes, text: bytes) -> bytes:
+    """`text` compressed like `original` (by its magic bytes; plain when it has none)."""
+    magic = {
+        b"\x1f\x8b": ".gz",
+        b"\xfd7zXZ": ".xz",
+        b"BZh": ".bz2",
+        b"\x28\xb5\x2f\xfd": ".zst",
+        b"\x04\x22\x4d\x18": ".lz4",
+    }
+    suffix = next((s for m, s in magic.items() if original.startswith(m)), "")
+    if not suffix and original[:1] == b"\x5d":  # legacy .lzma
+        suffix = ".lzma"
+    return _COMPRESSORS[suffix](text)
+
+
 class DebRepo:
-    """A built repository; served when `server` is running. See the module docstring."""
+    """A built repository; served when `server` is running. See the module docstring.
+
+    The upper-case paths (`INRELEASE`, `PACKAGES`...) are those of the first suite
+    (of the default shape: `dists/stable/...`); `suite_path` gives any suite's.
+    `INRELEASE` and `RELEASE` name the file even where the shape publishes no such file.
+    """
 
     suite = SUITE
-    codename = CODENAME
-    components = (COMPONENT,)
-    architectures = (ARCHITECTURE,)
+    codename: str | None = CODENAME
+    components: tuple[str, ...] = (COMPONENT,)
+    architectures: tuple[str, ...] = (ARCHITECTURE,)
     DISTS = f"dists/{SUITE}"
     INRELEASE = f"dists/{SUITE}/InRelease"
     RELEASE = f"dists/{SUITE}/Release"
@@ -308,6 +606,8 @@ class DebRepo:
         *,
         mutable: bool = True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        shape: RepoShape = DEBIAN,
+        sources: Mapping[str, _PublishedSource] | None = None,
     ) -> None:
         self.root = root
         self.key = key
@@ -315,8 +615,22 @@ class DebRepo:
         self.keyring_asc = key.keyring_asc
         self.mutable = mutable
         self.clock = clock
+        self.shape = shape
         self._published = dict(published)
+        self._sources = dict(sources or {})
+        self._release_text: dict[str, bytes] = {}
         self.server = RepoServer(root, prefix="/debian")
+        first = shape.suites[0]
+        self.suite = first
+        self.suites = shape.suites
+        self.codename = shape.codename
+        self.components = shape.components
+        self.architectures = shape.architectures
+        self.DISTS = suite_dir(first)
+        self.INRELEASE = self.suite_path(first, "InRelease")
+        self.RELEASE = self.suite_path(first, "Release")
+        self.RELEASE_GPG = self.suite_path(first, "Release.gpg")
+        self.PACKAGES = self.suite_path(first, self._index_dir(COMPONENT, ARCHITECTURE))
 
     # --- reading ---
 
@@ -332,9 +646,15 @@ class DebRepo:
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path}"
 
-    def sources_line(self, url: str | None = None) -> str:
+    def suite_path(self, suite: str, name: str) -> str:
+        """`name` (`InRelease`, `main/binary-amd64/Packages.xz`...) of `suite`, from the root."""
+        return suite_path(suite, name)
+
+    def sources_line(self, url: str | None = None, suite: str | None = None) -> str:
         """A one-line-style apt source for this repository (or for `url` standing in for it)."""
-        return f"deb [signed-by={self.keyring}] {url or self.base_url} {SUITE} {COMPONENT}"
+        suite = suite or self.suite
+        components = "" if is_flat(suite) else " " + " ".join(self.components)
+        return f"deb [signed-by={self.keyring}] {url or self.base_url} {suite}{components}"
 
     @property
     def packages(self) -> list[RepoPackage]:
@@ -345,31 +665,145 @@ class DebRepo:
 
     def _package(self, p: _Published) -> RepoPackage:
         s = p.spec
-        url = self.url(s.filename) if self.server.port else ""
+        url = self.url(p.filename) if self.server.port else ""
         return RepoPackage(
             name=s.name,
             version=s.version,
             architecture=s.architecture,
             source=s.source_name,
             section=s.section,
-            filename=s.filename,
+            filename=p.filename,
             size=p.size,
             sha256=p.sha256,
-            path=self.root / s.filename,
+            path=self.root / p.filename,
             url=url,
         )
+
+    def source_files(self, name: str) -> list[RepoFile]:
+        """The files (`.dsc` first) of source package `name`, as its Sources entry lists them."""
+        published = self._sources[name]
+        directory = self._source_dir(published.spec)
+        out = []
+        for file, size, sha256, _ in published.files:
+            filename = f"{directory}/{file}" if directory else file
+            url = self.url(filename) if self.server.port else ""
+            out.append(RepoFile(filename, size, sha256, self.root / filename, url))
+        return out
 
     def read(self, path: str) -> bytes:
         return (self.root / path).read_bytes()
 
-    def release(self) -> Release:
-        return parse_release(self.read(self.RELEASE))
+    def release(self, suite: str | None = None) -> Release:
+        """The Release of `suite` (default: the first), whichever forms the shape signs."""
+        return parse_release(self._release_text[suite or self.suite])
 
     def index_paths(self) -> list[str]:
-        """Every file under dists/ (by-hash copies included), relative to the archive root."""
-        return sorted(
-            str(p.relative_to(self.root)) for p in (self.root / "dists").rglob("*") if p.is_file()
-        )
+        """Every file under the suites' directories (by-hash copies included), from the root."""
+        found: set[str] = set()
+        for suite in self.suites:
+            directory = suite_dir(suite)
+            base = self.root / directory if directory else self.root
+            for p in base.rglob("*"):
+                rel = str(p.relative_to(self.root))
+                if p.is_file() and (directory or not p.name.endswith((".deb", ".dsc", ".tmp"))):
+                    found.add(rel)
+        return sorted(found)
+
+    # --- layout ---
+
+    def _index_dir(self, component: str, architecture: str) -> str:
+        """Packages' path inside a suite's directory (a flat repository has only one)."""
+        if self.shape.flat:
+            return "Packages"
+        return f"{component}/binary-{architecture}/Packages"
+
+    def _deb_filename(self, spec: PackageSpec) -> str:
+        if not self.shape.flat:
+            return spec.filename
+        directory = suite_dir(self.suite)
+        return f"{directory}/{spec.deb_name}" if directory else spec.deb_name
+
+    def _source_dir(self, spec: SourceSpec) -> str:
+        return suite_dir(self.suite) if self.shape.flat else spec.directory
+
+    def _listed(self, spec: PackageSpec | SourceSpec, suite: str, component: str) -> bool:
+        in_suite = not spec.suites or suite in spec.suites
+        return in_suite and (self.shape.flat or spec.component == component)
+
+    def _in_arch(self, spec: PackageSpec, arch: str) -> bool:
+        """Debian lists arch-`all` packages in every binary-ARCH index, unless the shape
+        gives them a binary-all index of their own; a flat index lists every package."""
+        if self.shape.flat or spec.architecture == arch:
+            return True
+        return arch != "all" and spec.architecture == "all" and not self.shape.arch_all_index
+
+    def _binary_entries(self, suite: str, component: str, arch: str) -> list[PackageEntry]:
+        entries = []
+        for p in sorted(self._published.values(), key=lambda p: p.spec.name):
+            s = p.spec
+            if not self._listed(s, suite, component) or not self._in_arch(s, arch):
+                continue
+            extra = [("Source", s.source_name)] if s.source else []
+            extra += [
+                ("Installed-Size", str(s.payload_size // KiB + 1)),
+                ("Maintainer", "aptmesh tests <tests@aptmesh.invalid>"),
+                ("Priority", "optional"),
+                *s.fields,
+                ("Description", f"aptmesh test package {s.name}\n{s.payload_size} random bytes."),
+            ]
+            entries.append(
+                PackageEntry(
+                    package=s.name,
+                    version=s.version,
+                    architecture=s.architecture,
+                    filename=p.filename,
+                    size=p.size,
+                    sha256=p.sha256,
+                    section=s.section,
+                    extra=tuple(extra),
+                )
+            )
+        return entries
+
+    def _sources_text(self, suite: str, component: str) -> str | None:
+        blocks = []
+        for published in sorted(self._sources.values(), key=lambda p: p.spec.name):
+            s = published.spec
+            if not self._listed(s, suite, component):
+                continue
+            fields = [
+                ("Package", s.name),
+                ("Binary", s.name),
+                ("Version", s.version),
+                ("Maintainer", "aptmesh tests <tests@aptmesh.invalid>"),
+                ("Architecture", "all"),
+                ("Format", "3.0 (quilt)"),
+                ("Directory", self._source_dir(s) or "."),
+                ("Priority", "optional"),
+                ("Section", s.section),
+                ("Files", "".join(f"\n{m} {n} {f}" for f, n, _, m in published.files)),
+                ("Checksums-Sha256", "".join(f"\n{h} {n} {f}" for f, n, h, _ in published.files)),
+            ]
+            blocks.append(dump_deb822([dict(fields)]))
+        if not blocks and not (self._sources and self.shape.empty_indexes):
+            return None
+        return "\n".join(blocks)
+
+    def _suite_indexes(self, suite: str) -> dict[str, bytes]:
+        """Uncompressed index text by path inside the suite's directory."""
+        shape = self.shape
+        indexes: dict[str, bytes] = {}
+        arches = [*shape.architectures, *(["all"] if shape.arch_all_index else [])]
+        components = [""] if shape.flat else list(shape.components)
+        for component in components:
+            for arch in arches if not shape.flat else [ARCHITECTURE]:
+                entries = self._binary_entries(suite, component, arch)
+                if entries or shape.empty_indexes:
+                    indexes[self._index_dir(component, arch)] = dump_packages(entries).encode()
+            text = self._sources_text(suite, component)
+            if text is not None:
+                indexes["Sources" if shape.flat else f"{component}/source/Sources"] = text.encode()
+        return indexes
 
     # --- writing ---
 
@@ -379,85 +813,73 @@ class DebRepo:
                 "this repository is shared by the session; use the `debrepo` fixture to change it"
             )
 
-    def resign(
-        self, *, date: datetime | None = None, valid_for: timedelta = timedelta(days=7)
-    ) -> None:
-        """Regenerate Packages, Release, by-hash copies, InRelease and Release.gpg.
+    def resign(self, *, date: datetime | None = None, valid_for: timedelta | None = None) -> None:
+        """Regenerate every suite's indexes, by-hash copies and signed Release files.
 
-        `date` defaults to a minute ago by `clock` (apt refuses dates in its future).
-        A file whose content is unchanged keeps its mtime; a changed one gets a
-        later mtime even within the same second, so conditional requests see it.
+        `date` defaults to a minute ago by `clock` (apt refuses dates in its future);
+        `valid_for` to the shape's. A file whose content is unchanged keeps its
+        mtime; a changed one gets a later mtime even within the same second, so
+        conditional requests see it.
         """
         self._check_mutable()
-        self._write_indexes(
-            date or self.clock().replace(microsecond=0) - timedelta(minutes=1), valid_for
-        )
+        when = date or self.clock().replace(microsecond=0) - timedelta(minutes=1)
+        for suite in self.suites:
+            self._write_suite(suite, when, valid_for or self.shape.valid_for)
 
-    def _write_indexes(self, date: datetime, valid_for: timedelta) -> None:
-        entries = []
-        for p in sorted(self._published.values(), key=lambda p: p.spec.name):
-            s = p.spec
-            extra = [("Source", s.source_name)] if s.source else []
-            extra += [
-                ("Installed-Size", str(s.payload_size // KiB + 1)),
-                ("Maintainer", "aptmesh tests <tests@aptmesh.invalid>"),
-                ("Priority", "optional"),
-                ("Description", f"aptmesh test package {s.name}\n{s.payload_size} random bytes."),
-            ]
-            entry = PackageEntry(
-                package=s.name,
-                version=s.version,
-                architecture=s.architecture,
-                filename=s.filename,
-                size=p.size,
-                sha256=p.sha256,
-                section=s.section,
-                extra=tuple(extra),
-            )
-            entries.append(entry)
-        plain = dump_packages(entries).encode()
-        index_dir = f"{COMPONENT}/binary-{ARCHITECTURE}"
-        variants = {
-            f"{index_dir}/Packages": plain,
-            f"{index_dir}/Packages.gz": gzip.compress(plain, mtime=0),
-            f"{index_dir}/Packages.xz": lzma.compress(plain),
-        }
-        dists = self.root / self.DISTS
+    def _write_suite(self, suite: str, date: datetime, valid_for: timedelta | None) -> None:
+        shape = self.shape
+        variants: dict[str, bytes] = {}
+        listed: dict[str, bytes] = {}
+        for rel, plain in self._suite_indexes(suite).items():
+            for suffix in shape.compressions:
+                variants[rel + suffix] = _COMPRESSORS[suffix](plain)
+            # apt looks an index up by its uncompressed name: archives list it even where
+            # they publish only compressed files (Debian's mirrors have no plain Packages).
+            listed[rel] = plain
+        listed.update(variants)
+        directory = suite_dir(suite)
+        base = self.root / directory if directory else self.root
         for rel, data in variants.items():
-            _write(dists / rel, data)
-            _write(dists / by_hash_path(rel, hashlib.sha256(data).hexdigest()), data)
-            md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-            _write(dists / f"{index_dir}/by-hash/MD5Sum/{md5}", data)
+            _write(base / rel, data)
+            if shape.by_hash:
+                _write(base / by_hash_path(rel, hashlib.sha256(data).hexdigest()), data)
+                index_dir = rel.rpartition("/")[0]
+                md5_dir = f"{index_dir}/by-hash/MD5Sum" if index_dir else "by-hash/MD5Sum"
+                _write(base / md5_dir / _md5(data), data)
         release = Release(
-            origin="aptmesh",
-            label="aptmesh-test",
-            suite=SUITE,
-            codename=CODENAME,
+            origin=shape.origin,
+            label=shape.label,
+            suite=None if shape.flat else suite,
+            version=shape.version,
+            codename=None if shape.flat else shape.codename,
             date=date,
-            valid_until=date + valid_for,
-            acquire_by_hash=True,
-            architectures=(ARCHITECTURE,),
-            components=(COMPONENT,),
+            valid_until=date + valid_for if valid_for else None,
+            acquire_by_hash=shape.acquire_by_hash,
+            architectures=(
+                () if shape.flat else (*shape.architectures, *(["all"] * shape.arch_all_index))
+            ),
+            components=shape.components,
             description="aptmesh test repository",
             files={
-                rel: FileHash(len(d), hashlib.sha256(d).hexdigest()) for rel, d in variants.items()
+                rel: FileHash(len(d), hashlib.sha256(d).hexdigest()) for rel, d in listed.items()
             },
-            md5sum={
-                rel: (len(d), hashlib.md5(d, usedforsecurity=False).hexdigest())
-                for rel, d in variants.items()
-            },
+            md5sum={rel: (len(d), _md5(d)) for rel, d in listed.items()},
         )
-        self._sign(dump_release(release).encode(), self.key)
+        self._sign(suite, dump_release(release).encode(), self.key)
 
-    def _sign(self, text: bytes, key: SigningKey) -> None:
-        _write(self.root / self.RELEASE, text)
-        _write(self.root / self.INRELEASE, key.clearsign(text))
-        _write(self.root / self.RELEASE_GPG, key.detach_sign(text))
+    def _sign(self, suite: str, text: bytes, key: SigningKey) -> None:
+        self._release_text[suite] = text
+        signing = self.shape.signing
+        if signing is not Signing.INRELEASE:
+            _write(self.root / self.suite_path(suite, "Release"), text)
+            _write(self.root / self.suite_path(suite, "Release.gpg"), key.detach_sign(text))
+        if signing is not Signing.DETACHED:
+            _write(self.root / self.suite_path(suite, "InRelease"), key.clearsign(text))
 
     def add_package(self, spec: PackageSpec) -> RepoPackage:
         """Build and publish `spec` (replacing a package of the same name), then re-sign."""
         self._check_mutable()
-        self._published[spec.name] = _build_deb(spec, self.root / spec.filename)
+        self._published[spec.name] = _build_deb(spec, self.root, self._deb_filename(spec))
         self.resign()
         return self.package(spec.name)
 
@@ -467,7 +889,10 @@ class DebRepo:
         gone = self._published.pop(name)
         self.resign()
         if delete_file:
-            (self.root / gone.spec.filename).unlink()
+            (self.root / gone.filename).unlink()
+
+    def _suite_of(self, path: str) -> str:
+        return next((s for s in self.suites if path.startswith(self.suite_path(s, ""))), self.suite)
 
     def tamper(self, path: str) -> None:
         """Make `path` fail its check, leaving alone whatever vouches for it.
@@ -482,19 +907,15 @@ class DebRepo:
         data = self.read(path)
         name = path.rsplit("/", 1)[-1]
         if name == "InRelease":
-            digest = self.release().files[f"{COMPONENT}/binary-{ARCHITECTURE}/Packages"].sha256
+            listed = self.release(self._suite_of(path)).files
+            digest = next(iter(listed.values())).sha256
             assert digest.encode() in data
             data = data.replace(digest.encode(), hashlib.sha256(b"tampered").hexdigest().encode())
         elif name.startswith("Packages") or "/by-hash/" in path:
             text = decompress_index(data, path)
             first = parse_packages(text)[0].sha256
             text = text.replace(first.encode(), hashlib.sha256(b"tampered").hexdigest().encode(), 1)
-            if data.startswith(b"\x1f\x8b"):
-                data = gzip.compress(text, mtime=0)
-            elif data.startswith(b"\xfd7zXZ"):
-                data = lzma.compress(text)
-            else:
-                data = text
+            data = _recompress(data, text)
         else:
             data = _corrupt(data)
         _write(self.root / path, data)
@@ -507,14 +928,25 @@ class DebRepo:
                 Path(tmp) / "home", "stranger <stranger@aptmesh.invalid>"
             )
             try:
-                self._sign(self.read(self.RELEASE), stranger)
+                for suite in self.suites:
+                    self._sign(suite, self._release_text[suite], stranger)
             finally:
                 stranger.close()
 
     def copy(self, dest: Path, *, mutable: bool = True) -> DebRepo:
         """A copy of the archive at `dest` (mtimes kept), sharing the key; not served yet."""
         shutil.copytree(self.root, dest, copy_function=shutil.copy2)
-        return DebRepo(dest, self.key, self._published, mutable=mutable, clock=self.clock)
+        repo = DebRepo(
+            dest,
+            self.key,
+            self._published,
+            mutable=mutable,
+            clock=self.clock,
+            shape=self.shape,
+            sources=self._sources,
+        )
+        repo._release_text = dict(self._release_text)
+        return repo
 
     def close(self) -> None:
         self.server.close()
@@ -527,11 +959,17 @@ def build_repo(
     *,
     mutable: bool = True,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    shape: RepoShape = DEBIAN,
+    sources: Sequence[SourceSpec] = (),
 ) -> DebRepo:
-    """Build and sign a repository at `root` (which becomes the archive root); not served yet."""
+    """Build and sign a repository of `shape` at `root` (the archive root); not served yet."""
     root.mkdir(parents=True, exist_ok=True)
-    published = {s.name: _build_deb(s, root / s.filename) for s in packages}
-    repo = DebRepo(root, key, published, mutable=True, clock=clock)
+    repo = DebRepo(root, key, {}, mutable=True, clock=clock, shape=shape)
+    for spec in packages:
+        repo._published[spec.name] = _build_deb(spec, root, repo._deb_filename(spec))
+    for source in sources:
+        built = _build_source(source, root / repo._source_dir(source))
+        repo._sources[source.name] = built
     repo.resign()
     repo.mutable = mutable
     return repo
@@ -850,7 +1288,21 @@ def apt_env(
 
 
 __all__ = [
+    "BY_HASH_UNANNOUNCED",
+    "DEBIAN",
     "DEFAULT_PACKAGES",
+    "DETACHED_ONLY",
+    "FLAT",
+    "INRELEASE_ONLY",
+    "NO_BY_HASH",
+    "UBUNTU",
+    "UBUNTU_PACKAGES",
+    "UBUNTU_SUITES",
+    "VENDOR",
+    "RepoFile",
+    "RepoShape",
+    "Signing",
+    "SourceSpec",
     "SWARM_MIN_SIZE",
     "AptEnv",
     "DebRepo",

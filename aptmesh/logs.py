@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import structlog
@@ -59,3 +61,46 @@ def configure(service: str, level: str = "info", fmt: LogFormat = "json") -> Non
 
 def get(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+class RateLimitedWarning:
+    """Logs a warning for input an outsider controls, at most `burst` lines per `period` seconds.
+
+    A parser's rejection is the client's fault, so it is a WARNING without a traceback;
+    and since an attacker decides how many there are, lines past the budget are only
+    counted, and the next line that gets through says how many were suppressed.
+    One instance per kind of rejection; one writer (the event loop), no lock.
+    """
+
+    def __init__(
+        self,
+        logger: Any,
+        event: str,
+        *,
+        burst: int = 10,
+        period: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._event = event
+        self._burst = burst
+        self._period = period
+        self._clock = clock
+        self._window_start = -float("inf")
+        self._logged = 0
+        self._suppressed = 0
+
+    def __call__(self, **fields: Any) -> bool:
+        """Logs one rejection (or counts it); True when a line was written."""
+        now = self._clock()
+        if now - self._window_start >= self._period:
+            self._window_start, self._logged = now, 0
+        if self._logged >= self._burst:
+            self._suppressed += 1
+            return False
+        self._logged += 1
+        if self._suppressed:
+            fields["suppressed"] = self._suppressed
+            self._suppressed = 0
+        self._logger.warning(self._event, **fields)
+        return True

@@ -79,8 +79,9 @@ class SwarmSettings:
     utp: bool = False  # uTP is 15x slower than TCP here (reference notes); off by default
     upload_rate_limit: int = 0  # bytes per second, 0 = unlimited
     connections_limit: int = 500
-    # The uplink in bytes per second (0: unknown). A seeder that knows it (or has an
-    # upload_rate_limit) adapts its request-queue depth to it (`request_queue_depth`).
+    # The uplink in bytes per second that the request-queue control aims at (0: no control).
+    # A seeder is given it (`aptmesh.uplink.known_uplink` of its capacity and rate limit) and
+    # adapts its request-queue depth to it (`request_queue_depth`); an edge is not.
     upload_capacity: int = 0
     # "seeder" and "edge" get the throughput tuning of the reference notes;
     # "plain" is stock libtorrent, the benchmark's baseline.
@@ -124,15 +125,6 @@ SATURATED = 0.85  # payload upload at this fraction of the capacity counts as a 
 QUEUE_EVERY = 0.25  # seconds between looks at the upload rate
 QUEUE_DEEPEN_AFTER = 4  # looks in a row with room to spare before the depth goes to QUEUE_MAX
 QUEUE_SHALLOW_AFTER = 2  # looks in a row with a full link before it goes back to QUEUE_MIN
-
-
-def upload_capacity(settings: SwarmSettings) -> int:
-    """The uplink the request-queue control aims at: the configured capacity, else the rate
-    limit (the link a limited session can fill); 0 means unknown (no control)."""
-    if settings.role != "seeder":
-        return 0
-    limits = [v for v in (settings.upload_capacity, settings.upload_rate_limit) if v > 0]
-    return min(limits) if limits else 0
 
 
 @dataclass(frozen=True)
@@ -346,9 +338,22 @@ def session_settings(settings: SwarmSettings, peer_id: str = "") -> dict[str, An
         pack["close_redundant_connections"] = False
     if not settings.public:
         pack["dht_bootstrap_nodes"] = ""
-    if upload_capacity(settings):
+    if settings.upload_capacity:
         pack["max_allowed_in_request_queue"] = QUEUE_MIN  # then `request_queue_depth`
     return pack
+
+
+def ip_filter(networks: Sequence[str]) -> Any:
+    """An lt.ip_filter that blocks every address but those in `networks` (CIDR)."""
+    import ipaddress
+
+    rules = lt.ip_filter()
+    rules.add_rule("0.0.0.0", "255.255.255.255", 1)
+    rules.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1)
+    for text in networks:
+        network = ipaddress.ip_network(text, strict=False)
+        rules.add_rule(str(network[0]), str(network[-1]), 0)
+    return rules
 
 
 def _hex(info_hashes: Any) -> str:
@@ -585,7 +590,7 @@ class Swarm:
         )
         self.site_depth = 0  # set by `know_site`; while set, it replaces `request_queue_depth`
         self._queue_task: asyncio.Task[None] | None = None
-        capacity = upload_capacity(settings)
+        capacity = settings.upload_capacity
         if capacity:
             self._queue_task = self._loop.create_task(self._control_queue(capacity))
 
@@ -610,7 +615,7 @@ class Swarm:
         """Tells an adaptive seeder the uplinks of the site's live edges (the registry's); from
         then on its request-queue depth is `site_queue_depth` of them, not learned from its
         own upload. Returns the depth (0: the site cannot tell; the seeder adapts as before)."""
-        capacity = upload_capacity(self.settings)
+        capacity = self.settings.upload_capacity
         self.site_depth = site_queue_depth(capacity, edge_uplinks) if capacity else 0
         if self.site_depth:
             self._set_queue(QueueControl(self.site_depth))
@@ -661,7 +666,7 @@ class Swarm:
             torrent._notify()
         elif isinstance(alert, lt.hash_failed_alert):
             torrent.hash_failures += 1
-            log.warning("swarm.hash_failed", torrent=torrent.handle.name(), piece=alert.piece_index)
+            log.warning("piece_hash_failed", torrent=torrent.handle.name(), piece=alert.piece_index)
         elif isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
             torrent._failed(alert.message())
         elif torrent._resume is None or torrent._resume.done():
@@ -771,6 +776,10 @@ class Swarm:
     def connect_peer(self, torrent: SwarmTorrent, host: str, port: int) -> None:
         """Adds a peer directly (benchmarks and tests of peer behaviour only)."""
         torrent.handle.connect_peer((host, port))
+
+    def allow_only(self, networks: Sequence[str]) -> None:
+        """Talk only to peers in these CIDR ranges (a lab peer's LAN); libtorrent's IP filter."""
+        self._session.set_ip_filter(ip_filter(networks))
 
     def apply(self, **changes: Any) -> None:
         """Changes session settings at run time (rate limits, benchmark tuning)."""

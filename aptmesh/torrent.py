@@ -54,6 +54,9 @@ class Torrent:
     info_hash_v2: str  # hex SHA-256 of the bencoded info dictionary
     pieces_root: bytes
     metainfo: bytes = field(repr=False)  # the bencoded torrent: info + piece layers
+    # The v1 SHA-1 of each piece, concatenated (20 bytes a piece): what bytes from elsewhere
+    # (an HTTP fallback) are checked against piece by piece.
+    v1_pieces: bytes = field(default=b"", repr=False)
 
     @property
     def info_hash_v2_truncated(self) -> str:
@@ -159,6 +162,7 @@ def hash_stream(stream: BinaryIO, name: str, size: int) -> HashedFile:
         info_hash_v2=hashlib.sha256(info_bytes).hexdigest(),
         pieces_root=pieces_root,
         metainfo=bencode.encode(meta),
+        v1_pieces=b"".join(v1_pieces),
     )
     return HashedFile(torrent, whole.hexdigest())
 
@@ -187,10 +191,12 @@ def parse_torrent(metainfo: bytes) -> Torrent:
     name, size, plen = info.get(b"name"), info.get(b"length"), info.get(b"piece length")
     if not isinstance(name, bytes) or not isinstance(size, int) or not isinstance(plen, int):
         raise TorrentError("torrent is not a single-file v1 torrent (name, length, piece length)")
+    if size < 0 or plen < 16 * 1024 or plen & (plen - 1):
+        raise TorrentError("torrent's length is negative or its piece length is not a power of 2")
     if info.get(b"meta version") != 2 or not isinstance(info.get(b"file tree"), dict):
         raise TorrentError("torrent is not hybrid: it has no v2 part (meta version, file tree)")
     pieces = info.get(b"pieces")
-    if not isinstance(pieces, bytes) or len(pieces) != 20 * math.ceil(size / plen):
+    if not isinstance(pieces, bytes) or len(pieces) != 20 * -(-size // plen):
         raise TorrentError("torrent's v1 pieces do not match its length and piece length")
     tree = info[b"file tree"]
     assert isinstance(tree, dict)
@@ -204,7 +210,7 @@ def parse_torrent(metainfo: bytes) -> Torrent:
     if size > plen:
         layers = meta.get(b"piece layers")
         layer = layers.get(root) if isinstance(layers, dict) else None
-        if not isinstance(layer, bytes) or len(layer) != 32 * math.ceil(size / plen):
+        if not isinstance(layer, bytes) or len(layer) != 32 * -(-size // plen):
             raise TorrentError("torrent's piece layers are missing or the wrong length")
     extra = set(info) - {
         b"file tree",
@@ -229,4 +235,5 @@ def parse_torrent(metainfo: bytes) -> Torrent:
         info_hash_v2=hashlib.sha256(info_bytes).hexdigest(),
         pieces_root=root,
         metainfo=metainfo,
+        v1_pieces=pieces,
     )

@@ -18,4 +18,9 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-pytest_plugins = ["tests.fixtures.debrepo", "tests.fixtures.tracker", "tests.fixtures.disks"]
+pytest_plugins = [
+    "tests.fixtures.debrepo",
+    "tests.fixtures.tracker",
+    "tests.fixtures.disks",
+    "tests.fixtures.datastores",
+]

@@ -30,10 +30,11 @@ PACKAGES = {
     "aptmesh_tracker": "services/tracker/aptmesh_tracker",
     "aptmesh_seeder": "services/seeder/aptmesh_seeder",
     "aptmesh_edge": "services/edge/aptmesh_edge",
+    "aptmesh_peer": "services/peer/aptmesh_peer",
     "aptmesh_apt_method": "clients/apt/aptmesh_apt_method",
     "aptmesh_cli": "cli/aptmesh_cli",
 }
-SERVICES = ("aptmesh_tracker", "aptmesh_seeder", "aptmesh_edge")
+SERVICES = ("aptmesh_tracker", "aptmesh_seeder", "aptmesh_edge", "aptmesh_peer")
 # What one service may use of another.
 SHARED = ("aptmesh_tracker.client", "aptmesh_tracker.records")
 # The standard library of the oldest Python the apt method supports.

@@ -14,6 +14,10 @@ SUBCOMMANDS = {
     "tracker": ("aptmesh_tracker.main", "package index, BitTorrent tracker and edge registry"),
     "seeder": ("aptmesh_seeder.main", "seed box: watch repositories and seed their packages"),
     "edge": ("aptmesh_edge.main", "apt-facing cache that fetches large packages from the swarm"),
+    "peer": (
+        "aptmesh_cli.peer",
+        "this machine's peer: apt on loopback, sharing within the user's limits",
+    ),
     "up": ("aptmesh_cli.up", "run a whole mesh (tracker, seeder, edge) on this machine"),
     "status": ("aptmesh_cli.status", "the whole mesh in one screen, from the tracker"),
     "install-apt-method": (

@@ -5,6 +5,9 @@ own composition root exactly as `aptmesh tracker|seeder|edge` build them, on
 loopback with free ports, SQLite and the data directory, sharing a publish
 token made at start. What they bound is written to `DIR/endpoints.json`
 (atomically) for scripts and tests; the apt lines a user needs are printed.
+The control calls (edge Pin, Unpin, Prefetch; seeder SyncNow) need an admin
+token, also made at start, which only this user can read: `DIR/admin-token`
+(its path is `admin_token_file` in endpoints.json).
 Without `--upstream`, the Debian mirror and keyring this machine's apt uses
 are read from its apt sources at run time.
 """
@@ -21,12 +24,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aptmesh import aptsources, config, lifecycle, logs
 from aptmesh.config import ConfigError, option, require
 from aptmesh.files import write_atomic
 from aptmesh.logs import LogFormat, LogLevel
+
+if TYPE_CHECKING:
+    from aptmesh_seeder.sync import SyncResult
 
 log = logs.get(__name__)
 
@@ -127,7 +134,7 @@ def apt_lines(p: Plan, edge_http: str, components: Sequence[str]) -> list[str]:
 
 async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
     # Imported here: `aptmesh up --help` stays fast and light.
-    from aptmesh_edge.app import Edge
+    from aptmesh_edge import app as edge_app
     from aptmesh_edge.config import EdgeConfig
     from aptmesh_seeder import app as seeder_app
     from aptmesh_seeder.config import SeederConfig
@@ -137,6 +144,12 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
     data = cfg.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
+    admin_token = secrets.token_hex(16)
+    admin_token_file = data / "admin-token"
+    admin_token_file.unlink(missing_ok=True)
+    fd = os.open(admin_token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(admin_token + "\n")
     bind = f"{cfg.host}:0"
     tracker = await tracker_app.start(
         TrackerConfig(
@@ -164,6 +177,7 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
                 tracker_grpc=tracker.grpc_target,
                 tracker_announce=(tracker.announce_url,),
                 publish_token=token,
+                admin_token=admin_token,
                 grpc_bind=bind,
                 http_host=cfg.host,
                 http_port=0,
@@ -173,7 +187,7 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
                 log_format=cfg.log_format,
             )
         )
-        edge = Edge(
+        edge = await edge_app.start(
             EdgeConfig(
                 http_host=cfg.host,
                 http_port=0,
@@ -186,19 +200,20 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
                 tracker_grpc=tracker.grpc_target,
                 tracker_announce=tracker.announce_url,
                 publish_token=token,
+                admin_token=admin_token,
                 zone="local",
                 listen_port=0,
                 log_level=cfg.log_level,
                 log_format=cfg.log_format,
             )
         )
-        await edge.start()
         endpoints = {
             "tracker_announce": tracker.announce_url,
             "tracker_grpc": tracker.grpc_target,
             "seeder_grpc": seeder.grpc_target,
             "edge_http": edge.http_url,
             "edge_grpc": edge.grpc_target,
+            "admin_token_file": str(admin_token_file),
             "metrics": {
                 "tracker": f"{tracker.http_url}/metrics",
                 "seeder": f"{seeder.http_url}/metrics",
@@ -209,9 +224,15 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
             "keyring": str(p.keyring),
             "pid": os.getpid(),
         }
+        results: asyncio.Queue[list[SyncResult]] = asyncio.Queue()
+        seeder.watchers.append(results.put_nowait)
         write_atomic(data / "endpoints.json", (json.dumps(endpoints, indent=2) + "\n").encode())
         print_banner(p, edge.http_url, data, cfg.components)
-        await stop.wait()
+        reporter = asyncio.create_task(report_syncs(results))
+        try:
+            await stop.wait()
+        finally:
+            reporter.cancel()
         print("aptmesh up: stopping", file=sys.stderr, flush=True)
     finally:
         (data / "endpoints.json").unlink(missing_ok=True)
@@ -222,10 +243,46 @@ async def run(cfg: UpConfig, p: Plan, stop: asyncio.Event) -> None:
         await tracker.stop()
 
 
+async def report_syncs(results: asyncio.Queue[list[SyncResult]]) -> None:
+    """Prints the first sync's outcome of each repository, then every change between
+    working and failing: the mesh being up says nothing about what it seeds."""
+    last: dict[str, bool] = {}
+    while True:
+        for line in sync_report(await results.get(), last):
+            print(line, flush=True)
+
+
+def sync_report(results: Sequence[SyncResult], last: dict[str, bool]) -> list[str]:
+    """Lines for the outcomes that changed since `last` (repository -> ok; updated)."""
+    lines = []
+    for result in results:
+        name = result.repository
+        if last.get(name) == result.ok:
+            continue
+        last[name] = result.ok
+        if not result.ok:
+            lines += [
+                f"aptmesh up: the seeder's sync of {name} FAILED ({result.kind}): {result.error}",
+                "  nothing of it is seeded: its packages come from the upstream through the edge;"
+                " the seeder tries again on its own",
+            ]
+        elif result.plan is not None:
+            selected = result.plan.selected
+            size = sum(c.size for c in selected) / (1 << 20)
+            lines.append(
+                f"aptmesh up: the seeder synced {name}: seeding {len(selected)} package files "
+                f"({size:.1f} MiB) of {result.plan.considered} in its indexes"
+            )
+        else:
+            lines.append(f"aptmesh up: the seeder synced {name}: unchanged since its last sync")
+    return lines
+
+
 def print_banner(p: Plan, edge_http: str, data: Path, components: Sequence[str]) -> None:
     method = Path(sys.executable).with_name("aptmesh-apt-method")
     lines = [
-        "aptmesh is up: tracker, seeder and edge on this machine.",
+        "aptmesh is up: tracker, seeder and edge on this machine; the seeder's first sync is"
+        " running (its outcome is printed when it ends).",
         f"  endpoints: {data / 'endpoints.json'}",
         "",
         "apt through the mesh (mesh+http method):",

@@ -1,8 +1,11 @@
 """Writes the Prometheus Operator's PrometheusRule from aptmesh.rules.yaml.
 
 The rule file is the one source: promtool checks and tests it as it is, and
-the PrometheusRule wraps the same groups in its `spec`. `--check` exits 1 if
-the committed PrometheusRule is not what this would write (CI runs it).
+the PrometheusRule wraps the same groups in its `spec`. The fallback reasons
+an alert leaves out (`reason!~"..."`) are written into the rule file from
+`aptmesh_edge.decisions.FallbackReason.by_design`, so a new reason needs no
+edit here. `--check` exits 1 if the committed files are not what this would
+write (CI runs it).
 
     python deploy/alerts/generate.py [--check]
 """
@@ -10,11 +13,14 @@ the committed PrometheusRule is not what this would write (CI runs it).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from aptmesh_edge.decisions import FallbackReason
 
 HERE = Path(__file__).resolve().parent
 RULES = HERE / "aptmesh.rules.yaml"
@@ -52,8 +58,17 @@ def prometheus_rule(rules: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def render() -> str:
-    rules = yaml.safe_load(RULES.read_text())
+_NOT_FAILURES = re.compile(r'(aptmesh_edge_upstream_fallbacks_total\{reason!~)"[^"]*"')
+
+
+def rules_text() -> str:
+    """The rule file with the by-design fallback reasons from the enum."""
+    by_design = "|".join(sorted(r.value for r in FallbackReason if r.by_design))
+    return _NOT_FAILURES.sub(lambda m: f'{m[1]}"{by_design}"', RULES.read_text())
+
+
+def render(rules_source: str) -> str:
+    rules = yaml.safe_load(rules_source)
     body = yaml.dump(prometheus_rule(rules), Dumper=_Dumper, sort_keys=False, width=1000)
     return HEADER + body
 
@@ -62,12 +77,15 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the output is stale")
     args = parser.parse_args(argv)
-    text = render()
+    source = rules_text()
+    text = render(source)
     if args.check:
-        if not OUTPUT.exists() or OUTPUT.read_text() != text:
-            print(f"{OUTPUT} is stale: run python deploy/alerts/generate.py", file=sys.stderr)
-            return 1
+        for path, want in ((RULES, source), (OUTPUT, text)):
+            if not path.exists() or path.read_text() != want:
+                print(f"{path} is stale: run python deploy/alerts/generate.py", file=sys.stderr)
+                return 1
         return 0
+    RULES.write_text(source)
     OUTPUT.write_text(text)
     print(f"wrote {OUTPUT.relative_to(HERE.parents[1])}")
     return 0

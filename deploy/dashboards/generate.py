@@ -39,6 +39,8 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableSort,
 )
 
+from aptmesh_edge.decisions import Outcome, SourceKind
+
 HERE = Path(__file__).resolve().parent
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 RATE = "$__rate_interval"
@@ -250,11 +252,11 @@ def overview() -> dash.Dashboard:
     served = "aptmesh_edge_served_bytes_total"
     requests = "aptmesh_edge_requests_total"
     offload = (
-        f'1 - sum(rate({served}{{{SEL},source="upstream"}}[@window])) '
+        f'1 - sum(rate({served}{{{SEL},source="{SourceKind.UPSTREAM.value}"}}[@window])) '
         f"/ sum(rate({served}{{{SEL}}}[@window]))"
     )
     hit_ratio = (
-        f'sum(rate({requests}{{{SEL},cache="hit"}}[@window])) '
+        f'sum(rate({requests}{{{SEL},cache="{Outcome.HIT.value}"}}[@window])) '
         f"/ sum(rate({requests}{{{SEL}}}[@window]))"
     )
     d = base(
@@ -456,6 +458,24 @@ def tracker() -> dash.Dashboard:
                     "expired per minute",
                 ),
             ],
+        ),
+        graph(
+            "Peer flood: announces not stored",
+            "Announces answered but not stored because a peer bound was reached, per second, "
+            "by bound (address_swarm, address, swarm, total). Anything here for long is a "
+            "flood or a bound set too low for a real swarm.",
+            [
+                Query(
+                    f"sum by (limit) "
+                    f"(rate(aptmesh_tracker_refused_peers_total{{{SEL}}}[{RATE}])) > 0",
+                    "{{limit}}",
+                ),
+                Query(
+                    f'max(aptmesh_tracker_peer_limit{{limit="total",{SEL}}})',
+                    "total bound (peers)",
+                ),
+            ],
+            "reqps",
         ),
         graph(
             "Index and registry",

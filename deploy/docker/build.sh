@@ -14,7 +14,13 @@
 #      --build-arg BASE_IMAGE=aptmesh-base:local and --pull=false.
 #
 # Usage: deploy/docker/build.sh            (as root; `make images` runs it)
+#        deploy/docker/build.sh wheels     (step 4 only, any user: the wheels the
+#                                           aptmesh-peer Debian package installs)
+#        deploy/docker/build.sh base       (steps 1-3 only: the base image the
+#                                           package tests install the .debs in)
 # Environment: PYTHON (default .venv/bin/python), APTMESH_REBUILD_BASE=1,
+#              APTMESH_WHEELS_DIR (default
+#              dist/wheels), APTMESH_BUILD_DIR (default build/docker),
 #              DOCKERD_TIMEOUT (seconds, default 60).
 set -euo pipefail
 
@@ -26,14 +32,16 @@ BASE_IMAGE=aptmesh-base:local
 SERVICES=(tracker seeder edge)
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 UV=${UV:-$ROOT/.venv/bin/uv}
-WORK=$ROOT/build/docker
-WHEELS=$ROOT/dist/wheels
+WORK=${APTMESH_BUILD_DIR:-$ROOT/build/docker}
+WHEELS=${APTMESH_WHEELS_DIR:-$ROOT/dist/wheels}
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' aptmesh/__init__.py)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and starts dockerd)"
+MODE=${1:-images}
+case $MODE in images | wheels | base) ;; *) die "unknown mode $MODE (images, wheels or base)" ;; esac
+[ "$MODE" = wheels ] || [ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and starts dockerd)"
 [ -n "$VERSION" ] || die "cannot read __version__ from aptmesh/__init__.py"
 [ -x "$PYTHON" ] || die "$PYTHON not found: run 'make venv' first"
 mkdir -p "$WORK"
@@ -160,9 +168,16 @@ build_images() {
     docker image ls --filter 'reference=aptmesh-*' >&2
 }
 
+if [ "$MODE" = wheels ]; then
+    build_wheels
+    exit 0
+fi
 install_missing docker.io debootstrap
 start_dockerd
 build_base
+if [ "$MODE" = base ]; then
+    exit 0
+fi
 build_wheels
 build_images
 say "done: ${SERVICES[*]/#/aptmesh-} tagged $VERSION"

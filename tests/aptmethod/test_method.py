@@ -15,6 +15,7 @@ from aptmesh_apt_method.message import Message, make, parse
 from aptmesh_apt_method.method import Method
 
 URI = "mesh+http://deb.example.org/debian/pool/main/a/a%2bb%7e1_all.deb"
+REDIRECT = "Acquire::mesh::Delivery=redirect"  # these tests read the 103 the edge gets
 
 
 class Resolver:
@@ -52,7 +53,7 @@ def test_capabilities() -> None:
 
 def test_redirect_to_nearest_edge_with_alternates() -> None:
     method = Method("mesh+http", Resolver(["http://e1:3142", "http://e2:3142"]))
-    assert configure(method, "Acquire::mesh::Edges=e1:3142") == []
+    assert configure(method, "Acquire::mesh::Edges=e1:3142", REDIRECT) == []
     [reply] = acquire(method)
     assert reply.encode().decode() == (
         "103 Redirect\n"
@@ -102,6 +103,7 @@ def test_a_failing_resolver_means_the_mirror() -> None:
 
 def test_unsupported_uri_fails_that_item_only() -> None:
     method = Method("mesh+http", Resolver(["http://e1"]))
+    configure(method, REDIRECT)
     [reply] = acquire(method, "mesh+ftp://deb.example.org/x")
     assert (reply.code, reply.get("URI"), reply.get("FailReason")) == (
         400,
@@ -128,9 +130,10 @@ def test_bad_settings_become_apt_warnings() -> None:
 def test_debug_goes_to_stderr_and_101_log_only_when_asked() -> None:
     errors: list[str] = []
     method = Method("mesh+http", Resolver(["http://e1"]), stderr=errors.append)
+    configure(method, REDIRECT)
     assert [m.code for m in acquire(method)] == [103]
     assert errors == []
-    logs = configure(method, "Debug::Acquire::mesh=true")
+    logs = configure(method, "Debug::Acquire::mesh=true", REDIRECT)
     replies = acquire(method)
     assert [m.code for m in logs] == [101]
     assert [m.code for m in replies] == [101, 101, 103]
@@ -139,6 +142,7 @@ def test_debug_goes_to_stderr_and_101_log_only_when_asked() -> None:
 
 def test_uri_carrying_a_newline_yields_single_line_fields() -> None:
     method = Method("mesh+http", Resolver(["http://e1"]))
+    configure(method, REDIRECT)
     [incoming] = parse("600 URI Acquire\nURI: mesh+http://h/a.deb\n 201 URI Done\n\n")
     [reply] = method.handle(incoming)
     assert reply.get("URI") == "mesh+http://h/a.deb201 URI Done"

@@ -8,7 +8,16 @@ from typing import Literal
 
 import pytest
 
-from aptmesh.config import ConfigError, build, load, option, parse_size, render, require
+from aptmesh.config import (
+    ConfigError,
+    build,
+    load,
+    mask_url_password,
+    option,
+    parse_size,
+    render,
+    require,
+)
 
 
 @dataclass(frozen=True)
@@ -76,3 +85,24 @@ def test_print_config_masks_secrets(capsys: pytest.CaptureFixture[str]) -> None:
     assert "APTMESH_DEMO_TOKEN=***" in out and "s3cret" not in out
     assert "APTMESH_DEMO_PORT=3142" in out
     assert render(DemoConfig(), "demo").count("\n") == 7
+
+
+@dataclass(frozen=True)
+class UrlConfig:
+    store: str = option("", "database URL", mask=mask_url_password)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://u:p%40ss@db:5432/x?sslmode=require",
+            "postgresql://u:***@db:5432/x?sslmode=require",
+        ),
+        ("redis://:hunter2@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("postgresql://u@db/x", "postgresql://u@db/x"),
+        ("", ""),
+    ],
+)
+def test_print_config_masks_a_url_password_only(url: str, shown: str) -> None:
+    assert render(UrlConfig(url), "demo") == f"APTMESH_DEMO_STORE={shown}\n"

@@ -40,9 +40,9 @@ from aptmesh.swarm import (
     seed_bound,
     session_settings,
     site_queue_depth,
-    upload_capacity,
 )
 from aptmesh.torrent import HashedFile, make_torrent
+from aptmesh.uplink import known_uplink
 
 LOOPBACK = SwarmSettings(listen_host="127.0.0.1", listen_port=0, role="edge")
 
@@ -70,15 +70,15 @@ def test_no_role_suggests_read_cache_pieces() -> None:
 
 
 def test_a_seeder_that_knows_its_uplink_starts_shallow() -> None:
-    """Known capacity (or a rate limit): peers may queue QUEUE_MIN blocks at first; unknown,
-    or not a seeder: libtorrent's deep default, no control."""
-    known = SwarmSettings(role="seeder", upload_capacity=10_000_000)
-    assert upload_capacity(known) == 10_000_000
+    """Known capacity (or a rate limit, the lower of both): peers may queue QUEUE_MIN blocks at
+    first; unknown, or not given (an edge): libtorrent's deep default, no control."""
+    assert known_uplink(10_000_000, 0) == 10_000_000
+    assert known_uplink(10_000_000, 5_000_000) == 5_000_000
+    assert known_uplink(0, 5_000_000) == 5_000_000
+    assert known_uplink(0, 0) == 0
+    known = SwarmSettings(role="seeder", upload_capacity=known_uplink(10_000_000, 0))
     assert session_settings(known)["max_allowed_in_request_queue"] == QUEUE_MIN
-    limited = SwarmSettings(role="seeder", upload_rate_limit=5_000_000, upload_capacity=10_000_000)
-    assert upload_capacity(limited) == 5_000_000
-    for unknown in (SwarmSettings(role="seeder"), SwarmSettings(role="edge", upload_capacity=1)):
-        assert upload_capacity(unknown) == 0
+    for unknown in (SwarmSettings(role="seeder"), SwarmSettings(role="edge")):
         assert session_settings(unknown)["max_allowed_in_request_queue"] == QUEUE_MAX
 
 
@@ -519,3 +519,11 @@ def test_edges_keep_connections_that_look_redundant_for_a_moment() -> None:
     connections then would drop the seeds and edges it needs a moment later."""
     assert session_settings(SwarmSettings(role="edge"))["close_redundant_connections"] is False
     assert session_settings(SwarmSettings(role="seeder"))["close_redundant_connections"] is True
+
+
+def test_a_lab_filter_lets_only_its_ranges_through() -> None:
+    from aptmesh.swarm import ip_filter
+
+    rules = ip_filter(["10.0.0.0/8", "fd00::/8"])
+    assert rules.access("10.2.3.4") == 0 and rules.access("fd00::1") == 0
+    assert rules.access("203.0.113.9") == 1 and rules.access("2001:db8::1") == 1

@@ -18,8 +18,8 @@ from aptmesh.swarm import SwarmStats
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_seeder.metrics import SeederMetrics
 from aptmesh_tracker.metrics import TrackerMetrics
-from aptmesh_tracker.peerstore import PeerStore
-from aptmesh_tracker.store import MemoryStore
+from aptmesh_tracker.peerstore import MemoryPeerStore
+from aptmesh_tracker.stores import memory_stores
 
 # Series Prometheus itself adds to every scrape target.
 SCRAPE_SERIES = frozenset(
@@ -41,7 +41,7 @@ def registries() -> dict[str, CollectorRegistry]:
     """One registry per service, filled the way the service fills it."""
     zero = SwarmStats(0, 0, 0, 0, 0, 0)
     tracker = new_registry("tracker")
-    TrackerMetrics(tracker, PeerStore(2700, lambda: 0.0), MemoryStore())
+    TrackerMetrics(tracker, MemoryPeerStore(2700, lambda: 0.0), memory_stores())
     GrpcServerMetrics(tracker)
     seeder = new_registry("seeder")
     SeederMetrics(seeder, ["debian"], lambda: zero)

@@ -69,7 +69,7 @@ def mesh(repo: DebRepo, tmp: Path) -> Iterator[tuple[str, str]]:
     ]
     with running("tracker", tracker_argv, tmp / "tracker") as tracker:
         event = wait_for(
-            lambda: started(tracker, "tracker started"), "the tracker", procs=[tracker]
+            lambda: started(tracker, "tracker_started"), "the tracker", procs=[tracker]
         )
         grpc, announce = event["grpc_target"], event["announce_url"]
         metrics = announce.removesuffix("/announce") + "/metrics"

@@ -9,10 +9,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from aptmesh.debrepo import DebRepo
-from aptmesh_edge.app import Edge
+from aptmesh_edge.app import RunningEdge, start
 from aptmesh_edge.config import EdgeConfig
 
 HOST = "deb.example.org"
@@ -39,17 +40,16 @@ def edge_config(repo: DebRepo, cache_dir: Path, **changes: Any) -> EdgeConfig:
     return replace(config, **changes)
 
 
-EdgeFactory = Callable[..., Awaitable[Edge]]
+EdgeFactory = Callable[..., Awaitable[RunningEdge]]
 
 
 @pytest.fixture
 async def make_edge(debrepo: DebRepo, tmp_path: Path) -> AsyncIterator[EdgeFactory]:
-    edges: list[Edge] = []
+    edges: list[RunningEdge] = []
 
-    async def factory(**changes: Any) -> Edge:
+    async def factory(**changes: Any) -> RunningEdge:
         cache_dir = changes.pop("cache_dir", tmp_path / f"edge{len(edges)}")
-        edge = Edge(edge_config(debrepo, cache_dir, **changes))
-        await edge.start()
+        edge = await start(edge_config(debrepo, cache_dir, **changes))
         edges.append(edge)
         return edge
 
@@ -63,7 +63,7 @@ async def make_edge(debrepo: DebRepo, tmp_path: Path) -> AsyncIterator[EdgeFacto
 
 
 @pytest.fixture
-async def edge(make_edge: EdgeFactory) -> Edge:
+async def edge(make_edge: EdgeFactory) -> RunningEdge:
     return await make_edge()
 
 
@@ -73,7 +73,7 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def prefix_url(edge: Edge, path: str) -> str:
+def prefix_url(edge: RunningEdge, path: str) -> str:
     """Path-prefix form: http://EDGE/deb.example.org/debian/<path>."""
     return f"{edge.http_url}/{HOST}/debian/{path}"
 
@@ -86,7 +86,7 @@ async def get(
         return resp.status, body, dict(resp.headers)
 
 
-async def fetch_indexes(client: aiohttp.ClientSession, edge: Edge, repo: DebRepo) -> None:
+async def fetch_indexes(client: aiohttp.ClientSession, edge: RunningEdge, repo: DebRepo) -> None:
     """What `apt-get update` does first: InRelease, then Packages (by-hash, as apt would)."""
     for path in (repo.INRELEASE, repo.PACKAGES + ".xz"):
         status, body, _ = await get(client, prefix_url(edge, path))
@@ -94,13 +94,13 @@ async def fetch_indexes(client: aiohttp.ClientSession, edge: Edge, repo: DebRepo
         assert body == repo.read(path)
 
 
-def metric(edge: Edge, name: str, **labels: str) -> float:
+def metric(edge: RunningEdge, name: str, **labels: str) -> float:
     """The current value of one sample of the edge's registry (0 if absent)."""
     value = edge.metrics.registry.get_sample_value(name, labels)
     return value or 0.0
 
 
-async def scrape(client: aiohttp.ClientSession, edge: Edge) -> dict[tuple[str, str], float]:
+async def scrape(client: aiohttp.ClientSession, edge: RunningEdge) -> dict[tuple[str, str], float]:
     """The /metrics page, parsed: (sample name, sorted labels) -> value."""
     async with client.get(f"{edge.http_url}/metrics") as resp:
         text = await resp.text()
@@ -111,3 +111,25 @@ async def scrape(client: aiohttp.ClientSession, edge: Edge) -> dict[tuple[str, s
                 sample.value
             )
     return out
+
+
+Serve = Callable[[Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[str]]
+
+
+@pytest.fixture
+async def fake_edge() -> AsyncIterator[Serve]:
+    """Runs a handler for every path on loopback (a fake edge or upstream); returns its URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> str:
+        app = web.Application()
+        app.router.add_get("/{path:.*}", handler)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()

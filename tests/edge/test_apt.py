@@ -11,11 +11,13 @@ from pathlib import Path
 import aiohttp
 
 from aptmesh.debrepo import DebRepo, apt_env
-from aptmesh_edge.app import Edge
+from aptmesh_edge.app import RunningEdge
 from tests.edge.conftest import HOST, metric
 
 
-async def _update_and_download(env_root: Path, edge: Edge, debrepo: DebRepo, mode: str) -> None:
+async def _update_and_download(
+    env_root: Path, edge: RunningEdge, debrepo: DebRepo, mode: str
+) -> None:
     if mode == "proxy":
         env = apt_env(
             env_root,
@@ -34,7 +36,7 @@ async def _update_and_download(env_root: Path, edge: Edge, debrepo: DebRepo, mod
 
 
 async def test_apt_get_through_the_edge_in_both_modes(
-    edge: Edge, debrepo: DebRepo, tmp_path: Path
+    edge: RunningEdge, debrepo: DebRepo, tmp_path: Path
 ) -> None:
     await _update_and_download(tmp_path / "proxy", edge, debrepo, "proxy")
     await _update_and_download(tmp_path / "prefix", edge, debrepo, "prefix")
@@ -45,7 +47,9 @@ async def test_apt_get_through_the_edge_in_both_modes(
     assert debrepo.server.requests(debrepo.INRELEASE) == 1
 
 
-async def test_promtool_accepts_the_metrics(edge: Edge, debrepo: DebRepo, tmp_path: Path) -> None:
+async def test_promtool_accepts_the_metrics(
+    edge: RunningEdge, debrepo: DebRepo, tmp_path: Path
+) -> None:
     async with aiohttp.ClientSession() as client:
         for path in (debrepo.INRELEASE, debrepo.package("aptmesh-tiny").filename):
             async with client.get(f"{edge.http_url}/{HOST}/debian/{path}") as resp:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
+import pytest
+
+from aptmesh_edge import cache
 from aptmesh_edge.cache import BlobStore, IndexMeta, IndexStore, PathIndex, PathRecord
 
 
@@ -95,3 +99,17 @@ def test_index_store_keeps_validators(tmp_path: Path) -> None:
     reread = IndexStore(tmp_path).get("origin/dists/stable/InRelease")
     assert touched is not None and reread is not None and reread.meta.fetched_at == 20.0
     assert [e.key for e in IndexStore(tmp_path).all()] == ["origin/dists/stable/InRelease"]
+
+
+def test_pins_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache, "MAX_PINS", 3)
+    store = BlobStore(tmp_path, 10_000)
+    store.open()
+    for n in range(3):
+        store.pin(f"{n:064x}")
+    store.pin(f"{0:064x}")  # pinning a pinned hash again is no new pin
+    with pytest.raises(cache.TooManyPins, match="at most 3"):
+        store.pin(f"{9:064x}")
+    store.unpin(f"{0:064x}")
+    store.pin(f"{9:064x}")
+    assert json.loads((tmp_path / "pins.json").read_text()) == [f"{n:064x}" for n in (1, 2, 9)]

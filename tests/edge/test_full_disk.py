@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 
 from aptmesh.debrepo import DebRepo
-from aptmesh_edge.app import Edge
-from aptmesh_edge.files import FileService
+from aptmesh_edge.app import RunningEdge
+from aptmesh_edge.packages import PackageService
 
 from .conftest import EdgeFactory, fetch_indexes, get, metric, prefix_url
 
@@ -63,7 +63,7 @@ async def fetch(client: aiohttp.ClientSession, url: str, **kwargs: object) -> tu
             return resp.status, b"<cut>"
 
 
-async def still_serving(client: aiohttp.ClientSession, edge: Edge, repo: DebRepo) -> None:
+async def still_serving(client: aiohttp.ClientSession, edge: RunningEdge, repo: DebRepo) -> None:
     status, body, _ = await get(client, f"{edge.http_url}/healthz")
     assert (status, body) == (200, b"ok\n")
     small = next(p for p in repo.packages if not p.swarmed)
@@ -114,7 +114,7 @@ async def test_a_disk_that_fills_during_a_download_cuts_the_response_and_keeps_n
     url = prefix_url(edge, huge.filename)
     # The free-space check passed (the disk filled behind it, another writer): the edge
     # starts caching and runs into ENOSPC after the headers went out.
-    monkeypatch.setattr(FileService, "_room_for", lambda self, size: True)
+    monkeypatch.setattr(PackageService, "_room_for", lambda self, size: True)
     status, body = await fetch(client, url)
     assert status == 200 and body == b"<cut>"  # never a short body that looks whole
     await edge.files.wait_idle()
@@ -175,14 +175,14 @@ async def test_an_index_whose_metadata_does_not_fit_leaves_no_half_stored_copy(
     # The data file moved in, then its metadata found the disk full: neither may stay.
     cache_dir = small_disk / "cache"
     edge = await make_edge(cache_dir=cache_dir)
-    put = edge.files.indexes._write_meta
+    put = edge.indexes._write_meta
 
     def full(key: str, meta: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    edge.files.indexes._write_meta = full  # type: ignore[method-assign]
+    edge.indexes._write_meta = full  # type: ignore[method-assign]
     status, body = await fetch(client, prefix_url(edge, debrepo.INRELEASE))
     assert status == 503 and b"disk is full" in body
     assert [p for p in (cache_dir / "index").rglob("*") if p.is_file()] == []
-    edge.files.indexes._write_meta = put  # type: ignore[method-assign]
+    edge.indexes._write_meta = put  # type: ignore[method-assign]
     await fetch_indexes(client, edge, debrepo)

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from aptmesh.debrepo import DebRepo, PackageSpec
-from aptmesh_edge.app import Edge
+from aptmesh_edge.app import RunningEdge
 from tests.edge.conftest import (
     HOST,
     EdgeFactory,
@@ -24,7 +24,7 @@ from tests.edge.conftest import (
 
 
 async def test_three_url_forms_serve_indexes_and_packages(
-    edge: Edge, debrepo: DebRepo, client: aiohttp.ClientSession
+    edge: RunningEdge, debrepo: DebRepo, client: aiohttp.ClientSession
 ) -> None:
     await fetch_indexes(client, edge, debrepo)
     pkg = debrepo.package("aptmesh-medium")
@@ -45,7 +45,7 @@ async def test_three_url_forms_serve_indexes_and_packages(
 
 
 async def test_percent_encoded_path_keeps_plus(
-    edge: Edge, debrepo: DebRepo, client: aiohttp.ClientSession
+    edge: RunningEdge, debrepo: DebRepo, client: aiohttp.ClientSession
 ) -> None:
     await fetch_indexes(client, edge, debrepo)
     pkg = debrepo.package("aptmesh-medium")  # version 2.0~rc1+dfsg-1
@@ -59,7 +59,7 @@ async def test_percent_encoded_path_keeps_plus(
 
 
 async def test_ranges_and_conditional_requests(
-    edge: Edge, debrepo: DebRepo, client: aiohttp.ClientSession
+    edge: RunningEdge, debrepo: DebRepo, client: aiohttp.ClientSession
 ) -> None:
     await fetch_indexes(client, edge, debrepo)
     for name in ("aptmesh-tiny", "aptmesh-large"):  # from memory, and with sendfile
@@ -104,7 +104,7 @@ async def test_ranges_and_conditional_requests(
 
 
 async def test_ten_concurrent_clients_cause_one_upstream_fetch(
-    edge: Edge, debrepo: DebRepo, client: aiohttp.ClientSession
+    edge: RunningEdge, debrepo: DebRepo, client: aiohttp.ClientSession
 ) -> None:
     await fetch_indexes(client, edge, debrepo)
     pkg = debrepo.package("aptmesh-huge")
@@ -119,7 +119,7 @@ async def test_ten_concurrent_clients_cause_one_upstream_fetch(
 
 
 async def test_bytes_reach_the_client_before_the_download_ends(
-    edge: Edge, debrepo: DebRepo, client: aiohttp.ClientSession
+    edge: RunningEdge, debrepo: DebRepo, client: aiohttp.ClientSession
 ) -> None:
     await fetch_indexes(client, edge, debrepo)
     pkg = debrepo.package("aptmesh-huge")
@@ -134,7 +134,7 @@ async def test_bytes_reach_the_client_before_the_download_ends(
 
 
 async def test_small_package_comes_from_upstream_once_then_from_cache(
-    edge: Edge, debrepo: DebRepo, client: aiohttp.ClientSession
+    edge: RunningEdge, debrepo: DebRepo, client: aiohttp.ClientSession
 ) -> None:
     await fetch_indexes(client, edge, debrepo)
     before = await scrape(client, edge)
@@ -157,7 +157,7 @@ async def test_small_package_comes_from_upstream_once_then_from_cache(
 
 
 async def test_concurrent_index_requests_share_one_fetch_and_freeze(
-    edge: Edge, debrepo: DebRepo, client: aiohttp.ClientSession
+    edge: RunningEdge, debrepo: DebRepo, client: aiohttp.ClientSession
 ) -> None:
     url = prefix_url(edge, debrepo.INRELEASE)
     results = await asyncio.gather(*(get(client, url) for _ in range(8)))
@@ -239,7 +239,7 @@ async def test_backends_are_tried_in_order(
 
 
 async def test_tampered_package_is_refused_and_never_cached(
-    edge: Edge, debrepo: DebRepo, client: aiohttp.ClientSession
+    edge: RunningEdge, debrepo: DebRepo, client: aiohttp.ClientSession
 ) -> None:
     await fetch_indexes(client, edge, debrepo)
     for name in ("aptmesh-tiny", "aptmesh-huge"):
@@ -258,7 +258,7 @@ async def test_tampered_package_is_refused_and_never_cached(
 
 
 async def test_tampered_inrelease_is_refused_and_never_cached(
-    edge: Edge, debrepo: DebRepo, client: aiohttp.ClientSession
+    edge: RunningEdge, debrepo: DebRepo, client: aiohttp.ClientSession
 ) -> None:
     debrepo.tamper(debrepo.INRELEASE)
     status, body, _ = await get(client, prefix_url(edge, debrepo.INRELEASE))
@@ -266,6 +266,7 @@ async def test_tampered_inrelease_is_refused_and_never_cached(
     status, _, _ = await get(client, prefix_url(edge, debrepo.PACKAGES + ".xz"))
     assert status == 502
     assert not list((edge.config.cache_dir / "index").rglob("InRelease"))
+    assert not list(edge.blobs.tmp_dir.iterdir())  # the refused copy is not left behind
     kind = "signature"
     assert metric(edge, "aptmesh_verification_failures_total", service="edge", kind=kind) >= 1
     # A package the (unverified) index names is not believed: passed through, never cached.
@@ -275,7 +276,7 @@ async def test_tampered_inrelease_is_refused_and_never_cached(
 
 
 async def test_tampered_packages_index_is_refused(
-    edge: Edge, debrepo: DebRepo, client: aiohttp.ClientSession
+    edge: RunningEdge, debrepo: DebRepo, client: aiohttp.ClientSession
 ) -> None:
     debrepo.tamper(debrepo.PACKAGES + ".xz")
     status, _, _ = await get(client, prefix_url(edge, debrepo.PACKAGES + ".xz"))
@@ -299,7 +300,7 @@ async def test_tampered_packages_index_is_refused(
     ],
 )
 async def test_escapes_and_unconfigured_hosts_are_refused(
-    edge: Edge, target: str, status: int
+    edge: RunningEdge, target: str, status: int
 ) -> None:
     port = int(edge.http_url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -310,7 +311,7 @@ async def test_escapes_and_unconfigured_hosts_are_refused(
     assert response.split(b" ", 2)[1] == str(status).encode(), response
 
 
-async def test_service_routes(edge: Edge, client: aiohttp.ClientSession) -> None:
+async def test_service_routes(edge: RunningEdge, client: aiohttp.ClientSession) -> None:
     status, body, _ = await get(client, edge.http_url + "/")
     assert status == 406 and b"Usage Information" in body
     assert (await get(client, edge.http_url + "/healthz"))[0] == 200
@@ -363,7 +364,7 @@ async def test_a_file_republished_under_the_same_name_is_served_anew(
 
 
 async def test_upstream_dying_mid_file_cuts_the_client_and_keeps_nothing(
-    edge: Edge, debrepo: DebRepo, client: aiohttp.ClientSession
+    edge: RunningEdge, debrepo: DebRepo, client: aiohttp.ClientSession
 ) -> None:
     await fetch_indexes(client, edge, debrepo)
     pkg = debrepo.package("aptmesh-huge")
@@ -382,7 +383,7 @@ async def test_upstream_dying_mid_file_cuts_the_client_and_keeps_nothing(
     assert status == 200 and hashlib.sha256(body).hexdigest() == pkg.sha256
 
 
-async def test_accepted_connections_have_tcp_nodelay(edge: Edge) -> None:
+async def test_accepted_connections_have_tcp_nodelay(edge: RunningEdge) -> None:
     """Headers and a small body must not wait for the client's delayed ACK (Nagle)."""
     port = int(edge.http_url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -400,7 +401,7 @@ async def test_accepted_connections_have_tcp_nodelay(edge: Edge) -> None:
 
 
 async def test_long_header_fields_are_accepted_without_handler_fallback(
-    edge: Edge, caplog: pytest.LogCaptureFixture
+    edge: RunningEdge, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Header fields up to 16 KiB (long proxy/auth headers) are read, and every connection
     gets the configured request handler, not aiohttp's warning-logging fallback."""

@@ -37,7 +37,7 @@ async def test_edges_register_their_upload_capacity(
         EdgeRecord("measured", measured.public_url(), "lab", upload_capacity=10_000_000),
     ]
     await wait_until(
-        lambda: tracker.store.live_edges("lab") == expected, what="both edges registered"
+        lambda: tracker.stores.registry.live_edges("lab") == expected, what="both edges registered"
     )
 
 
@@ -51,7 +51,9 @@ async def test_registered_edges_rank_themselves_in_the_site_and_others_do_not(
     b = await make_edge(edge_id="b", publish_token=TOKEN, **swarm)
     a = await make_edge(edge_id="a", publish_token=TOKEN, **swarm)
     loner = await make_edge(edge_id="loner", **swarm)
-    await wait_until(lambda: len(tracker.store.live_edges("")) == 2, what="two edges registered")
+    await wait_until(
+        lambda: len(tracker.stores.registry.live_edges("")) == 2, what="two edges registered"
+    )
     for edge in (a, b, loner):
         await edge.refresh_edges()
     assert a.swarm_side is not None and b.swarm_side is not None
@@ -72,7 +74,9 @@ async def test_edges_learn_whether_the_seed_boxes_are_the_sites_bottleneck(
         "upload_capacity": 10_000_000,
     }
     edges = [await make_edge(edge_id=name, **swarm) for name in ("a", "b")]
-    await wait_until(lambda: len(tracker.store.live_edges("")) == 2, what="two edges registered")
+    await wait_until(
+        lambda: len(tracker.stores.registry.live_edges("")) == 2, what="two edges registered"
+    )
 
     async def seed_bound() -> list[bool]:
         for edge in edges:
@@ -80,11 +84,11 @@ async def test_edges_learn_whether_the_seed_boxes_are_the_sites_bottleneck(
         return [edge.swarm_side.seed_bound for edge in edges if edge.swarm_side is not None]
 
     assert await seed_bound() == [False, False]  # no seed box: unknown
-    tracker.store.register_edge(
+    tracker.stores.registry.register(
         EdgeRecord("box", "", upload_capacity=10_000_000, seed_box=True), 60
     )
     assert await seed_bound() == [True, True]
-    tracker.store.register_edge(
+    tracker.stores.registry.register(
         EdgeRecord("box", "", upload_capacity=40_000_000, seed_box=True), 60
     )
     assert await seed_bound() == [False, False]

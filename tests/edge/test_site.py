@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from aiohttp import web
 from aptmesh import config as aptconfig
 from aptmesh.debrepo import DebRepo, RepoPackage
 from aptmesh.testing import wait_until
-from aptmesh_edge.app import Edge
+from aptmesh_edge.app import RunningEdge, wants_site_fetch
 from aptmesh_edge.config import EdgeConfig
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.site import (
@@ -32,7 +31,7 @@ from aptmesh_edge.site import (
 from aptmesh_tracker.app import RunningTracker
 from aptmesh_tracker.client import TrackerClient
 from aptmesh_tracker.records import Edge as EdgeRecord
-from tests.edge.conftest import HOST, EdgeFactory, fetch_indexes, get, metric, prefix_url
+from tests.edge.conftest import HOST, EdgeFactory, Serve, fetch_indexes, get, metric, prefix_url
 from tests.fixtures.tracker import TOKEN
 
 ZONE = "site"
@@ -173,12 +172,12 @@ def test_site_fetch_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> No
     assert "APTMESH_EDGE_SITE_FETCH=true" in aptconfig.render(EdgeConfig(), "edge")
 
     # Roles by wiring: no registry to list the edges, or the option off: no site fetch.
-    def built(**changes: Any) -> Edge:
-        return Edge(EdgeConfig(verify_mode="off", cache_dir=tmp_path, **changes))
+    def wanted(**changes: Any) -> bool:
+        return wants_site_fetch(EdgeConfig(verify_mode="off", cache_dir=tmp_path, **changes))
 
-    assert built(tracker_grpc="127.0.0.1:9").site_fetch is not None
-    assert built().site_fetch is None
-    assert built(tracker_grpc="127.0.0.1:9", site_fetch=False).site_fetch is None
+    assert wanted(tracker_grpc="127.0.0.1:9")
+    assert not wanted()
+    assert not wanted(tracker_grpc="127.0.0.1:9", site_fetch=False)
 
 
 # -- real edges ----------------------------------------------------------------------------
@@ -198,7 +197,7 @@ def owner_of(pkg: RepoPackage, ids: list[str]) -> str:
 
 async def site_edges(
     make_edge: EdgeFactory, tracker: RunningTracker, count: int, *, others: int = 0
-) -> list[Edge]:
+) -> list[RunningEdge]:
     """`count` edges of one zone, registered, each knowing the others (and `others` more
     registered edges, such as fakes)."""
     made = [
@@ -211,7 +210,8 @@ async def site_edges(
         for _ in range(count)
     ]
     await wait_until(
-        lambda: len(tracker.store.live_edges(ZONE)) == count + others, what="edges registered"
+        lambda: len(tracker.stores.registry.live_edges(ZONE)) == count + others,
+        what="edges registered",
     )
     for edge in made:
         await edge.refresh_edges()
@@ -277,34 +277,12 @@ async def test_a_dead_owner_costs_little_and_the_file_comes_from_upstream(
     assert metric(survivor, SERVED, source="edge") == 0
 
 
-Serve = Callable[[Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[str]]
-
-
-@pytest.fixture
-async def fake_edge() -> AsyncIterator[Serve]:
-    """Runs a handler for every path on loopback; returns its URL."""
-    runners: list[web.AppRunner] = []
-
-    async def start(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> str:
-        app = web.Application()
-        app.router.add_get("/{path:.*}", handler)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        return f"http://127.0.0.1:{runner.addresses[0][1]}"
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
-
-
 async def register(tracker: RunningTracker, edge_id: str, url: str) -> None:
     async with TrackerClient(tracker.grpc_target, token=TOKEN) as registry:
         await registry.register_edge(EdgeRecord(edge_id, url, ZONE))
 
 
-def owning_id(edge: Edge, pkgs: list[RepoPackage]) -> str:
+def owning_id(edge: RunningEdge, pkgs: list[RepoPackage]) -> str:
     """An edge id that owns every one of `pkgs` against `edge`."""
     return next(
         f"fake-{i}"
@@ -333,7 +311,9 @@ async def test_a_lying_owner_is_not_believed_and_nothing_wrong_is_cached(
     # The real edge registers first; then a liar that owns every small file.
     (edge,) = await site_edges(make_edge, tracker, 1)
     await register(tracker, owning_id(edge, small), url)
-    await wait_until(lambda: len(tracker.store.live_edges(ZONE)) == 2, what="liar registered")
+    await wait_until(
+        lambda: len(tracker.stores.registry.live_edges(ZONE)) == 2, what="liar registered"
+    )
     await edge.refresh_edges()
     await fetch_indexes(client, edge, debrepo)
     for pkg in small:
@@ -365,7 +345,7 @@ async def test_a_request_from_another_edge_climbs_to_the_owner_unless_the_owner_
     for edge in pair:
         await fetch_indexes(client, edge, debrepo)
 
-    def roles(pkg: RepoPackage) -> tuple[Edge, Edge]:
+    def roles(pkg: RepoPackage) -> tuple[RunningEdge, RunningEdge]:
         owner = next(e for e in pair if e.edge_id() == owner_of(pkg, ids))
         return owner, next(e for e in pair if e is not owner)
 
@@ -436,7 +416,9 @@ async def test_a_request_from_another_edge_takes_over_a_download_waiting_for_the
     url = await fake_edge(hang)
     (edge,) = await site_edges(make_edge, tracker, 1)
     await register(tracker, owning_id(edge, [pkg]), url)
-    await wait_until(lambda: len(tracker.store.live_edges(ZONE)) == 2, what="fake registered")
+    await wait_until(
+        lambda: len(tracker.stores.registry.live_edges(ZONE)) == 2, what="fake registered"
+    )
     await edge.refresh_edges()
     await fetch_indexes(client, edge, debrepo)
     try:
@@ -479,7 +461,9 @@ async def test_an_edge_passes_a_file_on_to_the_edges_below_as_it_arrives(
     url = await fake_edge(halves)
     (edge,) = await site_edges(make_edge, tracker, 1)
     await register(tracker, owning_id(edge, [pkg]), url)
-    await wait_until(lambda: len(tracker.store.live_edges(ZONE)) == 2, what="parent registered")
+    await wait_until(
+        lambda: len(tracker.stores.registry.live_edges(ZONE)) == 2, what="parent registered"
+    )
     await edge.refresh_edges()
     await fetch_indexes(client, edge, debrepo)
     target = prefix_url(edge, pkg.filename)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aptmesh_edge.downloads import Download, DownloadFailed
+from aptmesh_edge.checked import DownloadFailed
+from aptmesh_edge.decisions import FallbackReason, SourceKind
+from aptmesh_edge.downloads import Download
 from aptmesh_edge.sources import (
     STREAM_MIN_PIECES,
     STREAM_PATIENCE,
@@ -22,33 +24,36 @@ HEALTHY = SwarmProgress(
 )
 
 
-def at(**changes: float) -> str:
+def at(**changes: float) -> FallbackReason | None:
     fields = {**HEALTHY.__dict__, **changes}
     return web_seed_reason(SwarmProgress(**fields), POLICY)
 
 
 def test_a_swarm_that_keeps_up_never_calls_the_mirror() -> None:
-    assert at() == ""
+    assert at() is None
 
 
 def test_nothing_is_judged_before_the_delay() -> None:
-    assert at(elapsed=1.9, peers=0, seeds=0, since_piece=1.9, peer_rate=0) == ""
+    assert at(elapsed=1.9, peers=0, seeds=0, since_piece=1.9, peer_rate=0) is None
 
 
 def test_the_mirror_joins_when_the_swarm_cannot_keep_up() -> None:
-    assert at(elapsed=2.0, peers=0, seeds=0, since_piece=2.0, peer_rate=0) == "webseed_no_peers"
-    assert at(elapsed=2.0, seeds=0) == "webseed_no_seed"
-    assert at(since_piece=2.0) == "webseed_stalled"
-    assert at(peer_rate=999_999) == "webseed_slow"
+    assert (
+        at(elapsed=2.0, peers=0, seeds=0, since_piece=2.0, peer_rate=0)
+        is FallbackReason.WEBSEED_NO_PEERS
+    )
+    assert at(elapsed=2.0, seeds=0) is FallbackReason.WEBSEED_NO_SEED
+    assert at(since_piece=2.0) is FallbackReason.WEBSEED_STALLED
+    assert at(peer_rate=999_999) is FallbackReason.WEBSEED_SLOW
 
 
 def test_a_slow_start_is_not_slow_until_twice_the_delay() -> None:
-    assert at(elapsed=3.9, peer_rate=10) == ""
-    assert at(elapsed=4.0, peer_rate=10) == "webseed_slow"
+    assert at(elapsed=3.9, peer_rate=10) is None
+    assert at(elapsed=4.0, peer_rate=10) is FallbackReason.WEBSEED_SLOW
 
 
 def test_a_finished_download_needs_nothing() -> None:
-    assert at(done=10_000, peers=0, seeds=0, since_piece=60.0, peer_rate=0) == ""
+    assert at(done=10_000, peers=0, seeds=0, since_piece=60.0, peer_rate=0) is None
 
 
 def test_web_seed_share_follows_the_totals_and_adds_up() -> None:
@@ -67,18 +72,19 @@ def test_web_seed_share_follows_the_totals_and_adds_up() -> None:
 
 async def test_a_download_remembers_which_source_wrote_which_bytes(tmp_path: Path) -> None:
     download = Download("k", tmp_path / "t", None)
-    download.begin(None, "", "swarm")
+    swarm, upstream = SourceKind.SWARM, SourceKind.UPSTREAM
+    download.begin(None, "", swarm)
     download.write(b"a" * 10)
-    download.write(b"b" * 5, "upstream")
-    download.write(b"c" * 5, "upstream")
-    download.write(b"d" * 10, "swarm")
-    assert download.sources(0, 30) == [("swarm", 10), ("upstream", 10), ("swarm", 10)]
-    assert download.sources(5, 12) == [("swarm", 5), ("upstream", 2)]
-    assert download.sources(10, 20) == [("upstream", 10)]
-    assert download.sources(25, 30) == [("swarm", 5)]
+    download.write(b"b" * 5, upstream)
+    download.write(b"c" * 5, upstream)
+    download.write(b"d" * 10, swarm)
+    assert download.sources(0, 30) == [(swarm, 10), (upstream, 10), (swarm, 10)]
+    assert download.sources(5, 12) == [(swarm, 5), (upstream, 2)]
+    assert download.sources(10, 20) == [(upstream, 10)]
+    assert download.sources(25, 30) == [(swarm, 5)]
     download.rewind(0)
     download.write(b"e" * 4)
-    assert download.sources(0, 4) == [("swarm", 4)]
+    assert download.sources(0, 4) == [(swarm, 4)]
     download.fail(DownloadFailed(502, "done"))
 
 

@@ -12,7 +12,8 @@ import aiohttp
 from aptmesh.debrepo import DebRepo
 from aptmesh.swarm import Swarm, SwarmSettings
 from aptmesh.torrent import make_torrent, parse_torrent
-from aptmesh_edge.app import Edge
+from aptmesh_edge.app import RunningEdge
+from aptmesh_edge.decisions import SourceKind
 from aptmesh_seeder import app as seeder_app
 from aptmesh_seeder.config import SeederConfig
 from aptmesh_tracker.app import RunningTracker
@@ -24,7 +25,7 @@ from tests.fixtures.tracker import TOKEN
 
 async def swarm_edge(
     make_edge: EdgeFactory, tracker: RunningTracker, zone: str, **changes: Any
-) -> Edge:
+) -> RunningEdge:
     return await make_edge(
         **{
             "tracker_grpc": tracker.grpc_target,
@@ -182,8 +183,8 @@ async def test_swarm_bytes_reach_the_client_before_the_download_ends(
     async with client.get(prefix_url(edge, pkg.filename)) as resp:
         assert resp.status == 200
         head = await resp.content.readexactly(64 * 1024)
-        download = edge.files.in_flight(resource_key)
-        assert download is not None and download.source == "swarm"
+        download = edge.files.packages.in_flight(resource_key)
+        assert download is not None and download.source is SourceKind.SWARM
         assert download.written < pkg.size
         assert edge.swarm_side is not None
         fetching = edge.swarm_side.downloading[pkg.sha256]

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from aptmesh.debrepo import DebRepo
-from aptmesh_edge.app import Edge
+from aptmesh_edge.app import RunningEdge
 from aptmesh_edge.upstream import coding_action
 from tests.edge.conftest import HOST, EdgeFactory, get, prefix_url
 
@@ -64,7 +64,7 @@ def test_coding_action() -> None:
 
 
 async def assert_serves_the_archive_as_signed(
-    edge: Edge, debrepo: DebRepo, client: aiohttp.ClientSession
+    edge: RunningEdge, debrepo: DebRepo, client: aiohttp.ClientSession
 ) -> None:
     """Indexes (a .gz one included) and a package reach the client byte for byte."""
     for path in (debrepo.INRELEASE, debrepo.PACKAGES, debrepo.PACKAGES + ".gz"):

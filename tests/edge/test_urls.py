@@ -6,12 +6,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aptmesh_edge.downloads import Expected
-from aptmesh_edge.http import ByteRange, not_modified, parse_range
-from aptmesh_edge.sources import Choice, Facts, TorrentState, after_fetch, choose_source
+from aptmesh.debian import FileClass, FileHash
+from aptmesh_edge.decisions import FallbackReason, SourceKind
+from aptmesh_edge.http import ByteRange, RangeNotSatisfiable, not_modified, parse_range
+from aptmesh_edge.sources import (
+    AfterCommit,
+    Choice,
+    Facts,
+    Step,
+    TorrentState,
+    after_fetch,
+    choose_source,
+)
 from aptmesh_edge.trust import SuitePath, split_suite
 from aptmesh_edge.urls import (
-    FileClass,
     Origin,
     Resource,
     Target,
@@ -152,8 +160,8 @@ def test_classify(path: str, cls: FileClass) -> None:
         ("bytes=-10", ByteRange(990, 1000)),
         ("bytes=-5000", ByteRange(0, 1000)),
         ("bytes=900-5000", ByteRange(900, 1000)),
-        ("bytes=1000-", "unsatisfiable"),
-        ("bytes=-0", "unsatisfiable"),
+        ("bytes=1000-", RangeNotSatisfiable),
+        ("bytes=-0", RangeNotSatisfiable),
         ("bytes=5-1", None),
         ("bytes=0-1,5-6", None),
         ("items=0-1", None),
@@ -161,7 +169,16 @@ def test_classify(path: str, cls: FileClass) -> None:
     ],
 )
 def test_parse_range(header: str, want: object) -> None:
-    assert parse_range(header, 1000) == want
+    if want is RangeNotSatisfiable:
+        with pytest.raises(RangeNotSatisfiable):
+            parse_range(header, 1000)
+    else:
+        assert parse_range(header, 1000) == want
+
+
+def test_a_range_of_an_empty_file_is_not_satisfiable() -> None:
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range("bytes=-10", 0)
 
 
 def test_not_modified() -> None:
@@ -172,22 +189,23 @@ def test_not_modified() -> None:
     assert not not_modified("garbage", lm)
 
 
-BIG = Expected("a" * 64, 5 << 20)
-SMALL = Expected("b" * 64, 60_000)
+BIG = FileHash(5 << 20, "a" * 64)
+SMALL = FileHash(60_000, "b" * 64)
+UPSTREAM, R = Step.UPSTREAM, FallbackReason
 
 
 @pytest.mark.parametrize(
     ("facts", "choice"),
     [
-        (Facts(False, 1 << 20, BIG), Choice("upstream", "swarm_disabled")),
-        (Facts(True, 1 << 20, None), Choice("upstream", "unverified")),
-        (Facts(True, 1 << 20, SMALL), Choice("upstream", "below_threshold")),
-        (Facts(True, 1 << 20, BIG), Choice("lookup")),
-        (Facts(True, 1 << 20, BIG, TorrentState.FOUND), Choice("swarm")),
-        (Facts(True, 1 << 20, BIG, TorrentState.ABSENT), Choice("upstream", "no_torrent")),
+        (Facts(False, 1 << 20, BIG), Choice(UPSTREAM, R.SWARM_DISABLED)),
+        (Facts(True, 1 << 20, None), Choice(UPSTREAM, R.UNVERIFIED)),
+        (Facts(True, 1 << 20, SMALL), Choice(UPSTREAM, R.BELOW_THRESHOLD)),
+        (Facts(True, 1 << 20, BIG), Choice(Step.LOOKUP)),
+        (Facts(True, 1 << 20, BIG, TorrentState.FOUND), Choice(Step.SWARM)),
+        (Facts(True, 1 << 20, BIG, TorrentState.ABSENT), Choice(UPSTREAM, R.NO_TORRENT)),
         (
             Facts(True, 1 << 20, BIG, TorrentState.TRACKER_UNREACHABLE),
-            Choice("upstream", "tracker_unreachable"),
+            Choice(UPSTREAM, R.TRACKER_UNREACHABLE),
         ),
     ],
 )
@@ -196,10 +214,11 @@ def test_choose_source(facts: Facts, choice: Choice) -> None:
 
 
 def test_after_fetch() -> None:
-    assert after_fetch("swarm", BIG, 1 << 20) == "seed"
-    assert after_fetch("upstream", BIG, 1 << 20) == "make_torrent"
-    assert after_fetch("upstream", SMALL, 1 << 20) == ""
-    assert after_fetch("upstream", None, 1 << 20) == ""
+    swarm, upstream = SourceKind.SWARM, SourceKind.UPSTREAM
+    assert after_fetch(swarm, BIG, 1 << 20) is AfterCommit.SEED
+    assert after_fetch(upstream, BIG, 1 << 20) is AfterCommit.MAKE_TORRENT
+    assert after_fetch(upstream, SMALL, 1 << 20) is AfterCommit.NOTHING
+    assert after_fetch(upstream, None, 1 << 20) is AfterCommit.NOTHING
 
 
 def test_split_suite() -> None:

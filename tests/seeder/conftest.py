@@ -22,7 +22,9 @@ def clock() -> FakeClock:
 
 
 def repo_spec(repo: DebRepo, name: str = "test", **extra: str) -> str:
-    parts = [f"{name}={repo.base_url}", f"suites={repo.suite}"]
+    """The seeder's spec for `repo`: its first suite unless `suites=` is given."""
+    extra = {"suites": repo.suite, **extra}
+    parts = [f"{name}={repo.base_url}"]
     parts += [f"{key}={value}" for key, value in extra.items()]
     return ";".join(parts)
 

@@ -62,7 +62,7 @@ async def test_once_syncs_publishes_and_exits_0_and_a_later_seeder_needs_nothing
     code, err = await _run("--once", env=env)
     assert code == 0, err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert any('"seeder.plan"' in line for line in lines)  # plain JSON log lines, no bar
+    assert any('"sync_planned"' in line for line in lines)  # plain JSON log lines, no bar
     assert "\r" not in err
     large = [p for p in debrepo.packages if p.swarmed]
     async with TrackerClient(tracker.grpc_target) as client:
@@ -163,11 +163,11 @@ async def test_the_service_runs_until_sigterm(tmp_path: Path, debrepo: DebRepo) 
     events: list[dict[str, object]] = []
     try:
         async with asyncio.timeout(30):
-            while not any(e.get("event") == "seeder.sync_finished" for e in events):
+            while not any(e.get("event") == "sync_finished" for e in events):
                 line = await proc.stderr.readline()
                 assert line, "the seeder exited early"
                 events.append(json.loads(line))
-        started = next(e for e in events if e.get("event") == "seeder.started")
+        started = next(e for e in events if e.get("event") == "seeder_started")
         async with (
             aiohttp.ClientSession() as http,
             http.get(f"{started['http']}/healthz") as response,
@@ -179,4 +179,4 @@ async def test_the_service_runs_until_sigterm(tmp_path: Path, debrepo: DebRepo) 
             rest = await proc.stderr.read()
             code = await proc.wait()
     assert code == 0, rest.decode()
-    assert b"seeder.stopped" in rest
+    assert b"seeder_stopped" in rest

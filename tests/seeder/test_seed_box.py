@@ -40,7 +40,7 @@ async def test_a_seeder_that_knows_its_uplink_registers_as_a_seed_box(
         )
         assert first.registration is not None
         assert await _site_when(client, 10_000_000) == Site([edge], 10_000_000)
-        assert tracker.store.edge_count() == 1
+        assert tracker.stores.registry.edge_count() == 1
         # The seeder's view of the site still lists the edges only.
         assert await first.seeder.publisher.edge_uplinks() == [3_000_000]
 
@@ -64,8 +64,8 @@ async def test_a_seeder_without_uplink_or_token_does_not_register(
         seeder_config(tmp_path / "b", debrepo, tracker, upload_capacity=10**7, publish_token="")
     )
     assert unknown.registration is None and no_token.registration is None
-    assert tracker.store.seed_upload_capacity() == 0
-    assert tracker.store.live_edges("") == []
+    assert tracker.stores.registry.seed_upload_capacity() == 0
+    assert tracker.stores.registry.live_edges("") == []
 
 
 def test_only_a_seeder_with_a_swarm_registers(

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from aptmesh.debrepo import DebRepo
+from aptmesh.grpcserver import bearer_metadata
 from aptmesh.metrics import new_registry
 from aptmesh.swarm import QUEUE_MAX, Swarm, SwarmSettings
 from aptmesh.v1 import seeder_pb2, seeder_pb2_grpc
@@ -31,15 +32,23 @@ from .conftest import StartSeeder, seeder_config
 async def test_status_and_sync_now_over_grpc(
     tmp_path: Path, debrepo: DebRepo, start_seeder: StartSeeder
 ) -> None:
-    seeder = await start_seeder(seeder_config(tmp_path, debrepo, None), publisher=MemoryPublisher())
+    config = seeder_config(tmp_path, debrepo, None, admin_token="test-admin")
+    seeder = await start_seeder(config, publisher=MemoryPublisher())
+    auth = bearer_metadata("test-admin")
     async with grpc.aio.insecure_channel(seeder.grpc_target) as channel:
         stub = seeder_pb2_grpc.SeederServiceStub(channel)
+        for metadata in ((), bearer_metadata("wrong")):  # control needs the admin token
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.SyncNow(seeder_pb2.SyncNowRequest(), metadata=metadata, timeout=5)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         before = await stub.GetStatus(seeder_pb2.GetStatusRequest(), timeout=5)
         assert [r.name for r in before.repositories] == ["test"]
         assert not before.repositories[0].HasField("last_sync_time")
         assert before.torrents == 0
 
-        synced = await stub.SyncNow(seeder_pb2.SyncNowRequest(repository="test"), timeout=30)
+        synced = await stub.SyncNow(
+            seeder_pb2.SyncNowRequest(repository="test"), metadata=auth, timeout=30
+        )
         [repo] = synced.repositories
         large = [p for p in debrepo.packages if p.swarmed]
         assert repo.last_sync_ok and repo.last_sync_error == ""
@@ -52,7 +61,9 @@ async def test_status_and_sync_now_over_grpc(
         assert status.seeded_bytes == sum(p.size for p in large)
 
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.SyncNow(seeder_pb2.SyncNowRequest(repository="nope"), timeout=5)
+            await stub.SyncNow(
+                seeder_pb2.SyncNowRequest(repository="nope"), metadata=auth, timeout=5
+            )
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         assert "test" in (caught.value.details() or "")
 

@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+from aptmesh.debian import Generation
 from aptmesh_seeder.state import HeldFile, State, Validator
 
 
@@ -130,3 +132,20 @@ def test_kill_9_leaves_a_consistent_state(tmp_path: Path) -> None:
     others = [f for f in state.files() if f.sha256 != sha]
     assert len(others) >= 19 and all(f.missing_since is not None for f in others)
     state.close()
+
+
+def test_generations_are_kept_per_repository_and_suite_across_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    state = State(path)
+    assert state.generation("debian", "stable") is None
+    newer = Generation(datetime(2026, 1, 2, tzinfo=UTC), "b" * 64)
+    state.set_generation("debian", "stable", Generation(datetime(2026, 1, 1, tzinfo=UTC), "a" * 64))
+    state.set_generation("debian", "stable", newer)
+    state.set_generation("debian", "stable-updates", Generation(None, "c" * 64))
+    state.forget_repositories_except([], 0.0)  # a name that comes back must not go backwards
+    state.close()
+    reopened = State(path)
+    assert reopened.generation("debian", "stable") == newer
+    assert reopened.generation("debian", "stable-updates") == Generation(None, "c" * 64)
+    assert reopened.generation("other", "stable") is None
+    reopened.close()

@@ -1,9 +1,11 @@
-"""Fixtures for the tracker's tests: a fake clock, a running tracker, published torrents."""
+"""Fixtures for the tracker's tests: a fake clock, a running tracker, published torrents, and
+`open_backend`: every backend of the index and the registry, as one fixture the conformance
+suites run on (adding a backend is one line in `BACKENDS`)."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from aptmesh_tracker import app
 from aptmesh_tracker.client import TrackerClient
 from aptmesh_tracker.config import TrackerConfig
 from aptmesh_tracker.records import PackageRecord
+from aptmesh_tracker.stores import Backend, Stores, memory_stores, open_stores
+from tests.fixtures.datastores import PostgresServer
 
 TOKEN = "test-publish-token"
 
@@ -94,3 +98,29 @@ async def get_bytes(session: aiohttp.ClientSession, url: str) -> bytes:
     async with session.get(url) as response:
         assert response.status == 200, await response.text()
         return await response.read()
+
+
+Backends = Callable[[FakeClock], Stores]
+BACKENDS = [Backend.MEMORY, Backend.SQLITE, Backend.POSTGRESQL]
+
+
+@pytest.fixture(params=BACKENDS, ids=[b.value for b in BACKENDS])
+def open_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backends]:
+    opened: list[Stores] = []
+    backend: Backend = request.param
+    url = ""
+    if backend is Backend.POSTGRESQL:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.new_database()
+
+    def factory(clock: FakeClock) -> Stores:
+        if backend is Backend.MEMORY:
+            stores = memory_stores(clock)
+        else:
+            stores = open_stores(url, tmp_path / "s.db", clock)
+        opened.append(stores)
+        return stores
+
+    yield factory
+    for stores in opened:
+        stores.close()

@@ -45,7 +45,7 @@ async def test_publish_needs_the_token(
             assert caught.value.code == "UNAUTHENTICATED"
             with pytest.raises(Rejected, match="bearer token"):
                 await anonymous.register_edge(Edge("e1", "http://e1:3142", "z"))
-    assert tracker.store.record_count() == 0
+    assert tracker.stores.index.record_count() == 0
 
 
 async def test_publish_then_lookups(client: TrackerClient, records: list[PackageRecord]) -> None:
@@ -149,7 +149,7 @@ async def test_edges_report_their_upload_capacity(
     with pytest.raises(Rejected, match="upload_capacity") as caught:
         await client.register_edge(Edge("edge-c", "http://c.example:3142", "lab", 2**64 - 1))
     assert caught.value.code == "INVALID_ARGUMENT"
-    assert [e.id for e in tracker.store.live_edges("lab")] == ["edge-a", "edge-b"]
+    assert [e.id for e in tracker.stores.registry.live_edges("lab")] == ["edge-a", "edge-b"]
 
 
 async def test_seed_boxes_report_their_uplink_but_are_not_edges(
@@ -161,7 +161,7 @@ async def test_seed_boxes_report_their_uplink_but_are_not_edges(
     assert await client.register_edge(Edge("seed-1", "", "lab", 10_000_000, seed_box=True)) == 60
     assert await client.list_site("lab") == Site([edge], seed_upload_capacity=10_000_000)
     assert await client.list_edges() == [edge]
-    assert tracker.store.edge_count() == 1  # the aptmesh_tracker_edges gauge
+    assert tracker.stores.registry.edge_count() == 1  # the aptmesh_tracker_edges gauge
     assert tracker.registry.get_sample_value("aptmesh_tracker_edges") == 1
 
     clock.advance(40)
@@ -225,6 +225,6 @@ async def test_a_restart_keeps_the_index(tmp_path: Path, records: list[PackageRe
                     await c.publish(records[2])
                 else:
                     assert await c.get(records[2].sha256) == records[2]
-                    assert running.store.is_tracked(records[2].tracker_hashes()[0])
+                    assert running.stores.index.is_tracked(records[2].tracker_hashes()[0])
         finally:
             await running.stop(grace=0)

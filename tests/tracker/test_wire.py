@@ -210,3 +210,13 @@ def test_any_query_parses_or_is_refused_cleanly(query: str) -> None:
             parse(query)
         except TrackerRequestError as exc:
             assert exc.reason in wire.REASONS
+
+
+def test_addresses_have_one_spelling() -> None:
+    assert wire.normal_ip("::ffff:192.0.2.7") == "192.0.2.7"
+    assert wire.normal_ip("2001:DB8::1%eth0") == "2001:db8::1"
+    assert wire.normal_ip("not an address") == ""
+    assert wire.grpc_peer_ip("ipv4:127.0.0.1:50000") == "127.0.0.1"
+    assert wire.grpc_peer_ip("ipv6:[::1]:50000") == "::1"
+    assert wire.grpc_peer_ip("ipv6:%5B::ffff:10.0.0.1%5D:5") == "10.0.0.1"
+    assert wire.grpc_peer_ip("unix:/tmp/s") == ""

@@ -12,7 +12,9 @@ import lzma
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import lz4.frame
 import pytest
+import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -162,7 +164,8 @@ def test_release_lookup_resolves_by_hash() -> None:
     ("change", "message"),
     [
         (("Suite: stable\n", ""), None),  # Codename is enough
-        (("Suite: stable\n", "", "Codename: bookworm\n", ""), "neither Suite nor Codename"),
+        # A flat repository's Release may name no suite at all; `check_suite` is the check.
+        (("Suite: stable\n", "", "Codename: bookworm\n", ""), None),
         (("SHA256:", "SHA512:"), "no SHA256"),
         (("Date: Sat, 09 Nov 2024", "Date: yesterday"), "not an RFC 2822 date"),
         (("  12345 main", "  12x45 main"), "bad line"),
@@ -309,6 +312,9 @@ def test_check_index_and_load_packages_every_variant() -> None:
         "main/binary-amd64/Packages.gz": gzip.compress(plain),
         "main/binary-amd64/Packages.xz": lzma.compress(plain),
         "main/binary-amd64/Packages.bz2": bz2.compress(plain),
+        "main/binary-amd64/Packages.lzma": lzma.compress(plain, format=lzma.FORMAT_ALONE),
+        "main/binary-amd64/Packages.zst": zstandard.ZstdCompressor().compress(plain),
+        "main/binary-amd64/Packages.lz4": lz4.frame.compress(plain),
     }
     release = _release_for(variants)
     expected = debian.parse_packages(plain)
@@ -316,7 +322,14 @@ def test_check_index_and_load_packages_every_variant() -> None:
         assert debian.load_packages(release, path, data) == expected
         by_hash = debian.by_hash_path(path, hashlib.sha256(data).hexdigest())
         assert by_hash.startswith("main/binary-amd64/by-hash/SHA256/")
-        assert debian.load_packages(release, by_hash, data) == expected  # compression sniffed
+        if not path.endswith(".lzma"):  # legacy .lzma has no magic bytes: named only
+            assert debian.load_packages(release, by_hash, data) == expected  # sniffed
+
+
+def test_a_zstd_stream_without_its_content_size_decompresses() -> None:
+    plain = PACKAGES_TEXT.encode() * 50
+    data = zstandard.ZstdCompressor(write_content_size=False).compress(plain)
+    assert debian.decompress_index(data, "main/binary-amd64/Packages.zst") == plain
 
 
 def test_check_index_says_what_disagreed() -> None:
@@ -339,11 +352,15 @@ def test_check_index_says_what_disagreed() -> None:
 
 def test_pick_index_variant_prefers_smallest_supported() -> None:
     base = "main/binary-amd64/Packages"
-    names = ["", ".gz", ".xz", ".zst"]
+    names = ["", ".gz", ".xz", ".zst", ".lz4", ".bz2"]
     release = _release_for({base + s: b"" for s in names})
     assert debian.pick_index_variant(release, base) == base + ".xz"
-    release = _release_for({base + s: b"" for s in ["", ".zst"]})
-    assert debian.pick_index_variant(release, base) == base
+    assert debian.index_variants(release, base) == tuple(
+        base + s for s in (".xz", ".zst", ".bz2", ".gz", ".lz4", "")
+    )
+    release = _release_for({base + s: b"" for s in ["", ".lz4", ".unknown"]})
+    assert debian.pick_index_variant(release, base) == base + ".lz4"
+    assert debian.index_variants(release, base) == (base + ".lz4", base)
     with pytest.raises(IndexHashError, match="Release lists none"):
         debian.pick_index_variant(_release_for({}), base)
 
@@ -354,6 +371,10 @@ def test_decompress_index_rejects_garbage() -> None:
     with pytest.raises(MalformedIndexError, match="decompressing x/Packages.xz"):
         debian.decompress_index(lzma.compress(b"abc")[:-5], "x/Packages.xz")
     assert debian.decompress_index(b"Package: a\n", "by-hash/SHA256/" + "0" * 64) == b"Package: a\n"
+    with pytest.raises(MalformedIndexError, match="decompressing Packages.zst"):
+        debian.decompress_index(b"\x28\xb5\x2f\xfdjunk", "Packages.zst")
+    with pytest.raises(MalformedIndexError, match="decompressing Packages.lz4"):
+        debian.decompress_index(b"\x04\x22\x4d\x18junk", "Packages.lz4")
 
 
 # --- package files ---
@@ -584,3 +605,154 @@ def test_release_valid_until_window() -> None:
     assert not r.expired(now)
     assert r.expired(now + timedelta(days=2))
     assert not Release(suite="s").expired(now)
+
+
+# --- suites, freshness, generations ---
+
+
+@pytest.mark.parametrize(
+    ("suite", "directory"),
+    [("bookworm", "dists/bookworm"), ("./", ""), ("sub/", "sub"), ("./a/b/", "a/b")],
+)
+def test_suite_dir_of_named_and_flat_suites(suite: str, directory: str) -> None:
+    assert debian.suite_dir(suite) == directory
+    expected = f"{directory}/InRelease" if directory else "InRelease"
+    assert debian.suite_path(suite, "InRelease") == expected
+
+
+@pytest.mark.parametrize("suite", ["../", "a/../../", "../x"])
+def test_suite_dir_refuses_escaping_paths(suite: str) -> None:
+    with pytest.raises(MalformedIndexError, match="unsafe path"):
+        debian.suite_dir(suite)
+
+
+def test_check_suite_names_and_flat_repositories() -> None:
+    release = debian.parse_release(RELEASE_TEXT)
+    debian.check_suite(release, "stable", "x")
+    debian.check_suite(release, "bookworm", "x")
+    debian.check_suite(release, "./", "x")  # a flat repository names no suite
+    with pytest.raises(SignatureError, match="signed for suite 'stable'"):
+        debian.check_suite(release, "oldstable", "verifying oldstable/InRelease")
+
+
+def test_check_fresh_refuses_expired_and_future_dates() -> None:
+    release = debian.parse_release(RELEASE_TEXT)
+    assert release.date is not None and release.valid_until is not None
+    debian.check_fresh(release, release.date, "x")
+    debian.check_fresh(release, release.date - debian.MAX_FUTURE, "x")
+    with pytest.raises(debian.ReleaseDateError, match="not valid yet"):
+        debian.check_fresh(release, release.date - debian.MAX_FUTURE - timedelta(seconds=1), "x")
+    with pytest.raises(debian.ReleaseDateError, match="Valid-Until"):
+        debian.check_fresh(release, release.valid_until, "x")
+    assert debian.ReleaseDateError("x").kind == "signature"
+
+
+_T0 = datetime(2024, 11, 9, 10, 6, 55, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("date", "digest", "known", "order"),
+    [
+        (_T0, "a", None, debian.Order.NEWER),
+        (_T0 + timedelta(seconds=1), "b", (_T0, "a"), debian.Order.NEWER),
+        (_T0, "a", (_T0, "a"), debian.Order.SAME),
+        (_T0 - timedelta(days=1), "b", (_T0, "a"), debian.Order.OLDER),
+        (_T0, "b", (_T0, "a"), debian.Order.UNORDERED),
+        (None, "b", (_T0, "a"), debian.Order.UNORDERED),
+        (None, "a", (None, "a"), debian.Order.SAME),
+    ],
+)
+def test_generation_order(
+    date: datetime | None,
+    digest: str,
+    known: tuple[datetime | None, str] | None,
+    order: debian.Order,
+) -> None:
+    candidate = debian.Generation(date, digest)
+    old = debian.Generation(*known) if known else None
+    assert candidate.compare(old) is order
+    if order is debian.Order.OLDER:
+        with pytest.raises(debian.ReplayError, match="older than the"):
+            debian.newest(candidate, old, "verifying stable/InRelease")
+    else:
+        assert debian.newest(candidate, old, "x") == candidate
+    assert debian.Generation.from_json(candidate.to_json()) == candidate
+
+
+def test_generation_of_a_release_is_its_date_and_signed_text() -> None:
+    release = debian.parse_release(RELEASE_TEXT)
+    generation = debian.Generation.of(release, RELEASE_TEXT.encode())
+    assert generation.date == release.date
+    assert generation.sha256 == hashlib.sha256(RELEASE_TEXT.encode()).hexdigest()
+    assert debian.ReplayError("x").kind == "replay"
+
+
+# --- Sources ---
+
+SOURCES_TEXT = """Package: hello
+Binary: hello
+Version: 2.10-3
+Maintainer: Hello Maintainer <hello@example.invalid>
+Architecture: any
+Format: 3.0 (quilt)
+Directory: pool/main/h/hello
+Section: devel
+Files:
+ 0ed6d4c8891eb86358b94bb35d9e4da4 1183 hello_2.10-3.dsc
+Checksums-Sha256:
+ 2e5b3b3f0bbf4b3a5a1d6b3b9e1c1f84d0c6b3e9b4f0e1c5d2a3b4c5d6e7f809 1183 hello_2.10-3.dsc
+ 1111111111111111111111111111111111111111111111111111111111111111 725946 hello_2.10.orig.tar.gz
+"""
+
+
+def test_parse_sources_literal() -> None:
+    [entry] = debian.parse_sources(SOURCES_TEXT)
+    assert (entry.package, entry.version, entry.directory, entry.section) == (
+        "hello",
+        "2.10-3",
+        "pool/main/h/hello",
+        "devel",
+    )
+    assert [(f.filename, f.size) for f in entry.files] == [
+        ("pool/main/h/hello/hello_2.10-3.dsc", 1183),
+        ("pool/main/h/hello/hello_2.10.orig.tar.gz", 725946),
+    ]
+    assert entry.files[1].expected == FileHash(725946, "1" * 64)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("Directory: pool/main/h/hello\n", "", "missing Directory"),
+        ("Directory: pool/main/h/hello", "Directory: ../../etc", "unsafe path"),
+        (" 725946 hello_2.10.orig", " 72x946 hello_2.10.orig", "bad Checksums-Sha256"),
+        ("hello_2.10.orig.tar.gz", "../x.tar.gz", "unsafe file name"),
+    ],
+)
+def test_parse_sources_rejects(old: str, new: str, message: str) -> None:
+    assert old in SOURCES_TEXT
+    with pytest.raises(MalformedIndexError, match=message):
+        debian.parse_sources(SOURCES_TEXT.replace(old, new))
+
+
+def test_load_sources_checks_against_release() -> None:
+    data = lzma.compress(SOURCES_TEXT.encode())
+    release = _release_for({"main/source/Sources.xz": data})
+    assert debian.load_sources(release, "main/source/Sources.xz", data)[0].package == "hello"
+    with pytest.raises(IndexHashError):
+        debian.load_sources(release, "main/source/Sources.xz", data + b"x")
+
+
+def test_verify_release_either_form(debrepo_signing_key: SigningKey) -> None:
+    text = RELEASE_TEXT.encode()
+    keyring = debrepo_signing_key.keyring
+    inline = debrepo_signing_key.clearsign(text)
+    assert debian.verify_release(debian.ReleaseForm.INRELEASE, inline, keyring) == text
+    detached = debrepo_signing_key.detach_sign(text)
+    form = debian.ReleaseForm.DETACHED
+    assert debian.verify_release(form, text, keyring, detached) == text
+    with pytest.raises(SignatureError):
+        debian.verify_release(form, text.replace(b"12.8", b"12.9"), keyring, detached)
+    with pytest.raises(SignatureError, match="no Release.gpg"):
+        debian.verify_release(form, text, keyring)
+    assert form.files == ("Release", "Release.gpg")

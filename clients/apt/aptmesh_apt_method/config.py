@@ -12,6 +12,17 @@ use for `tor+http` / `tor`. Every option:
   Acquire::mesh::Discover       also use the live edge list an edge serves at
                                 /_aptmesh/edges (default true).
   Acquire::mesh::Probe-Timeout  seconds a health probe may take (default 0.5).
+                                All of discovery takes at most 5 times this
+                                (2.5 s): the longest apt's first request
+                                waits, whatever an edge does.
+  Acquire::mesh::Delivery       "fetch" (default): the method downloads from
+                                the edges itself and hands apt only the
+                                mirror; "redirect": 103 Redirect to the edge
+                                (apt >= 2.3.7 can hang when an edge dies:
+                                see fetch.py).
+  Acquire::mesh::Timeout        seconds an edge may stay silent during a
+                                download before the next one is tried
+                                (default 30, apt's http Timeout).
   Acquire::mesh::Cache-Seconds  how long the chosen edges are reused, in
                                 memory and in Dir::State/mesh-edges.json
                                 (default 60; 0 disables the cache).
@@ -23,6 +34,7 @@ default applies and the value is reported in `warnings`.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import re
@@ -33,6 +45,7 @@ from urllib.parse import unquote
 
 DEFAULT_PROBE_TIMEOUT = 0.5
 DEFAULT_CACHE_SECONDS = 60.0
+DEFAULT_TIMEOUT = 30.0
 CACHE_FILE_NAME = "mesh-edges.json"
 # Edges beyond this many (from configuration and listing together) are ignored:
 # the listing comes from the network and each edge costs a probe.
@@ -42,6 +55,13 @@ _TRUE = {"1", "yes", "true", "with", "on", "enable"}
 _FALSE = {"0", "no", "false", "without", "off", "disable"}
 
 
+class Delivery(enum.Enum):
+    """Who downloads a file an edge can serve."""
+
+    FETCH = "fetch"  # this method, from the edges; apt's http method only for the mirror
+    REDIRECT = "redirect"  # apt's http method, after a 103 Redirect to the edge
+
+
 @dataclass(frozen=True)
 class MeshConfig:
     edges: tuple[str, ...] = ()
@@ -49,6 +69,8 @@ class MeshConfig:
     discover: bool = True
     probe_timeout: float = DEFAULT_PROBE_TIMEOUT
     cache_seconds: float = DEFAULT_CACHE_SECONDS
+    delivery: Delivery = Delivery.FETCH
+    timeout: float = DEFAULT_TIMEOUT
     debug: bool = False
     # Where the edge choice is cached; None: no cache file (memory only).
     cache_file: str | None = None
@@ -178,6 +200,17 @@ def from_items(items: dict[str, str], name: str = "mesh") -> MeshConfig:
             return default
         return result
 
+    delivery = Delivery.FETCH
+    delivery_text = one("delivery")
+    if delivery_text is not None:
+        try:
+            delivery = Delivery(delivery_text.strip().lower())
+        except ValueError:
+            choices = ", ".join(d.value for d in Delivery)
+            warnings.append(
+                f"Acquire::mesh::Delivery {delivery_text!r} is not one of {choices}; using fetch"
+            )
+
     edges, bad = split_edges(values("edges"))
     if bad:
         warnings.append(f"Acquire::mesh::Edges: ignoring what is not an http(s) URL: {bad!r}")
@@ -192,6 +225,8 @@ def from_items(items: dict[str, str], name: str = "mesh") -> MeshConfig:
         discover=boolean(discover_key, True, "Acquire::mesh::Discover"),
         probe_timeout=number("probe-timeout", DEFAULT_PROBE_TIMEOUT, 0.01, 30.0),
         cache_seconds=number("cache-seconds", DEFAULT_CACHE_SECONDS, 0.0, 86400.0),
+        delivery=delivery,
+        timeout=number("timeout", DEFAULT_TIMEOUT, 0.1, 3600.0),
         debug=boolean("debug::acquire::mesh", False, "Debug::Acquire::mesh"),
         cache_file=str(PurePosixPath(directory) / CACHE_FILE_NAME) if directory else None,
         warnings=tuple(warnings),

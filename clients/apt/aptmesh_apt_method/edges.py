@@ -24,13 +24,18 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aptmesh_apt_method.config import MAX_EDGES, MeshConfig, normalize_edge_url
 
 LISTING_PATH = "/_aptmesh/edges"
 HEALTH_PATH = "/healthz"
-MAX_LISTING_BYTES = 1 << 20
+MAX_LISTING_BYTES = 256 << 10  # an edge's listing of MAX_EDGES edges is about 4 KiB
+MAX_LISTING_ENTRIES = 1024
 CACHE_VERSION = 1
+
+
+T = TypeVar("T")
 
 
 class ListingError(ValueError):
@@ -55,20 +60,28 @@ def parse_listing(body: bytes) -> list[Edge]:
     Entries without a usable URL are skipped; anything that is not such a
     document raises ListingError.
     """
+    if len(body) > MAX_LISTING_BYTES:
+        raise ListingError(f"reading the edge list: larger than {MAX_LISTING_BYTES} bytes")
     try:
         document = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ListingError(f"reading the edge list: not JSON: {exc}") from None
+    except RecursionError:
+        raise ListingError("reading the edge list: nested too deeply") from None
     entries = document.get("edges") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise ListingError('reading the edge list: no "edges" array')
     out: list[Edge] = []
-    for entry in entries:
+    seen: set[str] = set()
+    for entry in entries[:MAX_LISTING_ENTRIES]:
+        if len(out) >= MAX_EDGES:
+            break
         if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
             continue
         url = normalize_edge_url(entry["url"])
-        if url is None or any(e.url == url for e in out):
+        if url is None or url in seen:
             continue
+        seen.add(url)
         ident = entry.get("id")
         zone = entry.get("zone")
         out.append(
@@ -142,7 +155,7 @@ def decode_cache(text: str) -> CacheEntry | None:
             zone = item.get("zone")
             edges.append(Edge(url=url, id=str(item.get("id") or ""), zone=zone or None))
         return CacheEntry(str(document["key"]), float(document["created"]), tuple(edges))
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
 
 
@@ -174,6 +187,17 @@ def write_cache(path: str, entry: CacheEntry) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def forget(config: MeshConfig, url: str) -> None:
+    """Drops `url` from the cached choice (an edge found dead mid-run); raises OSError."""
+    if config.cache_file is None or config.cache_seconds <= 0:
+        return
+    entry = read_cache(config.cache_file)
+    if entry is None or all(edge.url != url for edge in entry.edges):
+        return
+    kept = tuple(edge for edge in entry.edges if edge.url != url)
+    write_cache(config.cache_file, CacheEntry(entry.key, entry.created, kept))
 
 
 # --- network I/O ---------------------------------------------------------------
@@ -218,27 +242,63 @@ def fetch_listing(url: str, timeout: float) -> list[Edge]:
         raise ListingError(f"fetching the edge list from {url}: {exc}") from None
     if status != 200:
         raise ListingError(f"fetching the edge list from {url}: HTTP {status}")
-    if len(body) > MAX_LISTING_BYTES:
-        raise ListingError(f"fetching the edge list from {url}: larger than 1 MiB")
     return parse_listing(body)
 
 
 def probe_all(
-    urls: Sequence[str], timeout: float, prober: Prober = probe
+    urls: Sequence[str], timeout: float, prober: Prober = probe, deadline: float | None = None
 ) -> dict[str, float | None]:
-    """Probes every URL at once; takes about the slowest probe, at most `timeout` each."""
+    """Probes every URL at once; an edge not healthy by `deadline` (monotonic) counts as dead."""
     results: dict[str, float | None] = {url: None for url in urls}
+    lock = threading.Lock()
+    done = False
 
     def run(url: str) -> None:
-        results[url] = prober(url, timeout)
+        rtt = prober(url, timeout)
+        with lock:
+            if not done:
+                results[url] = rtt
 
     threads = [threading.Thread(target=run, args=(url,), daemon=True) for url in urls]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + timeout + 0.5
+    if deadline is None:
+        deadline = time.monotonic() + timeout + 0.5
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
-    return dict(results)
+    with lock:
+        done = True  # a probe that answers after this is ignored
+        return dict(results)
+
+
+def within(deadline: float, step: Callable[[], T]) -> T:
+    """`step()`'s result, run in a daemon thread; raises ListingError if `deadline` passes first.
+
+    The thread is abandoned, not stopped: it ends with its own socket timeout
+    (or with the process) and nothing it does later is used.
+    """
+    box: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(step())
+        except BaseException as exc:  # handed to the caller, who decides
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    if box:
+        return box[0]
+    if errors:
+        raise errors[0]
+    raise ListingError("the edge took longer than the discovery deadline")
+
+
+def discovery_deadline(config: MeshConfig) -> float:
+    """Seconds discovery may take in all: apt's first request waits at most this long."""
+    return 5 * config.probe_timeout
 
 
 def _ignore(_: str) -> None:
@@ -264,22 +324,33 @@ def discover(
         if entry is not None and cache_fresh(entry, key, now(), config.cache_seconds):
             log(f"edges from cache {config.cache_file}: {[e.url for e in entry.edges]}")
             return list(entry.edges)
-    rtts = probe_all(config.edges, config.probe_timeout, prober)
+    start = time.monotonic()
+    total = discovery_deadline(config)
+    # Seeds' probes: up to 2/5 (a probe's timeout and the threads' start); the listing
+    # up to 4/5; the learnt edges' probes the rest.
+    rtts = probe_all(config.edges, config.probe_timeout, prober, start + total * 2 / 5)
     listing: list[Edge] = []
     if config.discover:
         alive = sorted((rtt, url) for url, rtt in rtts.items() if rtt is not None)
+        listing_deadline = start + total * 4 / 5
         for _, url in alive:
+            if time.monotonic() >= listing_deadline:
+                break
+
+            def step(url: str = url) -> list[Edge]:
+                return lister(url, config.probe_timeout)
+
             try:
-                listing = lister(url, config.probe_timeout * 2)
-            except (OSError, ListingError) as exc:
-                log(f"no edge list from {url}: {exc}")
+                listing = within(listing_deadline, step)
+            except Exception as exc:  # any failure costs the listing, never the seeds
+                log(f"no edge list from {url}: {exc!r}")
                 continue
             log(f"edge list from {url}: {[e.url for e in listing]}")
             break
     edges = merge(config.edges, listing)
     learnt = [e.url for e in edges if e.url not in rtts]
     if learnt:
-        rtts.update(probe_all(learnt, config.probe_timeout, prober))
+        rtts.update(probe_all(learnt, config.probe_timeout, prober, start + total))
     ranked = rank(edges, rtts, config.zone)
     log(
         "probed "

@@ -27,11 +27,14 @@ PRIVATE_PACKAGE = "aptmesh_apt_method"
 RUNTIME_MODULES = (
     "__init__.py",
     "__main__.py",
+    "capabilities.py",
     "config.py",
     "edges.py",
+    "fetch.py",
     "main.py",
     "message.py",
     "method.py",
+    "privileges.py",
     "uris.py",
 )
 METHOD_NAMES = ("mesh+http", "mesh+https")

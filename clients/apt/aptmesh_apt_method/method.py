@@ -1,12 +1,18 @@
 """The method's state machine: messages from apt in, messages to apt out.
 
 Theory of operation. `capabilities()` is the first message. `601
-Configuration` sets the settings. Each `600 URI Acquire` is answered with one
-`103 Redirect`: `New-URI` on the best healthy edge, `Alternate-URIs` the
-other healthy edges and, last, the mirror itself. apt's own http method then
-downloads, verifies, retries and falls back; this method never vouches for
-content. With no healthy edge the redirect goes straight to the mirror: a
-broken mesh never breaks apt. Other messages are ignored.
+Configuration` sets the settings. Each `600 URI Acquire` goes, with the
+healthy edges best first, to the `Fetcher` (fetch.py), whose workers
+download it from the first edge that serves it (`200`/`201`, sent through
+`emit` from their threads) or else answer `103 Redirect` to the mirror, so
+apt's own http method fetches it as it would without the mesh. With no
+healthy edge the redirect to the mirror is immediate: a broken mesh never
+breaks apt. apt verifies every file; this method never vouches for content.
+
+In the `redirect` delivery (kept for comparison) each `600` is answered
+with one `103 Redirect`: `New-URI` on the best edge, `Alternate-URIs` the
+other edges and, last, the mirror. apt >= 2.3.7 can hang in it when an
+edge dies mid-run (fetch.py says why). Other messages are ignored.
 
 The edge choice is made on the first request (so apt's capabilities-only
 start costs no network) and kept for `Cache-Seconds`. No I/O here besides
@@ -15,16 +21,20 @@ calling the injected `resolve`.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import threading
 import time
 from collections.abc import Callable
 
 from aptmesh_apt_method import config as configmod
-from aptmesh_apt_method.message import Message, clean_line, make
+from aptmesh_apt_method.capabilities import CAPABILITIES, VERSION  # noqa: F401 (re-export)
+from aptmesh_apt_method.fetch import Fetcher, Job
+from aptmesh_apt_method.message import Message, clean_line, make, parse
 from aptmesh_apt_method.uris import UriError, parse_mesh_uri, redirect_targets
 
-VERSION = "aptmesh 0.1"
-
+# settle(config items, Dir::State) -> the cache file: drops root (privileges.settle).
+Settle = Callable[["dict[str, str]", "str | None"], "str | None"]
 # resolve(config, log) -> healthy edge base URLs, best first.
 Resolver = Callable[[configmod.MeshConfig, Callable[[str], None]], "list[str]"]
 
@@ -35,6 +45,12 @@ def default_resolver(config: configmod.MeshConfig, log: Callable[[str], None]) -
     return [edge.url for edge in discover(config, log=log)]
 
 
+def default_forget(config: configmod.MeshConfig, url: str) -> None:
+    from aptmesh_apt_method.edges import forget
+
+    forget(config, url)
+
+
 class Method:
     def __init__(
         self,
@@ -42,6 +58,9 @@ class Method:
         resolve: Resolver = default_resolver,
         clock: Callable[[], float] = time.monotonic,
         stderr: Callable[[str], None] | None = None,
+        emit: Callable[[Message], None] | None = None,
+        forget: Callable[[configmod.MeshConfig, str], None] = default_forget,
+        settle: Settle | None = None,
     ) -> None:
         self.name = name
         self.config = configmod.MeshConfig()
@@ -51,17 +70,17 @@ class Method:
         self._edges: list[str] | None = None
         self._edges_at = 0.0
         self._out: list[Message] = []
+        # Messages from the fetch workers; without `emit` they wait for `take()`.
+        self._emit = emit or self._keep
+        self._kept: list[Message] = []
+        self._lock = threading.Lock()  # guards _edges and _kept against the workers
+        self._forget = forget
+        self._settle = settle
+        self._fetcher: Fetcher | None = None
 
     def capabilities(self) -> Message:
-        return make(
-            100,
-            "Capabilities",
-            ("Version", VERSION),
-            ("Single-Instance", "true"),
-            ("Pipeline", "true"),
-            ("Send-Config", "true"),
-            ("Send-URI-Encoded", "true"),
-        )
+        [message] = parse(CAPABILITIES)
+        return message
 
     def handle(self, message: Message) -> list[Message]:
         """The messages to send in answer to `message` (maybe none)."""
@@ -73,6 +92,22 @@ class Method:
             self.debug(f"ignoring message {message.code} {message.text}")
         out, self._out = self._out, []
         return out
+
+    def close(self) -> None:
+        """Finishes the downloads in progress (their messages are emitted first)."""
+        if self._fetcher is not None:
+            self._fetcher.close()
+            self._fetcher = None
+
+    def take(self) -> list[Message]:
+        """The workers' messages so far, when no `emit` was given."""
+        with self._lock:
+            kept, self._kept = self._kept, []
+        return kept
+
+    def _keep(self, message: Message) -> None:
+        with self._lock:
+            self._kept.append(message)
 
     def debug(self, text: str) -> None:
         """A diagnostic: only under Debug::Acquire::mesh, on stderr and as `101 Log`."""
@@ -87,6 +122,12 @@ class Method:
     def _configure(self, message: Message) -> None:
         items = configmod.items_from_message(message.get_all("Config-Item"))
         self.config = configmod.from_items(items, self.name)
+        if self._settle is not None:  # may raise PrivilegeError: never go on as root
+            # Everything is imported first: after the drop the code may be unreadable.
+            import aptmesh_apt_method.edges  # noqa: F401
+
+            cache_file = self._settle(items, configmod.state_dir(items))
+            self.config = dataclasses.replace(self.config, cache_file=cache_file)
         self._edges = None
         for warning in self.config.warnings:
             self.warn(warning)
@@ -106,7 +147,11 @@ class Method:
                 make(400, "URI Failure", ("URI", uri), ("Message", str(exc)), ("FailReason", "URI"))
             )
             return
-        targets = redirect_targets(target, self._current_edges())
+        edges = self._current_edges()
+        if self.config.delivery is configmod.Delivery.FETCH and edges:
+            self._fetch(Job.from_message(uri, target, message), edges)
+            return
+        targets = redirect_targets(target, edges)
         self.debug(f"{uri} -> {targets}")
         self._out.append(
             make(
@@ -118,16 +163,45 @@ class Method:
             )
         )
 
+    def _fetch(self, job: Job, edges: list[str]) -> None:
+        if self._fetcher is None:
+            self._fetcher = Fetcher(
+                self._emit,
+                connect_timeout=self.config.probe_timeout,
+                read_timeout=self.config.timeout,
+                on_dead=self._edge_died,
+                log=self._worker_debug,
+            )
+        self._fetcher.submit(job, edges)
+
+    def _edge_died(self, url: str) -> None:
+        """A worker could not reach `url`: nothing more goes there, in this run or the next."""
+        with self._lock:
+            if self._edges is not None and url in self._edges:
+                self._edges = [e for e in self._edges if e != url]
+        try:
+            self._forget(self.config, url)
+        except Exception as exc:  # the cache is an optimisation; losing it costs a probe
+            self._worker_debug(f"could not drop {url} from the edge cache: {exc!r}")
+
+    def _worker_debug(self, text: str) -> None:
+        if self.config.debug:
+            self._stderr(f"mesh: {text}")
+            self._emit(make(101, "Log", ("Message", text)))
+
     def _current_edges(self) -> list[str]:
         now = self._clock()
-        if self._edges is None or now - self._edges_at >= self.config.cache_seconds:
-            try:
-                self._edges = self._resolve(self.config, self.debug)
-            except Exception as exc:  # a bug in discovery must not stop apt
-                self._stderr(f"mesh: finding edges failed, using the mirror: {exc!r}")
-                self._edges = []
-            self._edges_at = now
-        return self._edges
+        with self._lock:
+            if self._edges is not None and now - self._edges_at < self.config.cache_seconds:
+                return list(self._edges)
+        try:
+            edges = self._resolve(self.config, self.debug)
+        except Exception as exc:  # a bug in discovery must not stop apt
+            self._stderr(f"mesh: finding edges failed, using the mirror: {exc!r}")
+            edges = []
+        with self._lock:
+            self._edges, self._edges_at = list(edges), now
+        return list(edges)
 
 
 def _write_stderr(text: str) -> None:

@@ -1,10 +1,13 @@
-"""The edge's composition root: builds every part from an `EdgeConfig` and runs them.
+"""The edge's composition root: `start(config, **collaborators) -> RunningEdge`.
 
-Tests build the same objects through `Edge(config, ...)`, overriding parts
-(the clock, the verifier, the metrics) by keyword. Port 0 for HTTP, gRPC and
-BitTorrent picks free ports; `http_url`, `grpc_target` and `listen_port` say
-which. With `tracker_grpc` set the edge gets the swarm side (libtorrent, the
-tracker's index and registry); without it, it is a plain verifying cache.
+`start` is what `main`, `aptmesh up` and the tests run: it builds every part
+from an `EdgeConfig` (tests override the metrics, the verifier and the clock
+by keyword), starts them, and returns a `RunningEdge` that knows where it
+listens and how to stop. Port 0 for HTTP, gRPC and BitTorrent picks free
+ports. Roles by wiring: with `tracker_grpc` set the package logic is given
+the swarm side (libtorrent, the tracker's index and registry, loaded only
+then) and, with `site_fetch`, the zone's other edges; without it, it is a
+plain verifying cache and nothing imports libtorrent.
 """
 
 from __future__ import annotations
@@ -14,22 +17,25 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aptmesh import grpcserver, logs, web
+from aptmesh.uplink import known_uplink
 from aptmesh.v1 import edge_pb2_grpc
 from aptmesh_edge.cache import BlobStore, IndexStore, PathIndex
 from aptmesh_edge.config import EdgeConfig
 from aptmesh_edge.files import FileService
-from aptmesh_edge.grpcapi import SERVICE_NAME, EdgeServicer
+from aptmesh_edge.grpcapi import REQUEST_BOUNDS, SERVICE_NAME, EdgeServicer
 from aptmesh_edge.http import EdgeHttp
+from aptmesh_edge.indexes import IndexService
 from aptmesh_edge.metrics import EdgeMetrics
+from aptmesh_edge.packages import PackageService
 from aptmesh_edge.site import EdgeInfo, SiteFetch
-from aptmesh_edge.trust import ReleaseVerifier
-from aptmesh_edge.upstream import UpstreamClient
-from aptmesh_edge.urls import Resource, UrlError, parse_target, parse_upstreams
-from aptmesh_edge.verify import NullVerifier, Verifier
+from aptmesh_edge.trust import NullVerifier, ReleaseVerifier, Verifier
+from aptmesh_edge.upstream import HttpSource, UpstreamClient
+from aptmesh_edge.urls import Resource, Upstreams, UrlError, parse_target, parse_upstreams
 
 if TYPE_CHECKING:  # libtorrent and the tracker's client load only for edges with a swarm
     from aptmesh_edge.swarmfetch import EdgeSwarm
@@ -50,90 +56,19 @@ def make_verifier(config: EdgeConfig) -> Verifier:
     return ReleaseVerifier(config.keyring, config.verify_mode)
 
 
-def reported_upload_capacity(config: EdgeConfig) -> int:
-    """The uplink the registry hears of: the configured capacity or the upload cap (the link a
-    limited edge can fill), the lower if both are set; 0: unknown."""
-    known = [v for v in (config.upload_capacity, config.upload_rate_limit) if v > 0]
-    return min(known) if known else 0
+def wants_site_fetch(config: EdgeConfig) -> bool:
+    """Small files through the zone's other edges: only with a registry to list the edges."""
+    return config.site_fetch and bool(config.tracker_grpc)
 
 
-class Edge:
-    def __init__(
-        self,
-        config: EdgeConfig,
-        *,
-        metrics: EdgeMetrics | None = None,
-        verifier: Verifier | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.config = config
-        self.metrics = metrics or EdgeMetrics()
-        self.upstreams = parse_upstreams(config.upstreams)
-        root = config.cache_dir
-        self.blobs = BlobStore(
-            root,
-            config.cache_max_bytes,
-            config.memory_cache_bytes,
-            config.memory_file_max_bytes,
-            on_evict=self._evicted,
-        )
-        self.paths = PathIndex(root)
-        self.indexes = IndexStore(root)
-        self.upstream = UpstreamClient(self.metrics, config.upstream_timeout)
-        # Small files through the zone's owner edge: only with a registry to list the edges.
-        self.site_fetch = (
-            SiteFetch(
-                self.metrics,
-                zone=config.zone,
-                read_timeout=config.upstream_timeout,
-                stale_after=EDGES_STALE_AFTER,
-            )
-            if config.site_fetch and config.tracker_grpc
-            else None
-        )
-        self.files = FileService(
-            blobs=self.blobs,
-            paths=self.paths,
-            indexes=self.indexes,
-            upstream=self.upstream,
-            verifier=verifier or make_verifier(config),
-            metrics=self.metrics,
-            freeze_seconds=config.index_freeze_seconds,
-            swarm_min_size=config.swarm_min_size,
-            site=self.site_fetch,
-            clock=clock,
-        )
-        # The live edges as the registry last listed them (this one among them, once registered).
-        self.listed_edges: list[EdgeInfo] = []
-        self.http = EdgeHttp(
-            upstreams=self.upstreams,
-            files=self.files,
-            metrics=self.metrics,
-            edges=self._edges,
-            ready=lambda: self._ready,
-        )
-        self._ready = False
-        self._site: web.Site | None = None
-        self._grpc: grpcserver.GrpcServer | None = None
-        self._tracker: TrackerClient | None = None
-        self.swarm_side: EdgeSwarm | None = None
-        self._loops: list[asyncio.Task[None]] = []
+@dataclass
+class Membership:
+    """Owns this edge's identity in the registry (id, public URL, once it listens) and the live
+    edges as the registry last listed them (this one among them, once registered)."""
 
-    # -- identity -----------------------------------------------------------------
-
-    @property
-    def http_url(self) -> str:
-        assert self._site is not None, "the edge is not started"
-        return self._site.local_url
-
-    @property
-    def http_site(self) -> web.Site | None:
-        return self._site
-
-    @property
-    def grpc_target(self) -> str:
-        assert self._grpc is not None, "the edge is not started"
-        return grpcserver.host_port(self.config.grpc_bind, self._grpc.port)
+    config: EdgeConfig
+    http_url: str = ""
+    listed: list[EdgeInfo] = field(default_factory=list)
 
     def public_url(self) -> str:
         return (self.config.public_url or self.http_url).rstrip("/")
@@ -142,171 +77,86 @@ class Edge:
         """The registry id: configured, or the public URL's host:port (ids hold no '/')."""
         return self.config.edge_id or urlsplit(self.public_url()).netloc or socket.gethostname()
 
-    async def _edges(self) -> list[EdgeInfo]:
-        me = EdgeInfo(self.edge_id(), self.public_url(), self.config.zone)
-        return [me, *(e for e in self.listed_edges if e.id != me.id)]
+    def me(self) -> EdgeInfo:
+        return EdgeInfo(self.edge_id(), self.public_url(), self.config.zone)
 
-    # -- lifecycle ----------------------------------------------------------------
+    async def edges(self) -> list[EdgeInfo]:
+        me = self.me()
+        return [me, *(e for e in self.listed if e.id != me.id)]
 
-    async def start(self) -> None:
-        self.config.cache_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(self._open_stores)
-        self.files.update_gauges()
-        await self.upstream.start()
-        if self.site_fetch is not None:
-            await self.site_fetch.start()
-        learned = await self.files.warm(self._resolve_url)
-        log.info("indexes_loaded", verified=learned)
-        self._site = await web.start(
-            self.http.server(), self.config.http_host, self.config.http_port
-        )
-        servicer = EdgeServicer(self.files, self.blobs, self.upstreams)
-        self._grpc = await grpcserver.start(
-            self.config.grpc_bind,
-            [
-                grpcserver.Servicer(
-                    SERVICE_NAME, edge_pb2_grpc.add_EdgeServiceServicer_to_server, servicer
-                )
-            ],
-            self.metrics.registry,
-        )
-        if self.config.tracker_grpc:
-            self._start_swarm()
-        self._ready = True
-        log.info(
-            "edge_started",
-            http=self.http_url,
-            grpc=self.grpc_target,
-            upstreams=self.upstreams.hosts(),
-            swarm=bool(self.config.tracker_grpc),
-        )
 
-    def _start_swarm(self) -> None:
-        # Imported here: libtorrent loads only for edges that use the swarm.
-        from aptmesh.swarm import Swarm, SwarmSettings
-        from aptmesh_edge.sources import WebSeedPolicy
-        from aptmesh_edge.swarmfetch import EdgeSwarm
-        from aptmesh_tracker.client import TrackerClient
+@dataclass
+class RunningEdge:
+    """Owns a started edge: its parts, its servers and its background loops."""
 
-        config = self.config
-        tracker = TrackerClient(config.tracker_grpc, token=config.publish_token)
-        swarm = Swarm(
-            SwarmSettings(
-                listen_host="0.0.0.0" if config.public_swarm else _listen_host(config.http_host),
-                listen_port=config.listen_port,
-                public=config.public_swarm,
-                upload_rate_limit=config.upload_rate_limit,
-                role="edge",
-            )
-        )
-        side = EdgeSwarm(
-            swarm,
-            tracker,
-            scratch_dir=config.cache_dir / "swarm",
-            announce=config.tracker_announce,
-            can_publish=bool(config.publish_token),
-            extra_trackers=config.public_trackers if config.public_swarm else (),
-            metrics=self.metrics,
-            first_piece_timeout=config.swarm_timeout,
-            stall_seconds=config.swarm_stall_seconds,
-            self_url=self.public_url(),
-            web_seed_policy=WebSeedPolicy(
-                delay=config.swarm_webseed_delay,
-                stall=config.swarm_webseed_stall_seconds,
-                min_rate=config.swarm_webseed_min_rate,
-            ),
-        )
-        side.open()
-        self._tracker = tracker
-        self.swarm_side = side
-        self.files.swarm = side
-        self._loops.append(asyncio.create_task(self._swarm_metrics(side)))
-        self._loops.append(asyncio.create_task(self._list_edges()))
-        if config.publish_token:
-            self._loops.append(asyncio.create_task(self._register(tracker)))
+    config: EdgeConfig
+    metrics: EdgeMetrics
+    upstreams: Upstreams
+    blobs: BlobStore
+    paths: PathIndex
+    indexes: IndexStore
+    upstream: UpstreamClient
+    files: FileService
+    membership: Membership
+    http_site: web.Site
+    grpc: grpcserver.GrpcServer
+    site_fetch: SiteFetch | None = None
+    swarm_side: EdgeSwarm | None = None
+    tracker: TrackerClient | None = None
+    loops: list[asyncio.Task[None]] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def http_url(self) -> str:
+        return self.http_site.local_url
+
+    @property
+    def grpc_target(self) -> str:
+        return grpcserver.host_port(self.config.grpc_bind, self.grpc.port)
 
     @property
     def listen_port(self) -> int:
-        assert self.swarm_side is not None, "the edge has no swarm"
+        if self.swarm_side is None:
+            raise RuntimeError("the edge has no swarm")
         return self.swarm_side.swarm.listen_port
 
-    async def _swarm_metrics(self, side: EdgeSwarm) -> None:
-        while True:
-            side.update_metrics()
-            await asyncio.sleep(METRICS_EVERY)
+    @property
+    def listed_edges(self) -> list[EdgeInfo]:
+        return self.membership.listed
 
-    async def _register(self, tracker: TrackerClient) -> None:
-        from aptmesh_tracker.client import TrackerClientError, renew_after
-        from aptmesh_tracker.records import Edge as EdgeRecord
+    def public_url(self) -> str:
+        return self.membership.public_url()
 
-        me = EdgeRecord(
-            self.edge_id(),
-            self.public_url(),
-            self.config.zone,
-            upload_capacity=reported_upload_capacity(self.config),
-        )
-        while True:
-            try:
-                lease = await tracker.register_edge(me)
-                wait = renew_after(lease)
-            except TrackerClientError as exc:
-                log.warning("edge_registration_failed", error=str(exc))
-                wait = 5.0
-            await asyncio.sleep(wait)
+    def edge_id(self) -> str:
+        return self.membership.edge_id()
 
     async def refresh_edges(self) -> None:
         """Reads the live edges from the tracker's registry (kept if it cannot be reached)."""
         from aptmesh_tracker.client import TrackerClientError
 
-        if self._tracker is None:
+        if self.tracker is None:
             return
         try:
-            site = await self._tracker.list_site(self.config.zone)
+            site = await self.tracker.list_site(self.config.zone)
         except TrackerClientError as exc:
             log.info("edge_list_unavailable", error=str(exc))
             return
-        self.listed_edges = [EdgeInfo(e.id, e.url, e.zone) for e in site.edges]
+        self.membership.listed = [EdgeInfo(e.id, e.url, e.zone) for e in site.edges]
         if self.site_fetch is not None:
-            self.site_fetch.set_edges(self.edge_id(), self.listed_edges)
+            self.site_fetch.set_edges(self.edge_id(), self.membership.listed)
         if self.swarm_side is not None:
             self.swarm_side.set_site(self.edge_id(), site.edges, site.seed_upload_capacity)
 
-    async def _list_edges(self) -> None:
-        while True:
-            await self.refresh_edges()
-            await asyncio.sleep(EDGES_EVERY)
-
-    def _resolve_url(self, url: str) -> Resource | None:
-        try:
-            target = parse_target(url)
-            return self.upstreams.resolve(target) if target is not None else None
-        except UrlError:
-            return None
-
-    def _open_stores(self) -> None:
-        self.blobs.open()
-        self.paths.open(self.blobs)
-        self.indexes.open()
-
-    def _evicted(self, sha256: str) -> None:
-        self.paths.forget_blob(sha256)
-        if self.swarm_side is not None:
-            self.swarm_side.evicted(sha256)
-
     async def stop(self) -> None:
-        self._ready = False
-        for task in self._loops:
+        self.ready.clear()
+        for task in self.loops:
             task.cancel()
-        for task in self._loops:
+        for task in self.loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._loops.clear()
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
-        if self._grpc is not None:
-            await self._grpc.stop(1.0)
-            self._grpc = None
+        self.loops.clear()
+        await self.http_site.stop()
+        await self.grpc.stop(1.0)
         await self.files.close()
         await self.upstream.close()
         if self.site_fetch is not None:
@@ -315,9 +165,237 @@ class Edge:
             self.swarm_side.close()
             self.swarm_side.swarm.close()
             self.swarm_side = None
-        if self._tracker is not None:
-            await self._tracker.close()
-            self._tracker = None
+        if self.tracker is not None:
+            await self.tracker.close()
+            self.tracker = None
+
+
+async def start(
+    config: EdgeConfig,
+    *,
+    metrics: EdgeMetrics | None = None,
+    verifier: Verifier | None = None,
+    clock: Callable[[], float] = time.time,
+) -> RunningEdge:
+    """Builds and starts an edge; on failure, what was started is stopped again."""
+    metrics = metrics or EdgeMetrics()
+    upstreams = parse_upstreams(config.upstreams)
+    membership = Membership(config)
+    async with contextlib.AsyncExitStack() as undo:
+        tracker, swarm_side = _swarm_side(config, metrics, membership.public_url)
+        if tracker is not None:
+            undo.push_async_callback(tracker.close)
+        if swarm_side is not None:
+            undo.callback(swarm_side.swarm.close)
+        paths = PathIndex(config.cache_dir)
+
+        def evicted(sha256: str) -> None:
+            paths.forget_blob(sha256)
+            if swarm_side is not None:
+                swarm_side.evicted(sha256)
+
+        blobs = BlobStore(
+            config.cache_dir,
+            config.cache_max_bytes,
+            config.memory_cache_bytes,
+            config.memory_file_max_bytes,
+            on_evict=evicted,
+        )
+        indexes = IndexStore(config.cache_dir)
+        config.cache_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_open_stores, blobs, paths, indexes)
+        metrics.show_cache(blobs.stats())
+        upstream = UpstreamClient(metrics, config.upstream_timeout)
+        await upstream.start()
+        undo.push_async_callback(upstream.close)
+        site_fetch = None
+        if wants_site_fetch(config):
+            site_fetch = SiteFetch(
+                metrics,
+                zone=config.zone,
+                read_timeout=config.upstream_timeout,
+                stale_after=EDGES_STALE_AFTER,
+            )
+            await site_fetch.start()
+            undo.push_async_callback(site_fetch.close)
+        http_source = HttpSource(upstream)
+        verifier = verifier or make_verifier(config)
+        index_service = IndexService(
+            blobs=blobs,
+            indexes=indexes,
+            source=http_source,
+            verifier=verifier,
+            metrics=metrics,
+            freeze_seconds=config.index_freeze_seconds,
+            clock=clock,
+        )
+        packages = PackageService(
+            blobs=blobs,
+            paths=paths,
+            upstream=upstream,
+            http=http_source,
+            verifier=verifier,
+            metrics=metrics,
+            swarm_min_size=config.swarm_min_size,
+            swarm=swarm_side,
+            site=site_fetch,
+        )
+        files = FileService(index_service, packages, blobs, metrics)
+        undo.push_async_callback(files.close)
+        learned = await index_service.warm(lambda url: _resolve_url(upstreams, url))
+        log.info("indexes_loaded", verified=learned)
+        ready = asyncio.Event()
+        http = EdgeHttp(
+            upstreams=upstreams,
+            files=files,
+            metrics=metrics,
+            edges=membership.edges,
+            ready=ready.is_set,
+        )
+        http_site = await web.start(http.server(), config.http_host, config.http_port)
+        undo.push_async_callback(http_site.stop)
+        membership.http_url = http_site.local_url
+        servicer = EdgeServicer(files, blobs, upstreams, admin_token=config.admin_token)
+        grpc = await grpcserver.start(
+            config.grpc_bind,
+            [
+                grpcserver.Servicer(
+                    SERVICE_NAME,
+                    edge_pb2_grpc.add_EdgeServiceServicer_to_server,
+                    servicer,
+                    REQUEST_BOUNDS,
+                )
+            ],
+            metrics.registry,
+        )
+        undo.pop_all()
+    running = RunningEdge(
+        config=config,
+        metrics=metrics,
+        upstreams=upstreams,
+        blobs=blobs,
+        paths=paths,
+        indexes=indexes,
+        upstream=upstream,
+        files=files,
+        membership=membership,
+        http_site=http_site,
+        grpc=grpc,
+        site_fetch=site_fetch,
+        swarm_side=swarm_side,
+        tracker=tracker,
+        ready=ready,
+    )
+    if swarm_side is not None and tracker is not None:
+        swarm_side.open()
+        running.loops.append(asyncio.create_task(_swarm_metrics(swarm_side)))
+        running.loops.append(asyncio.create_task(_list_edges(running)))
+        if config.publish_token:
+            running.loops.append(asyncio.create_task(_register(tracker, membership)))
+    ready.set()
+    log.info(
+        "edge_started",
+        http=running.http_url,
+        grpc=running.grpc_target,
+        upstreams=upstreams.hosts(),
+        swarm=swarm_side is not None,
+    )
+    return running
+
+
+def _swarm_side(
+    config: EdgeConfig, metrics: EdgeMetrics, public_url: Callable[[], str]
+) -> tuple[TrackerClient | None, EdgeSwarm | None]:
+    """The tracker's client and the swarm side, for an edge given a tracker (else neither)."""
+    if not config.tracker_grpc:
+        return None, None
+    # Imported here: libtorrent loads only for edges that use the swarm.
+    from aptmesh.swarm import Swarm, SwarmSettings
+    from aptmesh_edge.sources import WebSeedPolicy
+    from aptmesh_edge.swarmfetch import EdgeSwarm
+    from aptmesh_tracker.client import TrackerClient
+
+    tracker = TrackerClient(config.tracker_grpc, token=config.publish_token)
+    swarm = Swarm(
+        SwarmSettings(
+            listen_host="0.0.0.0" if config.public_swarm else _listen_host(config.http_host),
+            listen_port=config.listen_port,
+            public=config.public_swarm,
+            upload_rate_limit=config.upload_rate_limit,
+            role="edge",
+        )
+    )
+    side = EdgeSwarm(
+        swarm,
+        tracker,
+        scratch_dir=config.cache_dir / "swarm",
+        announce=config.tracker_announce,
+        can_publish=bool(config.publish_token),
+        extra_trackers=config.public_trackers if config.public_swarm else (),
+        metrics=metrics,
+        first_piece_timeout=config.swarm_timeout,
+        stall_seconds=config.swarm_stall_seconds,
+        self_url=public_url,
+        web_seed_policy=WebSeedPolicy(
+            delay=config.swarm_webseed_delay,
+            stall=config.swarm_webseed_stall_seconds,
+            min_rate=config.swarm_webseed_min_rate,
+        ),
+    )
+    return tracker, side
+
+
+def reported_upload_capacity(config: EdgeConfig) -> int:
+    """The uplink the registry hears of (`aptmesh.uplink.known_uplink`); its swarm is not given
+    it: an edge's request queue is libtorrent's."""
+    return known_uplink(config.upload_capacity, config.upload_rate_limit)
+
+
+async def _swarm_metrics(side: EdgeSwarm) -> None:
+    while True:
+        side.update_metrics()
+        await asyncio.sleep(METRICS_EVERY)
+
+
+async def _register(tracker: TrackerClient, membership: Membership) -> None:
+    from aptmesh_tracker.client import TrackerClientError, renew_after
+    from aptmesh_tracker.records import Edge as EdgeRecord
+
+    config = membership.config
+    me = EdgeRecord(
+        membership.edge_id(),
+        membership.public_url(),
+        config.zone,
+        upload_capacity=reported_upload_capacity(config),
+    )
+    while True:
+        try:
+            lease = await tracker.register_edge(me)
+            wait = renew_after(lease)
+        except TrackerClientError as exc:
+            log.warning("edge_registration_failed", error=str(exc))
+            wait = 5.0
+        await asyncio.sleep(wait)
+
+
+async def _list_edges(edge: RunningEdge) -> None:
+    while True:
+        await edge.refresh_edges()
+        await asyncio.sleep(EDGES_EVERY)
+
+
+def _resolve_url(upstreams: Upstreams, url: str) -> Resource | None:
+    try:
+        target = parse_target(url)
+        return upstreams.resolve(target) if target is not None else None
+    except UrlError:
+        return None
+
+
+def _open_stores(blobs: BlobStore, paths: PathIndex, indexes: IndexStore) -> None:
+    blobs.open()
+    paths.open(blobs)
+    indexes.open()
 
 
 def _listen_host(http_host: str) -> str:
@@ -325,8 +403,7 @@ def _listen_host(http_host: str) -> str:
 
 
 async def run(config: EdgeConfig, stop: asyncio.Event) -> None:
-    edge = Edge(config)
-    await edge.start()
+    edge = await start(config)
     try:
         await stop.wait()
     finally:

@@ -13,8 +13,8 @@ Theory of operation.
   line is ignored), compacted at start-up; records whose blob is gone are
   dropped.
 - Blobs are bounded by `max_bytes`, least recently used first, except pinned
-  ones (pins persist in `pins.json`). Small blobs are also kept in a bounded
-  in-memory tier, because serving a 60 KB file from memory is ~8x cheaper
+  ones (pins persist in `pins.json`; at most `MAX_PINS`). Small blobs are also
+  kept in a bounded in-memory tier, because serving a 60 KB file from memory is ~8x cheaper
   than from a file (the reference notes' measurement).
 - Index files (volatile, named by URL path) live in `IndexStore` with their
   upstream validators (Last-Modified, ETag) and fetch time. They are not
@@ -41,6 +41,12 @@ from pathlib import Path
 from aptmesh.files import fsync_dir, write_atomic
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Most pinned hashes: pins.json stays under 700 KB, and each pin rewrites it whole.
+MAX_PINS = 10_000
+
+
+class TooManyPins(Exception):
+    """Pinning one more would pass MAX_PINS; the text says so (safe to send back)."""
 
 
 @dataclass
@@ -60,6 +66,10 @@ class CacheStats:
 
 
 class BlobStore:
+    """Owns the content-addressed package files under `blobs/` (LRU order, size limit, pins)
+    and the memory tier of the small ones; a blob is only ever renamed in after its SHA-256
+    matched."""
+
     def __init__(
         self,
         root: Path,
@@ -193,6 +203,10 @@ class BlobStore:
     def pin(self, sha256: str) -> None:
         if not _HEX64.match(sha256):
             raise ValueError(f"not a SHA-256: {sha256!r}")
+        if sha256 in self._pins:
+            return
+        if len(self._pins) >= MAX_PINS:
+            raise TooManyPins(f"at most {MAX_PINS} files may be pinned; unpin some first")
         self._pins.add(sha256)
         write_atomic(self._pins_file, json.dumps(sorted(self._pins)).encode(), self.tmp_dir)
 
@@ -222,7 +236,7 @@ class PathRecord:
 
 
 class PathIndex:
-    """Cache key -> blob, as an append-only journal replayed at start-up."""
+    """Owns cache key -> blob, as an append-only journal replayed at start-up."""
 
     def __init__(self, root: Path) -> None:
         self._file = root / "paths.jsonl"
@@ -284,6 +298,15 @@ class IndexMeta:
     verified: bool  # its hashes were believed (a verified InRelease vouches for it)
     url: str = ""  # scheme://host:port/path as clients named it (to re-learn at start-up)
 
+    def validators(self) -> dict[str, str]:
+        """The headers of a conditional request for this copy."""
+        headers = {}
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        return headers
+
 
 @dataclass(frozen=True)
 class IndexEntry:
@@ -293,7 +316,7 @@ class IndexEntry:
 
 
 class IndexStore:
-    """Volatile index files by cache key, each with its validators and fetch time."""
+    """Owns the volatile index files by cache key, each with its validators and fetch time."""
 
     def __init__(self, root: Path) -> None:
         self._data = root / "index"

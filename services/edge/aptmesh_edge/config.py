@@ -59,6 +59,11 @@ class EdgeConfig:
     tracker_grpc: str = option("", "host:port of the tracker's gRPC server (empty: no swarm)")
     tracker_announce: str = option("", "the tracker's HTTP announce URL put in torrents")
     publish_token: str = option("", "token to publish torrents to the index", secret=True)
+    admin_token: str = option(
+        "",
+        "bearer token the Pin, Unpin and Prefetch gRPC calls need; empty refuses them",
+        secret=True,
+    )
     edge_id: str = option("", "this edge's id in the registry (empty: derived from public_url)")
     public_url: str = option("", "URL clients and webseed users reach this edge at")
     zone: str = option("", "zone (site, rack) clients use to pick the nearest edge")

@@ -7,12 +7,12 @@ file through their own descriptor (opened when they join, so the file can be
 renamed into the cache or unlinked under them). Readers never slow the
 source: they wait for the next `write` and read from the page cache.
 
-Integrity: until the whole file has been checked against its expected SHA-256
-and size, readers are held back one byte short of what was written, so no
-client ever receives a complete response that has not been verified. If the
-check fails, readers raise `DownloadFailed` and the HTTP layer cuts their
-connection. Only after the check is the file committed to the cache (or, if it
-is not to be kept, unlinked).
+Integrity: every byte written goes through the download's `CheckedBytes`
+(checked.py, the rule stated once), which alone says how far a reader may
+read: a small file nothing before it verified whole, a larger one all but its
+tail. If the check fails, readers raise `DownloadFailed` and the HTTP layer
+cuts their connection. Only a file whose `finish` passed is committed to the
+cache (or, if it is not to be kept, unlinked) and seeded.
 """
 
 from __future__ import annotations
@@ -21,28 +21,25 @@ import asyncio
 import bisect
 import enum
 import errno
-import hashlib
 import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Protocol
+
+from aptmesh.debian import FileHash
+from aptmesh_edge.checked import CheckedBytes, DownloadFailed, Verdict
+from aptmesh_edge.decisions import SourceKind
 
 CHUNK = 256 * 1024
 
 
-class DownloadFailed(Exception):
-    """The download could not complete or did not verify; text is safe for clients."""
-
-    def __init__(self, status: int, text: str, *, kind: str = "") -> None:
-        super().__init__(text)
-        self.status = status
-        self.text = text
-        self.kind = kind  # verification failure kind ("" for transport errors)
-
-
 class DiskFull(DownloadFailed):
-    """The cache's file system has no room left (ENOSPC, EDQUOT) for a file being stored."""
+    """The cache's file system has no room left (ENOSPC, EDQUOT) for a file being stored;
+    `reason` is the system's text."""
+
+    def __init__(self, reason: str, doing: str = "") -> None:
+        super().__init__(503, f"{DISK_FULL_TEXT}: {doing}{reason}")
+        self.reason = reason
 
 
 def is_disk_full(exc: OSError) -> bool:
@@ -52,14 +49,6 @@ def is_disk_full(exc: OSError) -> bool:
 DISK_FULL_TEXT = "the edge's cache disk is full"
 
 
-@dataclass(frozen=True)
-class Expected:
-    """What the verified index says a file is."""
-
-    sha256: str
-    size: int
-
-
 class State(enum.Enum):
     RUNNING = "running"
     OK = "ok"
@@ -67,50 +56,58 @@ class State(enum.Enum):
 
 
 class Download:
-    def __init__(self, key: str, tmp: Path, expected: Expected | None) -> None:
+    """Owns one file being fetched: its temporary file and write descriptor, the check of its
+    bytes (`check`, which alone decides what readers may read), where each byte came from, and
+    the wake-ups of the readers waiting for more. Sources write; readers read; the caller
+    commits or drops the file after `finish`."""
+
+    def __init__(
+        self, key: str, tmp: Path, expected: FileHash | None, *, memory_max: int = 0
+    ) -> None:
         self.key = key
         self.tmp = tmp
-        self.expected = expected
-        self.size: int | None = expected.size if expected else None
+        self.check = CheckedBytes(key.split("/", 1)[-1], expected, memory_max)
+        # Validators of the copy the caller holds (an index's conditional request).
+        self.conditional: Mapping[str, str] = {}
         self.last_modified = ""
-        self.source = ""
+        self.etag = ""
+        self.source = SourceKind.UPSTREAM
         self.written = 0
+        self.rewinds = 0  # a reader that read bytes before a rewind is cut (they are gone)
         self.sha256 = ""
         self.state = State.RUNNING
         self.error: DownloadFailed | None = None
-        self._hash = hashlib.sha256()
         # Where the bytes came from, in order: (end offset, source), for the served-bytes
         # metric (a swarm download holds web-seed bytes, a fallback resumes from upstream).
         self._ends: list[int] = []
-        self._sources: list[str] = []
+        self._sources: list[SourceKind] = []
         self._fd: int | None = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._changed = asyncio.Event()
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
+    @property
+    def expected(self) -> FileHash | None:
+        return self.check.expected
+
+    @property
+    def size(self) -> int | None:
+        return self.check.size
+
     # -- the source's side --------------------------------------------------------
 
-    def begin(self, size: int | None, last_modified: str, source: str) -> None:
+    def begin(self, size: int | None, last_modified: str, source: SourceKind) -> None:
         """The source knows what it is sending; clients waiting for headers may go on."""
-        if self.expected is not None and size is not None and size != self.expected.size:
-            raise DownloadFailed(
-                502,
-                f"upstream announced {size} bytes for a file the index says has "
-                f"{self.expected.size}",
-                kind="size",
-            )
-        if self.size is None:
-            self.size = size
+        self.check.announce(size)
         self.last_modified = last_modified or self.last_modified
         self.source = source
         if not self.started.done():
             self.started.set_result(None)
         self._notify()
 
-    def write(self, data: bytes, source: str = "") -> None:
+    def write(self, data: bytes, source: SourceKind | None = None) -> None:
         """Appends bytes that came from `source` (default: the download's source)."""
         assert self._fd is not None
-        if self.size is not None and self.written + len(data) > self.size:
-            raise DownloadFailed(502, "upstream sent more bytes than the file has", kind="size")
+        self.check.update(data)
         view = memoryview(data)
         try:
             while view:
@@ -118,9 +115,8 @@ class Download:
                 view = view[done:]
         except OSError as exc:
             if is_disk_full(exc):
-                raise DiskFull(503, f"{DISK_FULL_TEXT}: {exc.strerror}") from None
+                raise DiskFull(exc.strerror or "no space") from None
             raise
-        self._hash.update(data)
         self.written += len(data)
         label = source or self.source
         if self._sources and self._sources[-1] == label:
@@ -130,9 +126,9 @@ class Download:
             self._sources.append(label)
         self._notify()
 
-    def sources(self, start: int, end: int) -> list[tuple[str, int]]:
+    def sources(self, start: int, end: int) -> list[tuple[SourceKind, int]]:
         """How many of the bytes [start, end) came from each source, in order."""
-        out: list[tuple[str, int]] = []
+        out: list[tuple[SourceKind, int]] = []
         i = bisect.bisect_right(self._ends, start)
         pos = start
         while pos < end and i < len(self._ends):
@@ -153,10 +149,18 @@ class Download:
             raise ValueError("a download can only restart from its current end or from zero")
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
-        self._hash = hashlib.sha256()
+        self.check.reset()
+        self.rewinds += 1
         self.written = 0
         self._ends.clear()
         self._sources.clear()
+        self._notify()
+
+    def verify(self) -> None:
+        """Checks the bytes written as the whole file (`CheckedBytes.finish`); raises
+        DownloadFailed if they are not it."""
+        self.sha256 = self.check.finish()
+        self._notify()
 
     async def finish(self) -> None:
         """Flushes and checks the file; raises DownloadFailed if it does not verify."""
@@ -166,20 +170,12 @@ class Download:
             await asyncio.to_thread(os.fsync, fd)
         except OSError as exc:
             if is_disk_full(exc):  # delayed allocation: the blocks were wanted only now
-                raise DiskFull(503, f"{DISK_FULL_TEXT}: {exc.strerror}") from None
+                raise DiskFull(exc.strerror or "no space") from None
             raise
         finally:
             os.close(fd)
-        self.sha256 = self._hash.hexdigest()
-        if self.size is not None and self.written != self.size:
-            raise DownloadFailed(
-                502, f"upstream sent {self.written} of {self.size} bytes", kind="size"
-            )
-        if self.expected is not None and self.sha256 != self.expected.sha256:
-            raise DownloadFailed(
-                502, "the file's SHA-256 differs from the signed index's", kind="sha256"
-            )
-        self.size = self.written
+        if self.check.verdict is not Verdict.VERIFIED:
+            self.verify()
 
     def succeed(self) -> None:
         self.state = State.OK
@@ -190,13 +186,17 @@ class Download:
     def fail(self, error: DownloadFailed) -> None:
         self.state = State.FAILED
         self.error = error
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.close()
         if not self.started.done():
             self.started.set_exception(error)
             self.started.exception()  # retrieved: joiners see it through `started` or `error`
         self._notify()
+
+    def close(self) -> None:
+        """Closes the write descriptor (the file stays for readers and the caller)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _notify(self) -> None:
         self._changed.set()
@@ -204,14 +204,18 @@ class Download:
 
     # -- the readers' side --------------------------------------------------------
 
-    def open_reader(self) -> DownloadReader:
-        """Call when a client joins, before any await, so the file cannot vanish first."""
-        return DownloadReader(self, os.open(self.tmp, os.O_RDONLY))
+    def open_reader(self, *, relay: bool = False) -> DownloadReader:
+        """Call when a client joins, before any await, so the file cannot vanish first;
+        `relay`: the reader is another edge, which checks the bytes itself."""
+        return DownloadReader(self, os.open(self.tmp, os.O_RDONLY), relay)
 
-    def readable(self) -> int:
+    def readable(self, *, relay: bool = False) -> int:
+        """How far a reader may read: what the check releases, and the last byte only once the
+        download succeeded (its file committed or dropped), so a finished response means the
+        edge is done with the file."""
         if self.state is State.OK:
             return self.written
-        return max(0, self.written - 1)
+        return max(0, min(self.check.releasable(self.written, relay=relay), self.written - 1))
 
     async def changed(self) -> None:
         await self._changed.wait()
@@ -222,23 +226,32 @@ class BodyReader(Protocol):
 
     def chunks(self, start: int, end: int | None) -> AsyncIterator[bytes]: ...
 
-    def sources(self, start: int, end: int) -> list[tuple[str, int]]: ...
+    def sources(self, start: int, end: int) -> list[tuple[SourceKind, int]]: ...
 
     def close(self) -> None: ...
 
 
 class DownloadReader:
-    def __init__(self, download: Download, fd: int) -> None:
+    """Owns one reader's descriptor of a download's file."""
+
+    def __init__(self, download: Download, fd: int, relay: bool) -> None:
         self._download = download
         self._fd = fd
+        self._relay = relay
 
     async def chunks(self, start: int, end: int | None) -> AsyncIterator[bytes]:
-        """Bytes [start, end) (end None: to the end) as they become readable and verified."""
+        """Bytes [start, end) (end None: to the end) as the download's check releases them."""
         download = self._download
         pos = start
+        rewinds = download.rewinds
         try:
             while end is None or pos < end:
-                limit = download.readable() if end is None else min(download.readable(), end)
+                if download.rewinds != rewinds:
+                    if pos > start:  # what this reader sent is not what the file will be
+                        raise DownloadFailed(502, "the bytes sent were refused; fetching again")
+                    rewinds = download.rewinds
+                readable = download.readable(relay=self._relay)
+                limit = readable if end is None else min(readable, end)
                 if pos < limit:
                     data = os.pread(self._fd, min(CHUNK, limit - pos), pos)
                     if not data:
@@ -258,7 +271,7 @@ class DownloadReader:
         finally:
             self.close()
 
-    def sources(self, start: int, end: int) -> list[tuple[str, int]]:
+    def sources(self, start: int, end: int) -> list[tuple[SourceKind, int]]:
         return self._download.sources(start, end)
 
     def close(self) -> None:

@@ -1,7 +1,9 @@
 """The EdgeService gRPC surface: prefetch, pin and unpin, cache statistics.
 
 Protobuf types stop here: the servicer translates them to calls on
-`FileService` and `BlobStore` and their errors to status codes.
+`FileService` and `BlobStore` and their errors to status codes. Prefetch, Pin
+and Unpin change what the edge holds and fetches, so they need the admin
+token (`admin_token`); GetCacheStats is open.
 """
 
 from __future__ import annotations
@@ -12,26 +14,35 @@ from typing import Any
 
 import grpc
 
+from aptmesh.grpcserver import repeated_bytes, require_token
 from aptmesh.v1 import edge_pb2, edge_pb2_grpc
-from aptmesh_edge.cache import BlobStore
-from aptmesh_edge.downloads import DownloadFailed
+from aptmesh_edge.cache import BlobStore, TooManyPins
+from aptmesh_edge.checked import DownloadFailed
 from aptmesh_edge.files import FileService
 from aptmesh_edge.urls import Resource, Upstreams, UrlError, parse_target
 
 SERVICE_NAME = "aptmesh.v1.EdgeService"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 MAX_PREFETCH = 1000
+MAX_PREFETCH_PATH = 512  # bytes a prefetched path averages at most (Debian's are ~100)
+# Most bytes of one request per method (grpcserver.Servicer.max_request).
+REQUEST_BOUNDS = {"Prefetch": repeated_bytes(MAX_PREFETCH, MAX_PREFETCH_PATH)}
+TOKEN_OPTION = "admin_token (APTMESH_EDGE_ADMIN_TOKEN)"  # noqa: S105 - a name
 
 
 class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
-    def __init__(self, files: FileService, blobs: BlobStore, upstreams: Upstreams) -> None:
+    def __init__(
+        self, files: FileService, blobs: BlobStore, upstreams: Upstreams, *, admin_token: str
+    ) -> None:
         self._files = files
         self._blobs = blobs
         self._upstreams = upstreams
+        self._token = admin_token
 
     async def Prefetch(  # noqa: N802 - gRPC method name
         self, request: edge_pb2.PrefetchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> edge_pb2.PrefetchResponse:
+        await require_token(context, self._token, "prefetching", option=TOKEN_OPTION)
         if len(request.paths) + len(request.sha256s) > MAX_PREFETCH:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_PREFETCH} files per call"
@@ -61,27 +72,30 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         try:
             resource = resolve(path)
             body = await self._files.get(resource)
-            if body.reader is not None:
-                async for _ in body.reader.chunks(0, None):
-                    pass
+            await body.drain()
         except UrlError as exc:
             return edge_pb2.PrefetchResult(path=path, ok=False, error=exc.text)
         except DownloadFailed as exc:
             return edge_pb2.PrefetchResult(path=path, ok=False, error=exc.text)
-        return edge_pb2.PrefetchResult(path=path, ok=True, source=body.source)
+        return edge_pb2.PrefetchResult(path=path, ok=True, source=body.source.value)
 
     async def Pin(  # noqa: N802 - gRPC method name
         self, request: edge_pb2.PinRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> edge_pb2.PinResponse:
+        await require_token(context, self._token, "pinning", option=TOKEN_OPTION)
         if not _HEX64.match(request.sha256):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sha256 must be 64 hex digits")
-        self._blobs.pin(request.sha256)
+        try:
+            self._blobs.pin(request.sha256)
+        except TooManyPins as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         self._files.update_gauges()
         return edge_pb2.PinResponse()
 
     async def Unpin(  # noqa: N802 - gRPC method name
         self, request: edge_pb2.UnpinRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> edge_pb2.UnpinResponse:
+        await require_token(context, self._token, "unpinning", option=TOKEN_OPTION)
         if not _HEX64.match(request.sha256):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sha256 must be 64 hex digits")
         self._blobs.unpin(request.sha256)

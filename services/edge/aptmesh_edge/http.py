@@ -20,15 +20,19 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import Counter
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from aptmesh import logs
-from aptmesh_edge.downloads import DownloadFailed
-from aptmesh_edge.files import Body, FileService
-from aptmesh_edge.metrics import SOURCES, EdgeMetrics
+from aptmesh_edge.body import Body
+from aptmesh_edge.checked import DownloadFailed
+from aptmesh_edge.decisions import Outcome, SourceKind
+from aptmesh_edge.downloads import BodyReader
+from aptmesh_edge.files import FileService
+from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.site import VIA_HEADER, EdgeInfo, parse_via
 from aptmesh_edge.urls import Resource, Upstreams, UrlError, parse_target
 
@@ -69,9 +73,13 @@ class ByteRange:
     end: int  # exclusive
 
 
-def parse_range(header: str, size: int) -> ByteRange | None | str:
-    """One `bytes=` range against `size`: a ByteRange, None (ignore: serve all) or
-    "unsatisfiable" (416). Multiple ranges are answered with the whole file."""
+class RangeNotSatisfiable(Exception):
+    """A `Range` that no byte of the file satisfies: answered 416."""
+
+
+def parse_range(header: str, size: int) -> ByteRange | None:
+    """One `bytes=` range against `size`: a ByteRange, or None (ignore it: serve the whole
+    file, as for multiple ranges); raises RangeNotSatisfiable (416)."""
     unit, _, spec = header.partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
@@ -80,10 +88,12 @@ def parse_range(header: str, size: int) -> ByteRange | None | str:
         return None
     try:
         if first == "":
-            if not last.isdigit() or int(last) == 0:
-                return None if not last.isdigit() else "unsatisfiable"
+            if not last.isdigit():
+                return None
+            if int(last) == 0 or not size:
+                raise RangeNotSatisfiable
             count = min(int(last), size)
-            return ByteRange(size - count, size) if size else "unsatisfiable"
+            return ByteRange(size - count, size)
         if not first.isdigit() or (last and not last.isdigit()):
             return None
         start = int(first)
@@ -93,7 +103,7 @@ def parse_range(header: str, size: int) -> ByteRange | None | str:
     if last and end <= start:
         return None
     if start >= size:
-        return "unsatisfiable"
+        raise RangeNotSatisfiable
     return ByteRange(start, min(end, size))
 
 
@@ -111,6 +121,10 @@ def not_modified(if_modified_since: str, last_modified: str) -> bool:
 
 
 class EdgeHttp:
+    """The HTTP front end: parses a target, asks `FileService`, writes the `Body`. Owns only
+    what makes the hot path cheap: remembered target resolutions, the memory hits' answers
+    and the metric children."""
+
     def __init__(
         self,
         *,
@@ -129,7 +143,9 @@ class EdgeHttp:
         self._resolved: dict[str, Resource] = {}
         self._hot: dict[str, HotEntry] = {}
         self._request_counters: dict[tuple[str, str], Counter] = {}
-        self._served = {source: metrics.served_bytes.labels(source=source) for source in SOURCES}
+        self._served = {
+            source: metrics.served_bytes.labels(source=source.value) for source in SourceKind
+        }
         self._local: dict[str, Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]] = {
             "/": self._usage,
             "/acng-report.html": self._usage,
@@ -188,16 +204,15 @@ class EdgeHttp:
         try:
             body = await self._files.get(resource, via=parse_via(request.headers.get(VIA_HEADER)))
         except DownloadFailed as exc:
-            self._count(file_class, "error")
+            self._count(file_class, Outcome.ERROR)
             return _text(exc.status, exc.text + "\n")
         self._count(file_class, body.outcome)
-        if body.outcome == "hit" and body.data is not None and body.sha256:
-            self._remember_hot(raw, resource, body)
+        if body.outcome is Outcome.HIT and isinstance(body.payload, bytes) and body.sha256:
+            self._remember_hot(raw, resource, body, body.payload)
         return await self.send(request, body)
 
-    def _remember_hot(self, raw: str, resource: Resource, body: Body) -> None:
+    def _remember_hot(self, raw: str, resource: Resource, body: Body, data: bytes) -> None:
         """A small file served from memory: keep everything its next answer needs ready."""
-        assert body.data is not None
         if len(self._hot) >= RESOLVED_MAX:
             self._hot.clear()
         headers = {"Content-Type": body.content_type, "Accept-Ranges": "bytes"}
@@ -206,17 +221,19 @@ class EdgeHttp:
         self._hot[raw] = HotEntry(
             resource,
             body.sha256,
-            body.data,
+            data,
             headers,
-            self._metrics.requests.labels(file_class=resource.file_class.value, cache="hit"),
-            self._served["cache"],
+            self._metrics.requests.labels(
+                file_class=resource.file_class.value, cache=Outcome.HIT.value
+            ),
+            self._served[SourceKind.CACHE],
         )
 
-    def _count(self, file_class: str, outcome: str) -> None:
-        child = self._request_counters.get((file_class, outcome))
+    def _count(self, file_class: str, outcome: Outcome) -> None:
+        child = self._request_counters.get((file_class, outcome.value))
         if child is None:
-            child = self._metrics.requests.labels(file_class=file_class, cache=outcome)
-            self._request_counters[(file_class, outcome)] = child
+            child = self._metrics.requests.labels(file_class=file_class, cache=outcome.value)
+            self._request_counters[(file_class, outcome.value)] = child
         child.inc()
 
     async def send(self, request: web.BaseRequest, body: Body) -> web.StreamResponse:
@@ -235,13 +252,14 @@ class EdgeHttp:
             and body.size is not None
             and (not if_range or if_range == body.last_modified)
         ):
-            wanted = parse_range(range_header, body.size)
-            if wanted == "unsatisfiable":
+            try:
+                wanted = parse_range(range_header, body.size)
+            except RangeNotSatisfiable:
                 _close_reader(body)
                 return _text(
                     416, "range not satisfiable\n", {"Content-Range": f"bytes */{body.size}"}
                 )
-            if isinstance(wanted, ByteRange):
+            if wanted is not None:
                 status, start, end = 206, wanted.start, wanted.end
                 headers["Content-Range"] = f"bytes {start}-{end - 1}/{body.size}"
         if request.method == "HEAD":
@@ -249,28 +267,39 @@ class EdgeHttp:
             if end is not None:
                 headers["Content-Length"] = str(end - start)
             return web.Response(status=status, headers=headers)
-        if body.data is not None:
-            chunk = body.data if status == 200 else body.data[start:end]
-            self._served_by(body.source).inc(len(chunk))
+        payload = body.payload
+        if isinstance(payload, bytes):
+            chunk = payload if status == 200 else payload[start:end]
+            self._served[body.source].inc(len(chunk))
             return web.Response(status=status, body=chunk, headers=headers)
         resp = web.StreamResponse(status=status, headers=headers)
         if end is not None:
             resp.content_length = end - start
-        if body.path is not None:
-            assert end is not None
+        if isinstance(payload, Path):
+            if end is None:
+                raise ValueError("a cached file's body has a known size")
             await resp.prepare(request)
-            await _sendfile(request, resp, body, start, end - start)
-            self._served_by(body.source).inc(end - start)
+            await _sendfile(request, resp, payload, start, end - start)
+            self._served[body.source].inc(end - start)
             await resp.write_eof()
             return resp
-        assert body.reader is not None
+        return await self._stream(request, resp, payload, start, end)
+
+    async def _stream(
+        self,
+        request: web.BaseRequest,
+        resp: web.StreamResponse,
+        reader: BodyReader,
+        start: int,
+        end: int | None,
+    ) -> web.StreamResponse:
         await resp.prepare(request)
         pos = start
         try:
-            async for chunk in body.reader.chunks(start, end):
+            async for chunk in reader.chunks(start, end):
                 await resp.write(chunk)
-                for source, count in body.reader.sources(pos, pos + len(chunk)):
-                    self._served_by(source).inc(count)
+                for source, count in reader.sources(pos, pos + len(chunk)):
+                    self._served[source].inc(count)
                 pos += len(chunk)
         except DownloadFailed as exc:
             # Bytes already went out: the only honest signal left is a cut connection.
@@ -279,12 +308,9 @@ class EdgeHttp:
                 request.transport.abort()
             return resp
         finally:
-            body.reader.close()  # also when the client went away mid-file
+            reader.close()  # also when the client went away mid-file
         await resp.write_eof()
         return resp
-
-    def _served_by(self, source: str) -> Counter:
-        return self._served.get(source) or self._metrics.served_bytes.labels(source=source)
 
     async def _usage(self, request: web.BaseRequest) -> web.StreamResponse:
         page = USAGE_PAGE.format(hosts=", ".join(self._upstreams.hosts()) or "none")
@@ -312,15 +338,14 @@ SENDFILE_FALLBACK_CHUNK = 1024 * 1024
 
 
 async def _sendfile(
-    request: web.BaseRequest, resp: web.StreamResponse, body: Body, offset: int, count: int
+    request: web.BaseRequest, resp: web.StreamResponse, path: Path, offset: int, count: int
 ) -> None:
     """sendfile(2) through the event loop; on uvloop, which has no `loop.sendfile`, the file
     is read from the page cache in large chunks and written through the response."""
-    assert body.path is not None
     transport = request.transport
     if transport is None:
         raise ConnectionResetError("client went away")
-    with body.path.open("rb") as stream:
+    with path.open("rb") as stream:
         try:
             await asyncio.get_running_loop().sendfile(transport, stream, offset, count)
             return
@@ -336,8 +361,8 @@ async def _sendfile(
 
 
 def _close_reader(body: Body) -> None:
-    if body.reader is not None:
-        body.reader.close()
+    if not isinstance(body.payload, bytes | Path):
+        body.payload.close()
 
 
 def _text(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from aptmesh.metrics import new_registry
+from aptmesh_edge.decisions import FallbackReason, SiteResult, SourceKind
 
-# edge: a small file fetched from the edge of the zone that owns it (site.py)
-SOURCES = ("cache", "swarm", "upstream", "edge")
-FALLBACK_REASONS = (
-    "no_torrent",
-    "tracker_unreachable",
-    "no_peers",
-    "swarm_stalled",
-    "swarm_error",
-    "verification_failed",
-    "below_threshold",
-    "unverified",
-    "swarm_disabled",
-    # The upstream joined a swarm download as web seed (the swarm was not keeping up).
-    "webseed_no_peers",
-    "webseed_no_seed",
-    "webseed_stalled",
-    "webseed_slow",
-)
+if TYPE_CHECKING:
+    from aptmesh_edge.cache import CacheStats
 
 
 class EdgeMetrics:
+    """Owns the edge's registry and its metrics, labels pre-registered from the enums."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else new_registry("edge")
         r = self.registry
@@ -112,11 +101,19 @@ class EdgeMetrics:
         self.swarm_torrents = Gauge(
             "aptmesh_edge_swarm_torrents", "Torrents the edge downloads or seeds.", registry=r
         )
-        for source in SOURCES:
-            self.served_bytes.labels(source=source)
-        for reason in FALLBACK_REASONS:
-            self.fallbacks.labels(reason=reason)
-        for result in ("ok", "failed"):
-            self.site_fetches.labels(result=result)
+        for source in SourceKind:
+            self.served_bytes.labels(source=source.value)
+        for reason in FallbackReason:
+            self.fallbacks.labels(reason=reason.value)
+        for result in SiteResult:
+            self.site_fetches.labels(result=result.value)
         for direction in ("upload", "download"):
             self.torrent_payload.labels(service="edge", direction=direction)
+
+    def show_cache(self, stats: CacheStats) -> None:
+        """The cache gauges, from the store's statistics."""
+        self.cache_size.set(stats.size_bytes)
+        self.cache_limit.set(stats.limit_bytes)
+        self.cache_entries.set(stats.entries)
+        self.cache_pinned.set(stats.pinned_entries)
+        self.memory_bytes.set(stats.memory_bytes)

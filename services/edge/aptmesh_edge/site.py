@@ -13,7 +13,7 @@ the request came through. An edge asked for a file it lacks asks its own
 parent in turn, so a file comes down a binary tree rooted at its owner: no
 uplink carries it more than twice (an owner serving the five others of six
 sent it five times, and small files crawled through its link), and an edge
-passes the bytes on to the edges below it as they arrive (files.py), not
+passes the bytes on to the edges below it as they arrive (packages.py), not
 after it has them all. However many edges and clients ask at once, they join
 one download per edge.
 
@@ -22,7 +22,7 @@ No loops, no waiting on the dead:
   requests climb towards the owner and stop there; an edge never asks a
   parent that is already in the request's via path, and a request whose path
   holds this edge or the parent it waits for makes that download drop the
-  parent for the upstream (`FileService`): edges whose lists disagree for a
+  parent for the upstream (`PackageService`): edges whose lists disagree for a
   refresh interval cannot wait on each other in a circle;
 - an edge routes only while it is itself in the zone's list (it registered, so
   the others count on it too) and the list is fresh; otherwise, and when the
@@ -30,14 +30,13 @@ No loops, no waiting on the dead:
 - the parent gets a short connect timeout (a dead one costs at most ~1 s, a
   refused connection nothing).
 
-A parent is not trusted more than a mirror: its bytes go into the download's
-file, but the download does not `begin` (which is what lets clients read it)
-until the whole file has the size and SHA-256 the verified index gives; the
-edges below get the bytes early, and check them themselves. Any failure
-(refused, an answer other than 200, a timeout, a short body, wrong bytes)
-rewinds the download to nothing, and the caller fetches the file from the
-upstream. For files this small, holding the whole body back from clients
-costs little.
+A parent is not trusted more than a mirror: its bytes go through the
+download's check like any source's (checked.py), and the download does not
+`begin` until the whole file has the size and SHA-256 the verified index
+gives; the edges below get the bytes early, and check them themselves. Any
+failure (refused, an answer other than 200, a timeout, a short body, wrong
+bytes) rewinds the download to nothing and raises `SourceUnavailable`: the
+caller fetches the file from the upstream.
 """
 
 from __future__ import annotations
@@ -51,8 +50,12 @@ from dataclasses import dataclass
 import aiohttp
 
 from aptmesh import logs
-from aptmesh_edge.downloads import Download, DownloadFailed
+from aptmesh_edge.checked import DownloadFailed
+from aptmesh_edge.decisions import SiteResult, SourceKind
+from aptmesh_edge.downloads import Download
 from aptmesh_edge.metrics import EdgeMetrics
+from aptmesh_edge.sources import SourceUnavailable
+from aptmesh_edge.upstream import Session
 from aptmesh_edge.urls import Resource
 
 log = logs.get(__name__)
@@ -120,17 +123,16 @@ def parse_via(header: str | None) -> tuple[str, ...]:
 
 
 class OwnerFailed(Exception):
-    """The owner did not give the verified file; `kind` is set when what it sent was wrong
-    (a verification failure), empty for transport failures."""
+    """The owner did not answer with the file (a transport failure or a refusal)."""
 
-    def __init__(self, text: str, kind: str = "") -> None:
+    def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
-        self.kind = kind
 
 
-class SiteFetch:
-    """The zone's live edges (as last read from the registry) and fetches from their owners.
+class SiteFetch(Session):
+    """Owns the zone's live edges (as last read from the registry) and the HTTP session to
+    them; `source` gives the `Source` that fetches a file from this edge's parent for it.
 
     `set_edges` is called after every successful read of the registry; a list older than
     `stale_after` seconds is not used (the tracker is unreachable: fetch from the upstream)."""
@@ -154,23 +156,13 @@ class SiteFetch:
         self._listed_at: float | None = None
         # Only the TCP connect is bounded short: waiting for a pooled connection is not the
         # owner's fault, and the owner may itself wait up to its upstream timeout for headers.
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=connect_timeout, sock_read=read_timeout
+        super().__init__(
+            aiohttp.ClientTimeout(
+                total=None, connect=None, sock_connect=connect_timeout, sock_read=read_timeout
+            ),
+            limit=128,
+            per_host=32,
         )
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            timeout=self._timeout,
-            auto_decompress=False,
-            connector=aiohttp.TCPConnector(limit=128, limit_per_host=32),
-            headers={"User-Agent": "aptmesh-edge", "Accept-Encoding": "identity"},
-        )
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     def set_edges(self, self_id: str, edges: Sequence[EdgeInfo]) -> None:
         self._self_id = self_id
@@ -189,18 +181,19 @@ class SiteFetch:
         would wait on itself: this edge or that parent already asked for it."""
         return self._self_id in via or parent in via
 
-    async def fetch(
+    def source(self, parent: EdgeInfo, abandon: asyncio.Event, via: Sequence[str]) -> SiteSource:
+        """The parent as a `Source` for a request that came through the edges `via`; it gives
+        up (SourceUnavailable) when `abandon` is set first."""
+        return SiteSource(self, parent, abandon, via)
+
+    async def _fetch(
         self,
         owner: EdgeInfo,
         resource: Resource,
         download: Download,
         abandon: asyncio.Event,
-        via: Sequence[str] = (),
-    ) -> bool:
-        """Fills `download` (empty, with an expected hash) from `owner` (this edge's parent for
-        the file) and begins it; False, with the download rewound to nothing and not begun, if
-        the owner did not give the verified file or `abandon` was set first. Counted either
-        way. `via`: the edges the request for it came through."""
+        via: Sequence[str],
+    ) -> None:
         assert download.expected is not None and download.written == 0
         url = owner.url.rstrip("/") + resource.prefix_url()
         filling = asyncio.create_task(self._fill(url, download, (*via, self._self_id)))
@@ -213,16 +206,17 @@ class SiteFetch:
             done = await asyncio.gather(filling, abandoned, return_exceptions=True)
         error = done[0]
         if error is None:
-            self._metrics.site_fetches.labels(result="ok").inc()
-            return True
-        if isinstance(error, DownloadFailed):
+            self._metrics.site_fetches.labels(result=SiteResult.OK.value).inc()
+            return
+        if isinstance(error, DownloadFailed) and error.failure is not None:
+            reason = error.text  # the owner's bytes did not verify
+            self._metrics.verification_failures.labels(
+                service="edge", kind=f"site_{error.failure.value}"
+            ).inc()
+        elif isinstance(error, DownloadFailed):
             raise error  # not the owner's doing (a full disk): fails as an upstream fetch would
-        if isinstance(error, OwnerFailed):
+        elif isinstance(error, OwnerFailed):
             reason = error.text
-            if error.kind:
-                self._metrics.verification_failures.labels(
-                    service="edge", kind=f"site_{error.kind}"
-                ).inc()
         elif isinstance(error, asyncio.CancelledError):
             reason = "the owner (or an edge it waits for) asked this edge for the file"
         elif isinstance(error, Exception):
@@ -230,9 +224,9 @@ class SiteFetch:
         else:
             raise error
         download.rewind(0)
-        self._metrics.site_fetches.labels(result="failed").inc()
+        self._metrics.site_fetches.labels(result=SiteResult.FAILED.value).inc()
         log.info("site_fetch_failed", key=resource.key, owner=owner.id, reason=reason)
-        return False
+        raise SourceUnavailable(None, f"fetching from edge {owner.id}: {reason}")
 
     async def _fill(self, url: str, download: Download, via: Sequence[str]) -> None:
         expected = download.expected
@@ -245,25 +239,34 @@ class SiteFetch:
                 if coding not in ("", "identity"):
                     raise OwnerFailed(f"the owner sent Content-Encoding {coding!r}")
                 length = resp.headers.get("Content-Length")
-                if length is not None and length != str(expected.size):
-                    raise OwnerFailed(
-                        f"the owner announced {length} bytes of {expected.size}", kind="size"
-                    )
-                digest = hashlib.sha256()
-                received = 0
+                if length is not None and not length.isdigit():
+                    raise OwnerFailed(f"the owner sent Content-Length {length!r}")
+                download.check.announce(None if length is None else int(length))
                 async for data in resp.content.iter_chunked(READ_CHUNK):
-                    if received + len(data) > expected.size:
-                        raise OwnerFailed("the owner sent more bytes than the file has", "size")
-                    download.write(data, "edge")
-                    digest.update(data)
-                    received += len(data)
-                if received != expected.size:
-                    raise OwnerFailed(f"the owner sent {received} of {expected.size} bytes")
-                if digest.hexdigest() != expected.sha256:
-                    raise OwnerFailed("the owner's file differs from the signed index's", "sha256")
+                    download.write(data, SourceKind.EDGE)
+                download.verify()
                 last_modified = resp.headers.get("Last-Modified", "")
         except TimeoutError:
             raise OwnerFailed("the owner did not connect or answer in time") from None
         except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
             raise OwnerFailed(f"talking to the owner: {type(exc).__name__}: {exc}") from None
-        download.begin(expected.size, last_modified, "edge")
+        download.begin(expected.size, last_modified, SourceKind.EDGE)
+
+
+class SiteSource:
+    """This edge's parent in the zone for one file, as a `Source`: fills an empty download of a
+    verified file and begins it once the whole file checked; otherwise rewinds it to nothing
+    and raises SourceUnavailable (counted in `aptmesh_edge_site_fetches_total`)."""
+
+    kind = SourceKind.EDGE
+
+    def __init__(
+        self, site: SiteFetch, parent: EdgeInfo, abandon: asyncio.Event, via: Sequence[str]
+    ) -> None:
+        self.parent = parent
+        self._site = site
+        self._abandon = abandon
+        self._via = via
+
+    async def fetch(self, resource: Resource, download: Download) -> None:
+        await self._site._fetch(self.parent, resource, download, self._abandon, self._via)

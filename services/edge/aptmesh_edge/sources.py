@@ -1,9 +1,13 @@
-"""Where a package file's bytes come from: the swarm or the upstream, chosen by pure policies.
+"""Where a file's bytes come from: one `Source` protocol, and the pure policies that choose.
 
-Both sources fill a `Download` in order (`begin`, then `write`): the swarm with
-pieces libtorrent has verified, the upstream with an HTTP response body. The
-policies decide from plain facts; the caller does the I/O (the tracker lookup,
-the fetch) and counts every fall back to the upstream with its reason.
+Every source (the upstream over HTTP in upstream.py, the swarm in
+swarmfetch.py, this edge's parent in the zone in site.py) has one shape:
+`fetch(resource, download)` appends the file's bytes to a `Download` from
+`download.written` on, through its check (checked.py), and `begin`s it. A
+source that cannot deliver raises `SourceUnavailable` with the fallback reason
+to count (the next source resumes at the download's end, or from zero after a
+rewind); any other `DownloadFailed` fails the download. The policies decide
+from plain facts; the package logic (packages.py) does the I/O.
 
 Inside a swarm download the upstream is a BEP 19 web seed of last resort:
 `web_seed_reason` adds it only when the swarm is not keeping up, so the
@@ -15,25 +19,34 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from aptmesh_edge.downloads import Download, DownloadFailed, Expected
+from aptmesh.debian import FileHash
+from aptmesh_edge.checked import DownloadFailed
+from aptmesh_edge.decisions import FallbackReason, SourceKind
 from aptmesh_edge.urls import Resource
+
+if TYPE_CHECKING:
+    from aptmesh_edge.downloads import Download
 
 
 class Source(Protocol):
-    name: str
+    """Fills a download with one file's bytes from one place."""
 
-    async def fetch(self, urls: list[str], download: Download) -> None:
-        """Appends the file's bytes to `download` from `download.written` on; raises
-        DownloadFailed (or SwarmUnavailable) if it cannot."""
+    @property
+    def kind(self) -> SourceKind: ...
+
+    async def fetch(self, resource: Resource, download: Download) -> None:
+        """Appends the file's bytes to `download` from `download.written` on and begins it;
+        raises SourceUnavailable (try the next source) or DownloadFailed."""
         ...
 
 
-class SwarmUnavailable(DownloadFailed):
-    """The swarm cannot deliver (yet); `reason` is the fallback metric's label."""
+class SourceUnavailable(DownloadFailed):
+    """The source cannot deliver (yet); `reason` is the fallback metric's label (None: a
+    failure not counted as a fallback, such as a parent edge that failed, counted by site.py)."""
 
-    def __init__(self, reason: str, text: str) -> None:
+    def __init__(self, reason: FallbackReason | None, text: str) -> None:
         super().__init__(502, text)
         self.reason = reason
 
@@ -49,44 +62,58 @@ class TorrentState(enum.Enum):
 class Facts:
     swarm_enabled: bool
     swarm_min_size: int
-    expected: Expected | None
+    expected: FileHash | None
     torrent: TorrentState = TorrentState.NOT_LOOKED_UP
+
+
+class Step(enum.Enum):
+    """What to do next for a package file's bytes."""
+
+    SWARM = "swarm"
+    UPSTREAM = "upstream"
+    LOOKUP = "lookup"  # ask the tracker, then decide again
 
 
 @dataclass(frozen=True)
 class Choice:
-    source: str  # "swarm", "upstream", or "lookup" (ask the tracker, then decide again)
-    fallback_reason: str = ""  # why not the swarm (empty when there is nothing to count)
+    step: Step
+    fallback_reason: FallbackReason | None = None  # why not the swarm (None: nothing to count)
 
 
 def choose_source(facts: Facts) -> Choice:
     """Swarm for large verified files whose torrent the index knows; upstream otherwise."""
     if not facts.swarm_enabled:
-        return Choice("upstream", "swarm_disabled")
+        return Choice(Step.UPSTREAM, FallbackReason.SWARM_DISABLED)
     if facts.expected is None:
-        return Choice("upstream", "unverified")
+        return Choice(Step.UPSTREAM, FallbackReason.UNVERIFIED)
     if facts.expected.size < facts.swarm_min_size:
-        return Choice("upstream", "below_threshold")
+        return Choice(Step.UPSTREAM, FallbackReason.BELOW_THRESHOLD)
     if facts.torrent is TorrentState.NOT_LOOKED_UP:
-        return Choice("lookup")
+        return Choice(Step.LOOKUP)
     if facts.torrent is TorrentState.TRACKER_UNREACHABLE:
-        return Choice("upstream", "tracker_unreachable")
+        return Choice(Step.UPSTREAM, FallbackReason.TRACKER_UNREACHABLE)
     if facts.torrent is TorrentState.ABSENT:
-        return Choice("upstream", "no_torrent")
-    return Choice("swarm")
+        return Choice(Step.UPSTREAM, FallbackReason.NO_TORRENT)
+    return Choice(Step.SWARM)
 
 
-def after_fetch(source: str, expected: Expected | None, swarm_min_size: int) -> str:
-    """What the swarm side does with a file just committed to the cache: keep seeding what
-    came from the swarm ("seed"), make, publish and seed a torrent for a large verified file
-    that came from the upstream ("make_torrent"), or nothing ("")."""
+class AfterCommit(enum.Enum):
+    """What the swarm side does with a file just committed to the cache."""
+
+    NOTHING = "nothing"
+    SEED = "seed"  # it came from the swarm: keep seeding it
+    MAKE_TORRENT = "make_torrent"  # a large file from the upstream: make, publish and seed
+
+
+def after_fetch(source: SourceKind, expected: FileHash | None, swarm_min_size: int) -> AfterCommit:
+    """What the swarm side does with a file just committed to the cache."""
     if expected is None:
-        return ""
-    if source == "swarm":
-        return "seed"
+        return AfterCommit.NOTHING
+    if source is SourceKind.SWARM:
+        return AfterCommit.SEED
     if expected.size >= swarm_min_size:
-        return "make_torrent"
-    return ""
+        return AfterCommit.MAKE_TORRENT
+    return AfterCommit.NOTHING
 
 
 # Streaming a swarm download to the client in order: rarest-first alone, until the client has
@@ -129,20 +156,20 @@ class SwarmProgress:
     size: int
 
 
-def web_seed_reason(progress: SwarmProgress, policy: WebSeedPolicy) -> str:
-    """Why the upstream should join the download as web seed now; "" while the swarm keeps
-    up. The reason is the fallback metric's label."""
+def web_seed_reason(progress: SwarmProgress, policy: WebSeedPolicy) -> FallbackReason | None:
+    """Why the upstream should join the download as web seed now; None while the swarm keeps
+    up."""
     if progress.done >= progress.size or progress.elapsed < policy.delay:
-        return ""
+        return None
     if progress.peers == 0:
-        return "webseed_no_peers"
+        return FallbackReason.WEBSEED_NO_PEERS
     if progress.seeds == 0:
-        return "webseed_no_seed"  # no connected peer holds the whole file
+        return FallbackReason.WEBSEED_NO_SEED  # no connected peer holds the whole file
     if progress.since_piece >= policy.stall:
-        return "webseed_stalled"
+        return FallbackReason.WEBSEED_STALLED
     if progress.elapsed >= 2 * policy.delay and progress.peer_rate < policy.min_rate:
-        return "webseed_slow"
-    return ""
+        return FallbackReason.WEBSEED_SLOW
+    return None
 
 
 def web_seed_share(written: int, written_web: int, piece: int, peer: int, web: int) -> int:
@@ -160,14 +187,14 @@ def web_seed_share(written: int, written_web: int, piece: int, peer: int, web: i
 class SwarmFetcher(Protocol):
     """What the package service needs from the swarm side (`aptmesh_edge.swarmfetch`)."""
 
-    async def lookup(self, expected: Expected) -> TorrentState: ...
+    async def lookup(self, expected: FileHash) -> TorrentState: ...
 
-    def source_for(self, resource: Resource, expected: Expected) -> Source: ...
+    def source_for(self, expected: FileHash) -> Source: ...
 
-    async def after_upstream(self, resource: Resource, expected: Expected, blob_path: str) -> None:
+    async def after_upstream(self, resource: Resource, expected: FileHash, blob_path: str) -> None:
         """A verified file came from the upstream: make, publish and seed its torrent."""
         ...
 
-    async def seed_cached(self, resource: Resource, expected: Expected, blob_path: str) -> None:
+    async def seed_cached(self, resource: Resource, expected: FileHash, blob_path: str) -> None:
         """A file came from the swarm and was committed: keep seeding it from the cache."""
         ...

@@ -31,19 +31,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aptmesh import logs
+from aptmesh.debian import FileHash
 from aptmesh.swarm import Swarm, SwarmError, SwarmTorrent, seed_bound
 from aptmesh.torrent import TorrentError, make_torrent, parse_torrent
-from aptmesh_edge.downloads import Download, Expected
+from aptmesh_edge.checked import Pieces
+from aptmesh_edge.decisions import FallbackReason, SourceKind
+from aptmesh_edge.downloads import Download
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.sources import (
     STREAM_PATIENCE,
-    Source,
+    SourceUnavailable,
     SwarmProgress,
-    SwarmUnavailable,
     TorrentState,
     WebSeedPolicy,
     stream_window,
@@ -66,30 +68,30 @@ READ_AHEAD = 4 << 20  # bytes of verified pieces read in parallel ahead of the s
 
 
 class SwarmSource:
-    name = "swarm"
+    """The swarm as a `Source` for one file whose torrent the tracker's index gave: writes only
+    pieces libtorrent verified against the torrent's piece hashes."""
 
-    def __init__(
-        self,
-        owner: EdgeSwarm,
-        record: PackageRecord,
-        resource: Resource,
-        expected: Expected,
-    ) -> None:
+    kind = SourceKind.SWARM
+
+    def __init__(self, owner: EdgeSwarm, record: PackageRecord, expected: FileHash) -> None:
         self._owner = owner
         self._record = record
-        self._resource = resource
         self._expected = expected
 
-    async def fetch(self, urls: list[str], download: Download) -> None:
+    async def fetch(self, resource: Resource, download: Download) -> None:
         owner = self._owner
         try:
             torrent = parse_torrent(self._record.torrent)
         except TorrentError as exc:
-            raise SwarmUnavailable(
-                "swarm_error", f"the index's torrent is unusable: {exc}"
+            raise SourceUnavailable(
+                FallbackReason.SWARM_ERROR, f"the index's torrent is unusable: {exc}"
             ) from None
         if torrent.size != self._expected.size:
-            raise SwarmUnavailable("swarm_error", "the index's torrent has the wrong size")
+            raise SourceUnavailable(
+                FallbackReason.SWARM_ERROR, "the index's torrent has the wrong size"
+            )
+        if download.written == 0:  # bytes from a fallback are checked piece by piece too
+            download.check.know_pieces(Pieces(torrent.piece_length, torrent.v1_pieces))
         scratch = owner.scratch_dir / self._expected.sha256
         scratch.mkdir(parents=True, exist_ok=True)
         trackers = owner.trackers
@@ -101,21 +103,22 @@ class SwarmSource:
                 sequential=False,  # rarest-first; the client's next pieces go by deadline
             )
         except SwarmError as exc:
-            raise SwarmUnavailable("swarm_error", str(exc)) from None
+            raise SourceUnavailable(FallbackReason.SWARM_ERROR, str(exc)) from None
         owner.downloading[self._expected.sha256] = handle
         try:
-            await self._stream(handle, torrent.piece_length, urls, download)
+            await self._stream(handle, torrent.piece_length, resource, download)
         finally:
             if download.written < torrent.size:
                 owner.drop_download(self._expected.sha256)
 
     async def _stream(
-        self, handle: SwarmTorrent, piece_length: int, urls: list[str], download: Download
+        self, handle: SwarmTorrent, piece_length: int, resource: Resource, download: Download
     ) -> None:
         """Writes verified pieces in order from `download.written` on, asking libtorrent for
         the next few by deadline once the client has waited a while for one (`stream_window`),
         and adds the upstream as web seed when the swarm lags."""
         owner = self._owner
+        urls = resource.upstream_urls()
         size = handle.size
         first = download.written // piece_length
         skip = download.written - first * piece_length
@@ -149,7 +152,7 @@ class SwarmSource:
                         )
                     if not handle.web_seeds and urls and now >= next_check:
                         next_check = now + WEB_SEED_CHECK_EVERY
-                        self._consider_web_seed(handle, urls, now - start, now - last_piece)
+                        self._consider_web_seed(handle, resource, now - start, now - last_piece)
                     wait = min(WEB_SEED_CHECK_EVERY, last_piece + limit - now)
                     if await handle.wait_changed(max(wait, 0.0)):
                         last_piece = loop.time()
@@ -158,7 +161,7 @@ class SwarmSource:
                 data = await handle.read_piece(index)
                 if index == first:
                     data = data[skip:]
-                    download.begin(size, "", self.name)
+                    download.begin(size, "", self.kind)
                 if handle.web_seeds:
                     moved = handle.transfer()
                     web = web_seed_share(
@@ -166,18 +169,18 @@ class SwarmSource:
                         moved.web_seed_bytes,
                     )  # fmt: skip
                     written_web += web
-                    download.write(data[: len(data) - web], self.name)
-                    download.write(data[len(data) - web :], "upstream")
+                    download.write(data[: len(data) - web], self.kind)
+                    download.write(data[len(data) - web :], SourceKind.UPSTREAM)
                 else:
-                    download.write(data, self.name)
+                    download.write(data, self.kind)
         except TimeoutError:
-            reason = "swarm_stalled" if progressed else "no_peers"
-            raise SwarmUnavailable(reason, f"swarm: no progress ({reason})") from None
+            reason = FallbackReason.SWARM_STALLED if progressed else FallbackReason.NO_PEERS
+            raise SourceUnavailable(reason, f"swarm: no progress ({reason.value})") from None
         except SwarmError as exc:
-            raise SwarmUnavailable("swarm_error", f"swarm: {exc}") from None
+            raise SourceUnavailable(FallbackReason.SWARM_ERROR, f"swarm: {exc}") from None
 
     def _consider_web_seed(
-        self, handle: SwarmTorrent, urls: list[str], elapsed: float, since_piece: float
+        self, handle: SwarmTorrent, resource: Resource, elapsed: float, since_piece: float
     ) -> None:
         owner = self._owner
         moved = handle.transfer()
@@ -186,15 +189,15 @@ class SwarmSource:
             handle.size,
         )  # fmt: skip
         reason = web_seed_reason(progress, owner.web_seed_policy)
-        if not reason:
+        if reason is None:
             return
-        for url in urls:
+        for url in resource.upstream_urls():
             handle.add_web_seed(url)
-        owner.metrics.fallbacks.labels(reason=reason).inc()
+        owner.metrics.fallbacks.labels(reason=reason.value).inc()
         log.info(
             "web_seed_added",
-            path=self._resource.path,
-            reason=reason,
+            path=resource.path,
+            reason=reason.value,
             elapsed=round(elapsed, 2),
             peers=moved.peers,
             seeds=moved.seeds,
@@ -203,6 +206,9 @@ class SwarmSource:
 
 
 class EdgeSwarm:
+    """Owns the edge's libtorrent session and its torrents (downloading, seeding), the records
+    the tracker's index gave, and this edge's share of the site's work."""
+
     def __init__(
         self,
         swarm: Swarm,
@@ -215,7 +221,7 @@ class EdgeSwarm:
         metrics: EdgeMetrics,
         first_piece_timeout: float,
         stall_seconds: float,
-        self_url: str = "",
+        self_url: Callable[[], str] = str,
         web_seed_policy: WebSeedPolicy | None = None,
     ) -> None:
         self.swarm = swarm
@@ -258,7 +264,7 @@ class EdgeSwarm:
             shutil.rmtree(self.scratch_dir)  # partial swarm downloads: the cache has what counts
         self.scratch_dir.mkdir(parents=True)
 
-    async def lookup(self, expected: Expected) -> TorrentState:
+    async def lookup(self, expected: FileHash) -> TorrentState:
         try:
             record = await self.tracker.get(expected.sha256)
         except NotFound:
@@ -271,8 +277,8 @@ class EdgeSwarm:
         self._records[expected.sha256] = record
         return TorrentState.FOUND
 
-    def source_for(self, resource: Resource, expected: Expected) -> Source:
-        return SwarmSource(self, self._records[expected.sha256], resource, expected)
+    def source_for(self, expected: FileHash) -> SwarmSource:
+        return SwarmSource(self, self._records[expected.sha256], expected)
 
     def drop_download(self, sha256: str) -> None:
         torrent = self.downloading.pop(sha256, None)
@@ -282,12 +288,12 @@ class EdgeSwarm:
 
     def _web_seeds(self, resource: Resource) -> list[str]:
         seeds = resource.upstream_urls()
-        if self.self_url:
-            seeds.append(self.self_url + resource.prefix_url())
+        if self_url := self.self_url():
+            seeds.append(self_url + resource.prefix_url())
         return seeds
 
     def _seed(
-        self, resource: Resource, expected: Expected, blob_path: Path, metainfo: bytes
+        self, resource: Resource, expected: FileHash, blob_path: Path, metainfo: bytes
     ) -> None:
         if expected.sha256 in self.seeding:
             return
@@ -304,13 +310,13 @@ class EdgeSwarm:
         except SwarmError as exc:
             log.warning("seeding_failed", path=resource.path, error=str(exc))
 
-    async def seed_cached(self, resource: Resource, expected: Expected, blob_path: str) -> None:
+    async def seed_cached(self, resource: Resource, expected: FileHash, blob_path: str) -> None:
         record = self._records.get(expected.sha256)
         self.drop_download(expected.sha256)
         if record is not None:
             self._seed(resource, expected, Path(blob_path), record.torrent)
 
-    async def after_upstream(self, resource: Resource, expected: Expected, blob_path: str) -> None:
+    async def after_upstream(self, resource: Resource, expected: FileHash, blob_path: str) -> None:
         path = Path(blob_path)
         name = resource.path.rsplit("/", 1)[-1]
         try:

@@ -1,4 +1,9 @@
-"""Believing Debian's signatures: InRelease -> Packages -> package files (aptmesh.debian).
+"""What the edge believes about files: InRelease -> Packages -> package files (aptmesh.debian).
+
+A `Verifier` is told about every index file that passes through (`check_index`)
+and answers what a package file must be (`expected`). `release_for` names the
+InRelease that must be checked before an index can be believed, so the caller
+fetches it first. `NullVerifier` believes nothing (verify_mode off).
 
 `ReleaseVerifier` is the edge's `Verifier`. It keeps, per upstream and suite,
 the `Release` whose InRelease verified against the keyring, and per package
@@ -18,14 +23,67 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from aptmesh import debian, logs
-from aptmesh_edge.downloads import Expected
+from aptmesh.debian import FileHash
 from aptmesh_edge.urls import Resource
-from aptmesh_edge.verify import VerificationFailed
 
 log = logs.get(__name__)
+
+
+class VerificationFailed(Exception):
+    """An index does not verify; `kind` labels the metric, the text is safe for clients."""
+
+    def __init__(self, kind: str, text: str) -> None:
+        super().__init__(text)
+        self.kind = kind
+        self.text = text
+
+
+class Verifier(Protocol):
+    """What the logic asks of the edge's beliefs (see the module's docstring)."""
+
+    def release_for(self, resource: Resource) -> Resource | None:
+        """The InRelease that vouches for `resource` (an index), or None if none is needed."""
+        ...
+
+    async def check_index(self, resource: Resource, path: Path, sha256: str, size: int) -> bool:
+        """Checks a freshly fetched index; True if verified (and learned), False if accepted
+        unverified; raises VerificationFailed if it must be refused."""
+        ...
+
+    def expected(self, resource: Resource) -> FileHash | None:
+        """A package file's SHA-256 and size from a verified index, if known."""
+        ...
+
+    def locate(self, sha256: str) -> Resource | None:
+        """A package file the verified indexes list with this SHA-256."""
+        ...
+
+    def keeps_unverified(self) -> bool:
+        """Whether files no verified index vouches for may be cached (only with verify off)."""
+        ...
+
+
+class NullVerifier:
+    """verify_mode off: every file is accepted, cached by the hash of its bytes."""
+
+    def release_for(self, resource: Resource) -> Resource | None:
+        return None
+
+    async def check_index(self, resource: Resource, path: Path, sha256: str, size: int) -> bool:
+        return False
+
+    def expected(self, resource: Resource) -> FileHash | None:
+        return None
+
+    def locate(self, sha256: str) -> Resource | None:
+        return None
+
+    def keeps_unverified(self) -> bool:
+        return True
+
 
 Mode = Literal["enforce", "auto"]
 _ROOT_NAMES = {"InRelease", "Release", "Release.gpg"}
@@ -55,11 +113,14 @@ def split_suite(path: str) -> SuitePath | None:
 
 
 class ReleaseVerifier:
+    """Owns what the verified indexes say: per upstream and suite the `Release` whose InRelease
+    verified, per package file its SHA-256 and size, per SHA-256 where an index lists it."""
+
     def __init__(self, keyring: Path | None, mode: Mode = "enforce") -> None:
         self._keyring = keyring
         self._mode = mode
         self._releases: dict[str, debian.Release] = {}  # origin key + suite dir -> Release
-        self._expected: dict[str, Expected] = {}  # package cache key -> its index entry
+        self._expected: dict[str, FileHash] = {}  # package cache key -> its index entry
         self._located: dict[str, Resource] = {}  # package SHA-256 -> where an index lists it
 
     def release_for(self, resource: Resource) -> Resource | None:
@@ -68,7 +129,7 @@ class ReleaseVerifier:
             return None
         return Resource(resource.origin, where.inrelease, resource.backends)
 
-    def expected(self, resource: Resource) -> Expected | None:
+    def expected(self, resource: Resource) -> FileHash | None:
         return self._expected.get(resource.key)
 
     def locate(self, sha256: str) -> Resource | None:
@@ -106,7 +167,7 @@ class ReleaseVerifier:
                 raise VerificationFailed(exc.kind, str(exc)) from None
             prefix = f"{resource.origin.key}/{where.archive}"
             for entry in entries:
-                self._expected[prefix + entry.filename] = Expected(entry.sha256, entry.size)
+                self._expected[prefix + entry.filename] = FileHash(entry.size, entry.sha256)
                 self._located[entry.sha256] = Resource(
                     resource.origin, where.archive + entry.filename, resource.backends
                 )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -30,8 +29,12 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from aptmesh import logs
-from aptmesh_edge.downloads import Download, DownloadFailed, Expected
+from aptmesh.debian import FileHash
+from aptmesh_edge.checked import CheckedBytes, DownloadFailed
+from aptmesh_edge.decisions import SourceKind
+from aptmesh_edge.downloads import Download
 from aptmesh_edge.metrics import EdgeMetrics
+from aptmesh_edge.urls import Resource
 
 log = logs.get(__name__)
 
@@ -40,6 +43,18 @@ READ_CHUNK = 256 * 1024
 
 class UpstreamFailure(DownloadFailed):
     """No usable response from any backend."""
+
+
+class NotModified(Exception):
+    """The upstream answered 304 to a download's conditional request."""
+
+
+def refused_status(status: int) -> UpstreamFailure:
+    """The failure for a response that is neither the file nor a usable redirect."""
+    return UpstreamFailure(
+        status if 400 <= status < 500 else 502,
+        f"fetching from upstream: it answered {status}",
+    )
 
 
 CodingAction = Literal["raw", "gunzip", "refuse"]
@@ -103,19 +118,21 @@ class Response:
                 yield tail
 
 
-class UpstreamClient:
-    def __init__(self, metrics: EdgeMetrics, timeout: float) -> None:
-        self._metrics = metrics
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
-        )
+class Session:
+    """Owns one aiohttp client session of the edge's (started by `start`): the file's own bytes
+    (`Accept-Encoding: identity`, nothing decoded behind the edge's back), pooled connections."""
+
+    def __init__(self, timeout: aiohttp.ClientTimeout, *, limit: int, per_host: int) -> None:
+        self._timeout = timeout
+        self._limit = limit
+        self._per_host = per_host
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
             auto_decompress=False,
-            connector=aiohttp.TCPConnector(limit=64, limit_per_host=16),
+            connector=aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._per_host),
             headers={"User-Agent": "aptmesh-edge", "Accept-Encoding": "identity"},
         )
 
@@ -123,6 +140,20 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class UpstreamClient(Session):
+    """The upstreams' backends, tried in order (see the module's docstring)."""
+
+    def __init__(self, metrics: EdgeMetrics, timeout: float) -> None:
+        super().__init__(
+            aiohttp.ClientTimeout(
+                total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+            ),
+            limit=64,
+            per_host=16,
+        )
+        self._metrics = metrics
 
     @contextlib.asynccontextmanager
     async def get(self, urls: list[str], headers: Mapping[str, str]) -> AsyncIterator[Response]:
@@ -179,29 +210,33 @@ class UpstreamClient:
 
 
 class HttpSource:
-    """Fills a Download from the upstream over HTTP, resuming at the download's end."""
+    """The upstream over HTTP as a `Source`: resumes at the download's end (a Range request),
+    and asks conditionally when the download carries validators (an index's revalidation:
+    raises NotModified on 304)."""
 
-    name = "upstream"
+    kind = SourceKind.UPSTREAM
 
     def __init__(self, client: UpstreamClient) -> None:
         self._client = client
 
-    async def fetch(self, urls: list[str], download: Download) -> None:
+    async def fetch(self, resource: Resource, download: Download) -> None:
         offset = download.written
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        async with self._client.get(urls, headers) as resp:
+        headers = dict(download.conditional)
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        async with self._client.get(resource.upstream_urls(), headers) as resp:
+            if resp.status == 304 and download.conditional:
+                raise NotModified
             if resp.status == 206 and offset:
                 skip = 0
             elif resp.status == 200:
                 skip = offset
             else:
-                raise UpstreamFailure(
-                    resp.status if 400 <= resp.status < 500 else 502,
-                    f"fetching from upstream: it answered {resp.status}",
-                )
+                raise refused_status(resp.status)
             length = resp.length
             size = None if length is None else length + (offset if resp.status == 206 else 0)
-            download.begin(size, resp.headers.get("Last-Modified", ""), self.name)
+            download.etag = resp.headers.get("ETag", "")
+            download.begin(size, resp.headers.get("Last-Modified", ""), self.kind)
             async for data in resp.chunks():
                 if skip:
                     cut = min(skip, len(data))
@@ -218,87 +253,62 @@ class PassThrough:
     """A file streamed from the upstream to one client without touching the disk: what the
     edge does when its cache has no room for the file (as apt-cacher-ng users expect).
 
-    Like a DownloadReader it holds back the last byte of the response until the whole
-    file has arrived with the expected size and SHA-256, so a client never receives a
-    complete response that did not verify; a failure raises DownloadFailed (the HTTP layer
-    cuts the connection). A range is served from the same single pass over the file."""
+    Owns the upstream response and the file's `CheckedBytes`, which decides what may be sent
+    (checked.py: a small file only once whole and verified, a larger one with its tail held
+    back); a failure raises DownloadFailed (the HTTP layer cuts the connection). A range is
+    served from the same single pass over the file."""
 
     def __init__(
-        self,
-        stack: contextlib.AsyncExitStack,
-        resp: Response,
-        size: int | None,
-        expected: Expected | None,
+        self, stack: contextlib.AsyncExitStack, resp: Response, check: CheckedBytes
     ) -> None:
         self._stack = stack
         self._resp = resp
-        self.size = size
-        self.expected = expected
+        self._check = check
+        self.size = check.size
         self.last_modified = resp.headers.get("Last-Modified", "")
         self._closed = False
 
     @classmethod
     async def open(
-        cls, client: UpstreamClient, urls: list[str], expected: Expected | None
+        cls, client: UpstreamClient, resource: Resource, expected: FileHash | None, memory_max: int
     ) -> PassThrough:
         stack = contextlib.AsyncExitStack()
         try:
-            resp = await stack.enter_async_context(client.get(urls, {}))
+            resp = await stack.enter_async_context(client.get(resource.upstream_urls(), {}))
             if resp.status != 200:
-                raise UpstreamFailure(
-                    resp.status if 400 <= resp.status < 500 else 502,
-                    f"fetching from upstream: it answered {resp.status}",
-                )
-            size = resp.length
-            if expected is not None:
-                if size is not None and size != expected.size:
-                    raise DownloadFailed(
-                        502,
-                        f"upstream announced {size} bytes for a file the index says has "
-                        f"{expected.size}",
-                        kind="size",
-                    )
-                size = expected.size
+                raise refused_status(resp.status)
+            check = CheckedBytes(resource.path, expected, memory_max)
+            check.announce(resp.length)
         except BaseException:
             await stack.aclose()
             raise
-        return cls(stack, resp, size, expected)
+        return cls(stack, resp, check)
 
     async def chunks(self, start: int, end: int | None) -> AsyncIterator[bytes]:
-        digest = hashlib.sha256()
-        pos = 0
-        held = b""
+        check = self._check
+        held = bytearray()  # the file's bytes [sent, received) not yet released
+        sent = 0
         try:
             async for data in self._resp.chunks():
-                if self.size is not None and pos + len(data) > self.size:
-                    raise DownloadFailed(
-                        502, "upstream sent more bytes than the file has", kind="size"
-                    )
-                digest.update(data)
-                lo = max(0, start - pos)
-                hi = len(data) if end is None else max(0, min(len(data), end - pos))
-                pos += len(data)
-                if lo < hi:
-                    out = held + data[lo:hi]
-                    held = out[-1:]
-                    if len(out) > 1:
-                        yield out[:-1]
-            if self.size is not None and pos != self.size:
-                raise DownloadFailed(502, f"upstream sent {pos} of {self.size} bytes", kind="size")
-            if self.expected is not None and digest.hexdigest() != self.expected.sha256:
-                raise DownloadFailed(
-                    502, "the file's SHA-256 differs from the signed index's", kind="sha256"
-                )
-            if end is not None and pos < end:
+                check.update(data)
+                held += data
+                released = check.releasable(check.received)
+                if released > sent:
+                    if out := from_range(held[: released - sent], sent, start, end):
+                        yield out
+                    del held[: released - sent]
+                    sent = released
+            check.finish()
+            if end is not None and check.received < end:
                 raise DownloadFailed(502, "file is shorter than the requested range")
-            if held:
-                yield held
+            if out := from_range(held, sent, start, end):
+                yield out
         finally:
             self._closed = True
             await self._stack.aclose()
 
-    def sources(self, start: int, end: int) -> list[tuple[str, int]]:
-        return [("upstream", end - start)]
+    def sources(self, start: int, end: int) -> list[tuple[SourceKind, int]]:
+        return [(SourceKind.UPSTREAM, end - start)]
 
     def close(self) -> None:
         """Releases the upstream response (also when the body was never read: HEAD, 304)."""
@@ -308,3 +318,10 @@ class PassThrough:
         task = asyncio.get_running_loop().create_task(self._stack.aclose())
         _CLOSING.add(task)
         task.add_done_callback(_CLOSING.discard)
+
+
+def from_range(data: bytes | bytearray, offset: int, start: int, end: int | None) -> bytes:
+    """The part of `data` (the file's bytes from `offset`) inside [start, end)."""
+    lo = max(0, start - offset)
+    hi = len(data) if end is None else max(0, min(len(data), end - offset))
+    return bytes(data[lo:hi]) if lo < hi else b""

@@ -21,8 +21,9 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from enum import Enum
 from urllib.parse import unquote, urlsplit
+
+from aptmesh.debian import FileClass, classify_path
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$|^\[[0-9a-f:.]+\]$")
@@ -39,12 +40,6 @@ class UrlError(Exception):
         super().__init__(text)
         self.status = status
         self.text = text
-
-
-class FileClass(Enum):
-    INDEX = "index"
-    PACKAGE = "package"
-    OTHER = "other"
 
 
 @dataclass(frozen=True)
@@ -98,25 +93,10 @@ class Resource:
         return f"/{self.origin.authority}/{quote_path(self.path)}"
 
 
-_INDEX_NAMES = re.compile(
-    r"^(InRelease|Release|Release\.gpg|Packages|Sources|Translation-[^/]+|Contents-[^/]+|"
-    r"Components-[^/]+|icons-[^/]+|Commands-[^/]+|Index|MD5SUMS|SHA256SUMS)(\.(gz|xz|bz2|lzma|zst))?$"
-)
-_PACKAGE_NAMES = re.compile(
-    r"\.(deb|udeb|ddeb|dsc|changes|buildinfo)$|\.(tar|diff|debian\.tar|orig\.tar)(\.[a-z0-9]+)?$"
-    r"|\.tar\.[a-z0-9]+$|\.diff\.gz$"
-)
-
-
 @functools.lru_cache(maxsize=65536)
 def classify(path: str) -> FileClass:
-    """apt-cacher-ng's VfilePattern/PfilePattern, reduced to what apt fetches."""
-    name = path.rsplit("/", 1)[-1]
-    if "/by-hash/" in f"/{path}" or _INDEX_NAMES.match(name):
-        return FileClass.INDEX
-    if _PACKAGE_NAMES.search(name):
-        return FileClass.PACKAGE
-    return FileClass.OTHER
+    """The file class of a request's path (`aptmesh.debian.classify_path`, remembered)."""
+    return classify_path(path)
 
 
 _SAFE = frozenset(

@@ -23,7 +23,8 @@ from prometheus_client import CollectorRegistry
 from aptmesh import grpcserver, logs, web
 from aptmesh.config import ConfigError
 from aptmesh.metrics import new_registry
-from aptmesh.swarm import Swarm, SwarmSettings, upload_capacity
+from aptmesh.swarm import Swarm, SwarmSettings
+from aptmesh.uplink import known_uplink
 from aptmesh.v1 import seeder_pb2_grpc
 from aptmesh_seeder import http, service
 from aptmesh_seeder.config import RepositorySpec, SeederConfig
@@ -123,7 +124,7 @@ def build(
                 public=config.public_swarm,
                 utp=config.utp,
                 upload_rate_limit=config.upload_rate_limit,
-                upload_capacity=config.upload_capacity,
+                upload_capacity=known_uplink(config.upload_capacity, config.upload_rate_limit),
                 connections_limit=config.connections_limit,
                 role="seeder",
             )
@@ -139,7 +140,7 @@ def build(
             client = TrackerClient(config.tracker_grpc, token=config.publish_token)
             publisher = TrackerPublisher(client)
         else:
-            log.warning("seeder.no_tracker", hint="set tracker_grpc to publish to an index")
+            log.warning("tracker_not_configured", hint="set tracker_grpc to publish to an index")
             publisher = NoPublisher()
     context = SyncContext(
         state=state,
@@ -173,6 +174,8 @@ class RunningSeeder:
     grpc: grpcserver.GrpcServer
     site: web.Site
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    # Called with every round of sync results (a composition like `aptmesh up` reports them).
+    watchers: list[Callable[[list[SyncResult]], None]] = field(default_factory=list)
     poller: asyncio.Task[None] | None = None
     site_watch: asyncio.Task[None] | None = None
     registration: asyncio.Task[None] | None = None
@@ -203,7 +206,7 @@ class RunningSeeder:
         await self.site.stop()
         await self.grpc.stop(grace)
         saved = await self.box.save_resume_data()
-        log.info("seeder.stopped", resume_data_saved=saved)
+        log.info("seeder_stopped", resume_data_saved=saved)
         await self.seeder.close()
 
 
@@ -220,19 +223,19 @@ async def watch_site(
             metrics.site_edges.set(len(uplinks))
             depth = swarm.know_site(uplinks)
             if depth != known:
-                log.info("seeder.site", edges=len(uplinks), request_queue_depth=depth)
+                log.info("site_learned", edges=len(uplinks), request_queue_depth=depth)
                 known = depth
         await asyncio.sleep(every)
 
 
 def seed_box_of(config: SeederConfig, swarm: Swarm | None) -> Edge | None:
     """The registry entry of a seeder that registers as a seed box: one that seeds (has a
-    swarm), knows its uplink (`aptmesh.swarm.upload_capacity`) and has a tracker and a token
-    to register with; None for any other. A seed box has no url: clients never fetch from it
-    through the registry."""
+    swarm), knows its uplink (`aptmesh.uplink.known_uplink`, given to its swarm) and has a
+    tracker and a token to register with; None for any other. A seed box has no url: clients
+    never fetch from it through the registry."""
     if swarm is None or not config.tracker_grpc or not config.publish_token:
         return None
-    capacity = upload_capacity(swarm.settings)
+    capacity = swarm.settings.upload_capacity
     if not capacity:
         return None
     return Edge(config.seed_box_id, "", upload_capacity=capacity, seed_box=True)
@@ -249,12 +252,12 @@ async def register_seed_box(
         try:
             lease = await publisher.register_seed_box(box)
         except PublishError as exc:
-            log.warning("seeder.seed_box_registration_failed", error=str(exc))
+            log.warning("seed_box_registration_failed", error=str(exc))
             wait = retry
         else:
             if not registered:
                 log.info(
-                    "seeder.seed_box_registered",
+                    "seed_box_registered",
                     seed_box_id=box.id,
                     upload_capacity=box.upload_capacity,
                     lease_seconds=lease,
@@ -279,7 +282,7 @@ async def start(
     seeder = build(config, clock=clock, publisher=publisher)
     try:
         seeder.box.restore()
-        servicer = service.SeederServicer(seeder.box)
+        servicer = service.SeederServicer(seeder.box, admin_token=config.admin_token)
         grpc_server = await grpcserver.start(
             config.grpc_bind,
             [
@@ -305,9 +308,11 @@ async def start(
 
     async def report(results: list[SyncResult]) -> None:
         await grpc_server.set_serving(service.SERVICE_NAME, seeder.box.healthy())
+        for watch in running.watchers:
+            watch(results)
 
-    seeder.box.on_synced = report
     running = RunningSeeder(seeder, grpc_server, site)
+    seeder.box.on_synced = report
     if poll:
         running.poller = asyncio.create_task(seeder.box.run(running.stop_event))
     if seeder.swarm is not None and seeder.swarm.adaptive:
@@ -318,7 +323,7 @@ async def start(
     if box is not None:
         running.registration = asyncio.create_task(register_seed_box(seeder.publisher, box))
     log.info(
-        "seeder.started",
+        "seeder_started",
         grpc=running.grpc_target,
         http=running.http_url,
         bittorrent_port=running.listen_port,

@@ -16,7 +16,13 @@ comma-separated in `APTMESH_SEEDER_REPOSITORIES`:
   `amd64 all`): lists separated by blanks, as in sources.list, because commas
   separate repositories in the environment variable. `all` is fetched only
   where Release lists a `binary-all` index (Debian also lists arch-all
-  packages in every `binary-ARCH` index).
+  packages in every `binary-ARCH` index). A suite ending in `/` is a flat
+  repository's directory, as in `deb URL ./` (components are then not used).
+  The architecture `source` reads each component's `Sources` index (as a
+  `deb-src` line does) and seeds the large source files (`.orig.tar.*`...).
+  An index the configuration names but a suite's Release does not list is
+  skipped, as apt skips it: logged once per sync and counted in
+  `aptmesh_seeder_absent_indexes`, never a failed sync.
 - webseed: the archive root given to BitTorrent clients as BEP 19 web seed.
   Default: SOURCE when it is a URL, none for a local mirror; `off` disables it.
 - keyring: the OpenPGP keyring for this repository's InRelease (default: the
@@ -36,6 +42,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from aptmesh.config import InvalidOption, option, require
+from aptmesh.debian import MalformedIndexError, suite_dir
 from aptmesh.logs import LogFormat
 from aptmesh_tracker.records import EDGE_ID, EDGE_ID_RULE
 
@@ -47,6 +54,7 @@ SPEC_SYNTAX = (
 )
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+~_/-]*")
+_FLAT = re.compile(r"\./([A-Za-z0-9][A-Za-z0-9.+~_-]*/)*")  # `./`, `./sub/`: flat repositories
 _KEYS = ("suites", "components", "architectures", "webseed", "keyring")
 
 
@@ -81,8 +89,16 @@ def _words(key: str, value: str, spec: str) -> tuple[str, ...]:
     if not words:
         raise SpecError(f"repository spec {spec!r}: {key}= is empty")
     for word in words:
-        if not _WORD.fullmatch(word):
+        flat_root = key == "suites" and _FLAT.fullmatch(word)
+        if not (_WORD.fullmatch(word) or flat_root):
             raise SpecError(f"repository spec {spec!r}: {key}= has a bad entry {word!r}")
+        if key == "suites":
+            try:
+                suite_dir(word)
+            except MalformedIndexError:
+                raise SpecError(
+                    f"repository spec {spec!r}: suite {word!r} leaves the archive"
+                ) from None
     if len(set(words)) != len(words):
         raise SpecError(f"repository spec {spec!r}: {key}= lists an entry twice")
     return words
@@ -198,6 +214,9 @@ class SeederConfig:
         (), "BitTorrent announce URLs put in every torrent (the tracker's /announce)"
     )
     publish_token: str = option("", "bearer token for publishing to the index", secret=True)
+    admin_token: str = option(
+        "", "bearer token the SyncNow gRPC call needs; empty refuses it", secret=True
+    )
     grpc_bind: str = option(
         "[::]:50051", "host:port of the SeederService gRPC server (port 0 picks a free one)"
     )

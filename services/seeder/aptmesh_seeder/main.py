@@ -74,20 +74,20 @@ def main(
         try:
             results = asyncio.run(app.once(config, progress=progress))
         except (OSError, StateError) as exc:
-            log.error("seeder.failed", error=str(exc))
+            log.error("seeder_failed", error=str(exc))
             return 1
         failed = [r.repository for r in results if not r.ok]
-        log.info("seeder.once_finished", ok=not failed, failed=failed)
+        log.info("once_finished", ok=not failed, failed=failed)
         return 1 if failed else 0
 
     async def run(stop: asyncio.Event) -> None:
         running = await app.start(config)
         await stop.wait()
-        log.info("seeder.stopping")
+        log.info("seeder_stopping")
         await running.stop()
 
     try:
         return lifecycle.run(run)
     except (OSError, StateError) as exc:
-        log.error("seeder.failed_to_start", error=str(exc))
+        log.error("seeder_start_failed", error=str(exc))
         return 1

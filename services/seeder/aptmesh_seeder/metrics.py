@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from aptmesh.swarm import SwarmStats
 
-VERIFICATION_KINDS = ("signature", "index_hash", "package_hash", "malformed")
+VERIFICATION_KINDS = ("signature", "index_hash", "package_hash", "malformed", "replay")
 SYNC_RESULTS = ("ok", "unchanged", "failed")
 _SYNC_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
@@ -115,6 +115,13 @@ class SeederMetrics:
             ["repository"],
             registry=registry,
         )
+        self.absent_indexes = Gauge(
+            "aptmesh_seeder_absent_indexes",
+            "Indexes the configuration asks for that the last verified Release does not list "
+            "(skipped, as apt skips them).",
+            ["repository"],
+            registry=registry,
+        )
         self.site_edges = Gauge(
             "aptmesh_seeder_site_edges",
             "Live edges the registry listed at the seeder's last look (-1: not read yet).",
@@ -146,6 +153,7 @@ class SeederMetrics:
             self.selected_packages.labels(name)
             self.selected_bytes.labels(name)
             self.budget_cut_bytes.labels(name)
+            self.absent_indexes.labels(name)
         for kind in ("index", "package"):
             self.upstream_bytes.labels(kind)
         registry.register(_SwarmCollector(swarm_stats))

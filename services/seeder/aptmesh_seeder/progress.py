@@ -118,7 +118,7 @@ class LogProgress(_Counts):
         super().start(repository, files, total_bytes)
         self._last = time.monotonic()
         if files:
-            self._line("seeder.fetch_started")
+            self._line("fetch_started")
 
     def advance(self, n: int) -> None:
         self.done_bytes += n
@@ -128,8 +128,8 @@ class LogProgress(_Counts):
         now = time.monotonic()
         if now - self._last >= self.every:
             self._last = now
-            self._line("seeder.fetch_progress")
+            self._line("fetch_progressed")
 
     def finish(self) -> None:
         if self.files:
-            self._line("seeder.fetch_finished")
+            self._line("fetch_finished")

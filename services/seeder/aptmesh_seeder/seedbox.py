@@ -75,7 +75,7 @@ class SeedBox:
             if held.missing_since is not None and not held.was_wanted:
                 continue  # verified by a sync that failed later: never seeded
             if not self._still_there(held):
-                log.warning("seeder.held_file_changed", file=held.name, path=str(held.path))
+                log.warning("held_file_changed", file=held.name, path=str(held.path))
                 state.clear_validators(state.wanted_by(held.sha256))
                 self._drop(held)
                 continue
@@ -85,7 +85,7 @@ class SeedBox:
             good = state.repository(name).last_good_sync_time
             self.ctx.metrics.last_good_sync.labels(name).set(good or 0)
         self.ready = True
-        log.info("seeder.restored", files=restored)
+        log.info("held_files_restored", files=restored)
         return restored
 
     def _drop(self, held: HeldFile) -> None:
@@ -113,7 +113,7 @@ class SeedBox:
         """Stops seeding (and deletes, if owned) files unwanted for the grace period."""
         expired = self.ctx.state.expired(self.ctx.clock(), self.grace_period)
         for held in expired:
-            log.info("seeder.retired", file=held.name, sha256=held.sha256, owned=held.owned)
+            log.info("held_file_retired", file=held.name, sha256=held.sha256, owned=held.owned)
             self._drop(held)
             self.ctx.metrics.retired.inc()
         return len(expired)
@@ -125,7 +125,7 @@ class SeedBox:
             try:
                 failed = not all(result.ok for result in await self.sync())
             except Exception:  # a bug must not stop the seeding; the next poll tries again
-                log.exception("seeder.poll_failed")
+                log.exception("poll_failed")
                 failed = True
             wait = min(retry, self.poll_interval) if failed else self.poll_interval
             retry = retry * 2 if failed else self.retry_first

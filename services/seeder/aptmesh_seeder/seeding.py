@@ -58,7 +58,7 @@ class SwarmSeeding:
         except (SwarmError, RuntimeError) as exc:
             if held.resume is None:
                 raise SwarmError(f"seeding {held.name}: {exc}") from None
-            log.warning("seeder.resume_data_refused", file=held.name, error=str(exc))
+            log.warning("resume_data_refused", file=held.name, error=str(exc))
             torrent = add(None)
         self._torrents[held.sha256] = torrent
 
@@ -78,7 +78,7 @@ class SwarmSeeding:
         try:
             return await asyncio.wait_for(torrent.resume_data(), 10)
         except (SwarmError, TimeoutError) as exc:
-            log.warning("seeder.resume_data_failed", sha256=sha256, error=str(exc))
+            log.warning("resume_data_failed", sha256=sha256, error=str(exc))
             return None
 
     def stats(self) -> SwarmStats:

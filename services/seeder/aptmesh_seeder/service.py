@@ -1,4 +1,4 @@
-"""The gRPC SeederService: status, and "sync now"."""
+"""The gRPC SeederService: status (open), and "sync now" (the admin token needed)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from aptmesh.grpcserver import require_token
 from aptmesh.v1 import seeder_pb2, seeder_pb2_grpc
 from aptmesh_seeder.seedbox import SeedBox, UnknownRepository
 
 SERVICE_NAME = "aptmesh.v1.SeederService"
+TOKEN_OPTION = "admin_token (APTMESH_SEEDER_ADMIN_TOKEN)"  # noqa: S105 - a name
 
 
 def _timestamp(seconds: float | None) -> Timestamp | None:
@@ -22,8 +24,9 @@ def _timestamp(seconds: float | None) -> Timestamp | None:
 
 
 class SeederServicer(seeder_pb2_grpc.SeederServiceServicer):
-    def __init__(self, box: SeedBox) -> None:
+    def __init__(self, box: SeedBox, *, admin_token: str) -> None:
         self.box = box
+        self._token = admin_token
 
     def _repositories(self, names: list[str]) -> list[seeder_pb2.RepositoryStatus]:
         out = []
@@ -68,6 +71,7 @@ class SeederServicer(seeder_pb2_grpc.SeederServiceServicer):
         request: seeder_pb2.SyncNowRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> seeder_pb2.SyncNowResponse:
+        await require_token(context, self._token, "syncing on demand", option=TOKEN_OPTION)
         names = [request.repository] if request.repository else []
         try:
             results = await self.box.sync(names)

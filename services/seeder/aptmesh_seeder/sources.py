@@ -25,7 +25,15 @@ _CHUNK = 1 << 20
 
 
 class SourceError(Exception):
-    """The upstream or the mirror directory failed to deliver a file (not a bad signature)."""
+    """The upstream or the mirror directory failed to deliver a file (not a bad signature).
+
+    `missing` is True when the file is not there (HTTP 404 or 410, no such file in the
+    mirror): the answer that sends apt, and the seeder, to the next form or variant.
+    """
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,8 @@ class Source(Protocol):
     def local_path(self, path: str) -> Path | None:
         """For a local mirror: the file itself, seeded in place."""
 
-    async def inrelease(self, suite: str, etag: str, last_modified: str) -> Fetched: ...
+    async def poll(self, path: str, etag: str, last_modified: str) -> Fetched:
+        """`path` (a suite's InRelease or Release), conditionally on the validators given."""
 
     async def index(self, path: str) -> bytes: ...
 
@@ -58,6 +67,11 @@ class Source(Protocol):
 
 def _nop(kind: str, n: int) -> None:
     del kind, n
+
+
+def _check_status(url: str, status: int) -> None:
+    if status != 200:
+        raise SourceError(f"fetching {url}: HTTP {status}", missing=status in (404, 410))
 
 
 class HttpSource:
@@ -95,8 +109,8 @@ class HttpSource:
     def local_path(self, path: str) -> None:
         return None
 
-    async def inrelease(self, suite: str, etag: str, last_modified: str) -> Fetched:
-        url = self.url(f"dists/{suite}/InRelease")
+    async def poll(self, path: str, etag: str, last_modified: str) -> Fetched:
+        url = self.url(path)
         headers = {}
         if etag:
             headers["If-None-Match"] = etag
@@ -106,8 +120,7 @@ class HttpSource:
             async with self._client().get(url, headers=headers) as response:
                 if response.status == 304:
                     return Fetched(None, etag, last_modified)
-                if response.status != 200:
-                    raise SourceError(f"fetching {url}: HTTP {response.status}")
+                _check_status(url, response.status)
                 data = await response.read()
                 self._on_bytes("index", len(data))
                 return Fetched(
@@ -122,8 +135,7 @@ class HttpSource:
         url = self.url(path)
         try:
             async with self._client().get(url) as response:
-                if response.status != 200:
-                    raise SourceError(f"fetching {url}: HTTP {response.status}")
+                _check_status(url, response.status)
                 data = await response.read()
                 self._on_bytes("index", len(data))
                 return data
@@ -137,8 +149,7 @@ class HttpSource:
         received = 0
         try:
             async with self._client().get(url) as response:
-                if response.status != 200:
-                    raise SourceError(f"fetching {url}: HTTP {response.status}")
+                _check_status(url, response.status)
                 with dest.open("wb") as out:
                     async for chunk in response.content.iter_chunked(_CHUNK):
                         received += len(chunk)
@@ -177,10 +188,13 @@ class MirrorSource:
         try:
             return (self.root / path).read_bytes()
         except OSError as exc:
-            raise SourceError(f"reading {self.root / path}: {exc.strerror}") from None
+            raise SourceError(
+                f"reading {self.root / path}: {exc.strerror}",
+                missing=isinstance(exc, FileNotFoundError),
+            ) from None
 
-    async def inrelease(self, suite: str, etag: str, last_modified: str) -> Fetched:
-        return Fetched(await asyncio.to_thread(self._read, f"dists/{suite}/InRelease"))
+    async def poll(self, path: str, etag: str, last_modified: str) -> Fetched:
+        return Fetched(await asyncio.to_thread(self._read, path))
 
     async def index(self, path: str) -> bytes:
         return await asyncio.to_thread(self._read, path)

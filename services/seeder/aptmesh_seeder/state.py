@@ -10,6 +10,10 @@ leaves either the old or the new state, never a mix. The state holds:
 - the verified files the seeder holds (`HeldFile`): where, how large, their
   torrent, whether the seeder owns the file (downloaded it into the data
   directory) or seeds it in place (a local mirror), and libtorrent resume data;
+- per repository and suite: the newest Release generation (`Date` and digest)
+  the seeder has verified, so no older one is ever believed again, across
+  restarts too (kept when a repository leaves the configuration: a name that
+  comes back must not go backwards either);
 - `wanted`: which files each repository's last good sync selected. A held file
   that no repository wants has `missing_since` set; after the grace period it
   is retired (the one place files leave the state).
@@ -26,6 +30,8 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from aptmesh.debian import Generation, ReleaseForm
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS repositories (
@@ -55,6 +61,12 @@ CREATE TABLE IF NOT EXISTS files (
     was_wanted INTEGER NOT NULL DEFAULT 0,
     resume BLOB
 );
+CREATE TABLE IF NOT EXISTS generations (
+    repository TEXT NOT NULL,
+    suite TEXT NOT NULL,
+    generation TEXT NOT NULL,
+    PRIMARY KEY (repository, suite)
+);
 CREATE TABLE IF NOT EXISTS wanted (
     repository TEXT NOT NULL,
     sha256 TEXT NOT NULL,
@@ -69,7 +81,8 @@ class Validator:
 
     etag: str = ""
     last_modified: str = ""
-    sha256: str = ""  # of the InRelease bytes; catches servers without validators
+    sha256: str = ""  # of the polled bytes; catches servers without validators
+    form: str = ReleaseForm.INRELEASE.value  # which file was polled (`ReleaseForm`)
 
 
 @dataclass(frozen=True)
@@ -235,6 +248,26 @@ class State:
             ]
             statements += self._refresh_missing(when)
         self._write(statements)
+
+    def generation(self, name: str, suite: str) -> Generation | None:
+        """The newest Release generation verified for `suite` of repository `name`."""
+        row = self._db.execute(
+            "SELECT generation FROM generations WHERE repository = ? AND suite = ?",
+            (name, suite),
+        ).fetchone()
+        return Generation.from_json(json.loads(row[0])) if row is not None else None
+
+    def set_generation(self, name: str, suite: str, generation: Generation) -> None:
+        """Records a verified generation; the caller has checked it is not older."""
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO generations (repository, suite, generation) "
+                    "VALUES (?, ?, ?)",
+                    (name, suite, json.dumps(generation.to_json())),
+                )
+            ]
+        )
 
     def clear_validators(self, names: Iterable[str]) -> None:
         """Makes the next poll of these repositories a full sync."""

@@ -3,15 +3,21 @@
 Theory of operation. A sync of repository R runs in two phases, so a failure
 anywhere leaves nothing of R's new index published or seeded:
 
-1. Verify and gather. For each suite, poll `InRelease` conditionally (the
-   validators of R's last good sync). If every suite answers "not modified"
-   (HTTP 304, or the same bytes), the last good sync still holds: the sync is
-   `unchanged`, and only re-publishes records the index lost. Otherwise each
-   `InRelease` is verified with gpgv, each `Packages` file it lists for R's
-   components and architectures is fetched (its `by-hash` copy when the
-   archive offers one) and checked against the verified hash, parsed, and the
-   selection policy (`select.plan`) picks the files to seed. Each picked file
-   not already held is fetched to a temporary name in the data directory,
+1. Verify and gather. For each suite, poll its signed Release conditionally
+   (the validators of R's last good sync): `InRelease`, or, where the archive
+   has none (404), `Release` with its detached `Release.gpg`, as apt does.
+   If every suite answers "not modified" (HTTP 304, or the same bytes), the
+   last good sync still holds: the sync is `unchanged`, and only re-publishes
+   records the index lost. Otherwise each Release is verified with gpgv, and
+   each index it lists for R's components and architectures (`Packages`, or
+   `Sources` for the architecture `source`; one `Packages` in a flat
+   repository) is fetched in its best listed compression (its `by-hash` copy
+   when Release says `Acquire-By-Hash`; the next variant when one is not
+   there), checked against the verified hash, parsed, and the selection
+   policy (`select.plan`) picks the files to seed. An index R asks for that
+   Release does not list is skipped as apt skips it (one `indexes_absent`
+   line, the `aptmesh_seeder_absent_indexes` gauge), never a failed sync.
+   Each picked file not already held is fetched to a temporary name in the data directory,
    fsynced, hashed once (`make_torrent` gives its SHA-256 and its torrent),
    checked against `Packages`, and renamed to its content address; a local
    mirror's file is hashed in place instead. While a body streams in only
@@ -26,8 +32,12 @@ anywhere leaves nothing of R's new index published or seeded:
    libtorrent announces it), seed every planned file, and record R's new
    wanted set and validators in one transaction.
 
-An `InRelease` must also name the suite it was fetched as (no replay of
-another suite) and be within its `Valid-Until`, as apt insists.
+A Release must also name the suite it was fetched as (no replay of another
+suite; flat repositories name none), be within its `Valid-Until` and not be
+dated in the future, as apt insists, and must not be older (by `Date`) than
+the newest generation the seeder has verified for that suite
+(`aptmesh.debian.Generation`, kept in the state across restarts): an older
+one is a replay or a mirror behind, and is never believed.
 
 A signature, index hash or package hash failure stops R's sync in phase 1,
 is counted in `aptmesh_verification_failures_total{kind}` and logged; R's
@@ -39,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import hashlib
 import os
 import time
@@ -52,14 +63,22 @@ from typing import TypeVar
 from aptmesh import logs
 from aptmesh.debian import (
     DebianIndexError,
+    Generation,
     PackageHashError,
     Release,
+    ReleaseForm,
     SignatureError,
     by_hash_path,
+    check_fresh,
+    check_suite,
+    index_variants,
+    is_flat,
     load_packages,
+    load_sources,
+    newest,
     parse_release,
-    pick_index_variant,
-    verify_inrelease,
+    suite_path,
+    verify_release,
 )
 from aptmesh.files import fsync_dir
 from aptmesh.swarm import SwarmError
@@ -77,12 +96,6 @@ log = logs.get(__name__)
 
 Clock = Callable[[], float]
 T = TypeVar("T")
-
-
-class SyncConfigError(Exception):
-    """The repository does not offer what the configuration asks for (a suite, an index)."""
-
-    kind = "config"
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,20 @@ class _Counts:
     fetched_bytes: int = 0
     hashed_bytes: int = 0
     published: int = 0
+
+
+class _IndexKind(enum.Enum):
+    PACKAGES = "Packages"
+    SOURCES = "Sources"
+
+
+@dataclass(frozen=True)
+class _Polled:
+    """A suite's signed Release as polled; `data` None: not modified since the last sync."""
+
+    form: ReleaseForm
+    data: bytes | None
+    validator: Validator
 
 
 @dataclass(frozen=True)
@@ -165,7 +192,6 @@ async def _bounded(jobs: Sequence[Callable[[], Awaitable[T]]], limit: int) -> li
 
 _FAILURES = (
     DebianIndexError,
-    SyncConfigError,
     SourceError,
     PublishError,
     SwarmError,
@@ -177,7 +203,7 @@ _FAILURES = (
 
 def _failure_kind(exc: BaseException) -> str:
     """The `kind` of a failed sync; verification kinds are those of `aptmesh.debian`."""
-    if isinstance(exc, DebianIndexError | SyncConfigError):
+    if isinstance(exc, DebianIndexError):
         return exc.kind
     if isinstance(exc, SourceError):
         return "fetch"
@@ -218,11 +244,11 @@ class RepositorySync:
             if isinstance(exc, DebianIndexError):
                 ctx.metrics.verification_failure(kind)
             result = SyncResult(name, "failed", str(exc), kind)
-            structured.error("seeder.sync_failed", kind=kind, error=str(exc))
+            structured.error("sync_failed", kind=kind, error=str(exc))
             try:
                 ctx.state.record_sync(name, ctx.clock(), ok=False, error=f"{kind}: {exc}")
             except StateError as state_exc:
-                structured.error("seeder.state_failed", error=str(state_exc))
+                structured.error("state_failed", error=str(state_exc))
         duration = time.perf_counter() - started
         ctx.metrics.syncs.labels(name, result.result).inc()
         ctx.metrics.sync_duration.labels(name).observe(duration)
@@ -243,7 +269,7 @@ class RepositorySync:
         )
         if result.ok:
             structured.info(
-                "seeder.sync_finished",
+                "sync_finished",
                 result=result.result,
                 fetched_files=result.fetched_files,
                 fetched_bytes=result.fetched_bytes,
@@ -255,85 +281,129 @@ class RepositorySync:
 
     # --- phase 1: verify and gather ---------------------------------------------------------
 
-    async def _poll(self) -> tuple[dict[str, bytes], dict[str, Validator], bool]:
-        """Every suite's InRelease; `changed`: did any change since the last good sync."""
+    async def _poll_suite(self, suite: str, old: Validator) -> _Polled:
+        """The suite's signed Release: the form the last good sync used first (with its
+        validators), then the others, moving on only when a file is not there."""
+        known = ReleaseForm(old.form) if old.sha256 else None
+        forms = sorted(ReleaseForm, key=lambda f: f is not known)  # stable: InRelease first
+        for form in forms:
+            path = suite_path(suite, form.files[0])
+            etag, modified = (old.etag, old.last_modified) if form is known else ("", "")
+            try:
+                fetched = await self.source.poll(path, etag, modified)
+            except SourceError as exc:
+                if exc.missing and form is not forms[-1]:
+                    continue
+                if exc.missing:
+                    raise SourceError(
+                        f"polling {suite}: the archive has neither InRelease nor Release ({exc})",
+                        missing=True,
+                    ) from None
+                raise
+            if fetched.data is None:
+                if form is not known:
+                    raise SourceError(f"polling {path}: 304 without a previous copy")
+                return _Polled(form, None, old)
+            validator = Validator(
+                fetched.etag, fetched.last_modified, _sha256(fetched.data), form.value
+            )
+            return _Polled(form, fetched.data, validator)
+        raise AssertionError("unreachable: ReleaseForm has members")
+
+    async def _poll(self) -> tuple[dict[str, _Polled], bool]:
+        """Every suite's signed Release; `changed`: did any change since the last good sync."""
         stored = self.ctx.state.repository(self.spec.name).validators
-        texts: dict[str, bytes] = {}
-        validators: dict[str, Validator] = {}
+        polled: dict[str, _Polled] = {}
         changed = False
         for suite in self.spec.suites:
             old = stored.get(suite, Validator())
-            fetched = await self.source.inrelease(suite, old.etag, old.last_modified)
-            if fetched.data is None:
-                if not old.sha256:
-                    raise SourceError(f"polling {suite}/InRelease: 304 without a previous copy")
-                validators[suite] = old
-                continue
-            digest = _sha256(fetched.data)
-            validators[suite] = Validator(fetched.etag, fetched.last_modified, digest)
-            texts[suite] = fetched.data
-            changed = changed or digest != old.sha256
-        return texts, validators, changed
+            polled[suite] = found = await self._poll_suite(suite, old)
+            changed = changed or (found.data is not None and found.validator.sha256 != old.sha256)
+        return polled, changed
 
-    async def _release(self, suite: str, data: bytes) -> Release:
+    async def _release(self, suite: str, polled: _Polled) -> Release:
+        """Verifies a suite's Release; the seeder never believes one older than it has."""
+        form, data = polled.form, polled.data
+        what = f"verifying {suite_path(suite, form.value)}"
         keyring = self.keyring
         if keyring is None:
-            raise SignatureError(f"verifying {suite}/InRelease: no keyring configured")
-        signed = await asyncio.to_thread(verify_inrelease, data, keyring)
+            raise SignatureError(f"{what}: no keyring configured")
+        assert data is not None
+        signature = None
+        if form is ReleaseForm.DETACHED:
+            signature = await self.source.index(suite_path(suite, "Release.gpg"))
+        signed = await asyncio.to_thread(verify_release, form, data, keyring, signature)
         release = parse_release(signed)
-        if suite not in (release.suite, release.codename):
-            raise SignatureError(
-                f"verifying {suite}/InRelease: it is signed for suite {release.suite!r} "
-                f"(codename {release.codename!r}), not {suite!r}"
-            )
-        if release.expired(_utc(self.ctx.clock())):
-            raise SignatureError(
-                f"verifying {suite}/InRelease: expired at {release.valid_until} (Valid-Until)"
-            )
+        check_suite(release, suite, what)
+        check_fresh(release, _utc(self.ctx.clock()), what)
+        state, name = self.ctx.state, self.spec.name
+        known = state.generation(name, suite)
+        generation = newest(Generation.of(release, signed), known, what)
+        if generation != known:
+            state.set_generation(name, suite, generation)
         return release
 
-    async def _packages(self, suite: str, release: Release) -> list[_Picked]:
-        picked: list[_Picked] = []
+    def _wanted_indexes(self, suite: str) -> list[tuple[str, _IndexKind]]:
+        """The indexes (paths inside the suite's directory) the configuration asks for."""
+        arches = self.spec.architectures
+        binary = [a for a in arches if a != "source"]
+        if is_flat(suite):
+            wanted = [("Packages", _IndexKind.PACKAGES)] if binary else []
+            if "source" in arches:
+                wanted.append(("Sources", _IndexKind.SOURCES))
+            return wanted
+        wanted = []
         for component in self.spec.components:
-            for arch in self.spec.architectures:
-                base = f"{component}/binary-{arch}/Packages"
-                if not any(base + s in release.files for s in ("", ".gz", ".xz", ".bz2")):
-                    if arch == "all":
-                        continue  # arch-all packages are in every binary-ARCH index
-                    raise SyncConfigError(
-                        f"reading {suite}: Release lists no {base} (components: "
-                        f"{' '.join(release.components) or '?'}; architectures: "
-                        f"{' '.join(release.architectures) or '?'})"
-                    )
-                variant = pick_index_variant(release, base)
-                path = f"dists/{suite}/{variant}"
-                data: bytes | None = None
-                if release.acquire_by_hash:
-                    by_hash = by_hash_path(variant, release.files[variant].sha256)
-                    try:
-                        data = await self.source.index(f"dists/{suite}/{by_hash}")
-                    except SourceError:
-                        data = None  # an archive mid-update may lack it; the name will do
-                if data is None:
-                    data = await self.source.index(path)
+            wanted += [(f"{component}/binary-{a}/Packages", _IndexKind.PACKAGES) for a in binary]
+            if "source" in arches:
+                wanted.append((f"{component}/source/Sources", _IndexKind.SOURCES))
+        return wanted
+
+    async def _fetch_index(self, suite: str, release: Release, base: str) -> tuple[str, bytes]:
+        """The best listed variant of `base` that the archive has: by hash when Release
+        offers it, else by name; the next variant when neither is there (apt does so)."""
+        failure: SourceError | None = None
+        for variant in index_variants(release, base):
+            paths = [suite_path(suite, variant)]
+            if release.acquire_by_hash:
+                by_hash = by_hash_path(variant, release.files[variant].sha256)
+                paths.insert(0, suite_path(suite, by_hash))
+            for path in paths:
+                try:
+                    return variant, await self.source.index(path)
+                except SourceError as exc:  # mid-update, or a variant the mirror lacks
+                    failure = exc
+        assert failure is not None, "only listed indexes are fetched"
+        raise failure
+
+    async def _indexes(self, suite: str, release: Release, absent: list[str]) -> list[_Picked]:
+        picked: list[_Picked] = []
+        for base, kind in self._wanted_indexes(suite):
+            if not index_variants(release, base):
+                if not base.endswith("/binary-all/Packages"):  # most archives have none
+                    absent.append(suite_path(suite, base))
+                continue
+            variant, data = await self._fetch_index(suite, release, base)
+            candidates: list[Candidate]
+            if kind is _IndexKind.PACKAGES:
                 entries = await asyncio.to_thread(load_packages, release, variant, data)
-                for entry in entries:
-                    url = self.source.url(entry.filename)
-                    webseed = f"{self.spec.webseed}/{entry.filename}" if self.spec.webseed else None
-                    picked.append(
-                        _Picked(
-                            Candidate(
-                                entry.sha256,
-                                entry.size,
-                                entry.package,
-                                entry.filename,
-                                entry.section,
-                            ),
-                            (url,) if url else (),
-                            (webseed,) if webseed else (),
-                        )
-                    )
+                candidates = [
+                    Candidate(e.sha256, e.size, e.package, e.filename, e.section) for e in entries
+                ]
+            else:
+                sources = await asyncio.to_thread(load_sources, release, variant, data)
+                candidates = [
+                    Candidate(f.sha256, f.size, e.package, f.filename, e.section)
+                    for e in sources
+                    for f in e.files
+                ]
+            picked += [self._picked(c) for c in candidates]
         return picked
+
+    def _picked(self, candidate: Candidate) -> _Picked:
+        url = self.source.url(candidate.filename)
+        webseed = f"{self.spec.webseed}/{candidate.filename}" if self.spec.webseed else None
+        return _Picked(candidate, (url,) if url else (), (webseed,) if webseed else ())
 
     def _held(self, sha256: str, size: int) -> HeldFile | None:
         """A held file that is still on disk as it was verified (checked by stat, not hashed)."""
@@ -433,29 +503,40 @@ class RepositorySync:
 
     async def _sync(self, counts: _Counts) -> SyncResult:
         ctx, name = self.ctx, self.spec.name
-        texts, validators, changed = await self._poll()
+        polled, changed = await self._poll()
         if not changed and ctx.state.repository(name).last_good_sync_time is not None:
             wanted = ctx.state.wanted(name)
             await self._commit(self._held_files(wanted), counts)
             ctx.state.record_sync(name, ctx.clock(), ok=True)
             return SyncResult(name, "unchanged")
         picked: list[_Picked] = []
+        absent: list[str] = []
         for suite in self.spec.suites:
-            data = texts.get(suite)
-            if data is None:  # 304 for this suite while another changed: read it again
-                fetched = await self.source.inrelease(suite, "", "")
+            found = polled[suite]
+            if found.data is None:  # 304 for this suite while another changed: read it again
+                path = suite_path(suite, found.form.files[0])
+                fetched = await self.source.poll(path, "", "")
                 assert fetched.data is not None
-                data = fetched.data
-                validators[suite] = Validator(
-                    fetched.etag, fetched.last_modified, _sha256(fetched.data)
+                validator = Validator(
+                    fetched.etag, fetched.last_modified, _sha256(fetched.data), found.form.value
                 )
-            release = await self._release(suite, data)
-            picked += await self._packages(suite, release)
+                polled[suite] = found = _Polled(found.form, fetched.data, validator)
+            release = await self._release(suite, found)
+            picked += await self._indexes(suite, release, absent)
+        ctx.metrics.absent_indexes.labels(name).set(len(absent))
+        if absent:
+            log.warning(
+                "indexes_absent",
+                repository=name,
+                indexes=absent,
+                hint="Release does not list them; skipped, as apt skips them",
+            )
+        validators = {suite: p.validator for suite, p in polled.items()}
         by_sha: dict[str, _Picked] = {}
         for item in picked:
             by_sha.setdefault(item.candidate.sha256, item)
         the_plan = plan((p.candidate for p in picked), ctx.policy)
-        log.info("seeder.plan", repository=name, **the_plan.summary())
+        log.info("sync_planned", repository=name, **the_plan.summary())
         chosen = [by_sha[c.sha256] for c in the_plan.selected]
         to_fetch = [p for p in chosen if self._held(p.candidate.sha256, p.candidate.size) is None]
         ctx.progress.start(name, len(to_fetch), sum(p.candidate.size for p in to_fetch))

@@ -3,12 +3,20 @@
 `start()` is what `main` runs and what tests run (with port 0, a temporary
 database and a fake clock); it returns a `RunningTracker` that knows where it
 listens and how to stop.
+
+With a shared store (`config.store` a PostgreSQL URL) a refresh loop catches
+the in-memory caches up with what other replicas wrote every
+`store_refresh_interval` seconds, and its outcome is the store's health: the
+tracker goes on answering announces from its caches while the store is
+unreachable, reports that in /readyz and `aptmesh_tracker_store_up`, and
+recovers by itself when the store answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,27 +29,34 @@ from aptmesh.metrics import new_registry
 from aptmesh.v1 import index_pb2_grpc, registry_pb2_grpc, status_pb2_grpc
 from aptmesh_tracker import http, index_service, registry_service, status_service
 from aptmesh_tracker.config import TrackerConfig
+from aptmesh_tracker.index_store import StoreUnavailable
 from aptmesh_tracker.metrics import TrackerMetrics
-from aptmesh_tracker.peerstore import MAX_RETIRED_COUNTS, PeerStore
-from aptmesh_tracker.store import SqliteStore, Store
+from aptmesh_tracker.peerstore import MAX_RETIRED_COUNTS, MemoryPeerStore, PeerStore
+from aptmesh_tracker.redis_peerstore import RedisPeerStore
+from aptmesh_tracker.stores import Component, Stores, open_stores
 from aptmesh_tracker.tracker import Policy, Tracker
 
 log = logs.get(__name__)
 
 Clock = Callable[[], float]
+# How long an open tracker on Redis keeps a completed count after its last completion.
+OPEN_TRACKER_COUNT_TTL = 30 * 86400
+PEER_THREADS = 8  # announces in flight to Redis at once, per replica
 
 
 @dataclass
 class RunningTracker:
     config: TrackerConfig
-    store: Store
+    stores: Stores
     peers: PeerStore
     tracker: Tracker
     registry: CollectorRegistry
     grpc: grpcserver.GrpcServer
     site: web.Site
     executor: ThreadPoolExecutor
+    closing: list[Callable[[], None]]  # the stores' close, in order
     maintenance: asyncio.Task[None] | None = None
+    refreshing: asyncio.Task[None] | None = None
 
     @property
     def http_url(self) -> str:
@@ -55,11 +70,35 @@ class RunningTracker:
     def grpc_target(self) -> str:
         return grpcserver.host_port(self.config.grpc_bind, self.grpc.port)
 
+    async def _in_store(self, fn: Callable[[], object]) -> bool:
+        """Runs a store call in a store thread; records the store's health; False if down."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.executor, fn)
+        except StoreUnavailable as exc:
+            self.stores.health.failed(Component.INDEX, str(exc))
+            return False
+        self.stores.health.ok(Component.INDEX)
+        return True
+
     async def maintain(self) -> None:
         """Forgets silent peers and expired edges (periodically, or when a test says so)."""
         self.tracker.expire()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, self.store.expire_edges)
+        await self._in_store(self.stores.registry.expire)
+
+    async def refresh(self) -> bool:
+        """Catches up with the shared store (periodically, or when a test says so); whether
+        the store answered. The gRPC health of the index and registry services follows: NOT
+        SERVING while their store is unreachable (readiness), SERVING again when it answers."""
+        answered = await self._in_store(self._refresh_stores)
+        serving = self.stores.health.up(Component.INDEX)
+        for name in (index_service.SERVICE_NAME, registry_service.SERVICE_NAME):
+            await self.grpc.set_serving(name, serving)
+        return answered
+
+    def _refresh_stores(self) -> None:
+        self.stores.index.refresh()
+        self.stores.registry.refresh()
 
     async def _maintain_forever(self, every: float) -> None:
         while True:
@@ -67,66 +106,118 @@ class RunningTracker:
             try:
                 await self.maintain()
             except Exception:
-                log.exception("tracker maintenance failed")
+                log.exception("tracker_maintenance_failed")
+
+    async def _refresh_forever(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("store_refresh_failed")
 
     async def stop(self, grace: float = 2.0) -> None:
-        if self.maintenance is not None:
-            self.maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.maintenance
+        for task in (self.maintenance, self.refreshing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.site.stop()
         await self.grpc.stop(grace)
         self.executor.shutdown(wait=True)
-        self.store.close()
+        for close in self.closing:
+            close()
 
 
 async def start(
     config: TrackerConfig,
     *,
     clock: Clock | None = None,
-    store: Store | None = None,
+    stores: Stores | None = None,
     maintain_every: float | None = None,
 ) -> RunningTracker:
     """Starts the gRPC and HTTP servers; `clock` replaces both the wall and monotonic clocks.
 
     `maintain_every` None sweeps every min(60 s, peer_ttl / 4); 0 never (tests call maintain()).
+    The stores are opened (and migrated) from the config unless given; they are closed by stop().
     """
-    store = store or SqliteStore(config.db_path, clock or time.time)
+    if stores is None:
+        loop = asyncio.get_running_loop()
+        opening = functools.partial(open_stores, config.store, config.db_path, clock or time.time)
+        stores = await loop.run_in_executor(None, opening)
     # Only an open tracker counts completions of arbitrary infohashes, so only it caps them.
-    peers = PeerStore(
+    limits = config.peer_limits()
+    memory = MemoryPeerStore(
         config.peer_ttl,
         clock or time.monotonic,
         max_retired=MAX_RETIRED_COUNTS if config.open_tracker else None,
+        limits=limits,
     )
+    peers: PeerStore = memory
+    closing: list[Callable[[], None]] = [stores.close]
+    offload: ThreadPoolExecutor | None = None
+    if config.peer_store:
+        # Shared swarms; this process's memory only answers while Redis cannot.
+        redis_peers = RedisPeerStore(
+            config.peer_store,
+            config.peer_ttl,
+            stores.health,
+            memory,
+            clock or time.time,
+            limits=limits,
+            count_ttl=OPEN_TRACKER_COUNT_TTL if config.open_tracker else 0,
+        )
+        peers = redis_peers
+        # Announces wait on Redis: threads overlap the waits instead of stalling the loop.
+        offload = ThreadPoolExecutor(max_workers=PEER_THREADS, thread_name_prefix="tracker-peers")
+        closing += [functools.partial(offload.shutdown, wait=True), redis_peers.close]
     registry = new_registry("tracker")
-    metrics = TrackerMetrics(registry, peers, store)
+    metrics = TrackerMetrics(registry, peers, stores, limits)
     policy = Policy(
         config.announce_interval, config.min_interval, config.numwant_default, config.numwant_max
     )
-    tracker = Tracker(peers, None if config.open_tracker else store.is_tracked, policy, metrics)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker-store")
+    index = stores.index
+    tracker = Tracker(
+        peers,
+        None if config.open_tracker else index.is_tracked,
+        policy,
+        metrics,
+        is_registered=stores.registry.is_registered_address,
+    )
+    executor = ThreadPoolExecutor(max_workers=stores.threads, thread_name_prefix="tracker-store")
     servicers = [
         grpcserver.Servicer(
             index_service.SERVICE_NAME,
             index_pb2_grpc.add_IndexServiceServicer_to_server,
             index_service.IndexServicer(
-                store, executor, token=config.publish_token, max_batch=config.max_batch
+                index,
+                executor,
+                stores.health,
+                token=config.publish_token,
+                max_batch=config.max_batch,
             ),
+            index_service.request_bounds(config.max_batch),
         ),
         grpcserver.Servicer(
             registry_service.SERVICE_NAME,
             registry_pb2_grpc.add_EdgeRegistryServiceServicer_to_server,
             registry_service.RegistryServicer(
-                store, executor, token=config.publish_token, lease_seconds=config.edge_lease_seconds
+                stores.registry,
+                executor,
+                stores.health,
+                token=config.publish_token,
+                lease_seconds=config.edge_lease_seconds,
             ),
         ),
         grpcserver.Servicer(
             status_service.SERVICE_NAME,
             status_pb2_grpc.add_MeshStatusServiceServicer_to_server,
             status_service.MeshStatusServicer(
-                store,
+                index,
+                stores.registry,
                 peers,
                 executor,
+                stores.health,
                 lease_seconds=config.edge_lease_seconds,
                 clock=clock or time.time,
             ),
@@ -136,19 +227,34 @@ async def start(
         grpc_server = await grpcserver.start(config.grpc_bind, servicers, registry)
     except BaseException:
         executor.shutdown()
-        store.close()
+        for close in closing:
+            close()
         raise
     try:
+        frontend = http.Frontend(tracker, metrics, offload)
         site = await web.start(
-            http.build_app(tracker, metrics, registry), config.http_host, config.http_port
+            http.build_app(frontend, registry, stores.health),
+            config.http_host,
+            config.http_port,
+            limits=web.ServerLimits(
+                head_timeout=config.http_head_timeout, body_timeout=config.http_body_timeout
+            ),
+            bad_request=frontend.bad_request,
         )
     except BaseException:
         await grpc_server.stop(0)
         executor.shutdown()
-        store.close()
+        for close in closing:
+            close()
         raise
-    running = RunningTracker(config, store, peers, tracker, registry, grpc_server, site, executor)
+    running = RunningTracker(
+        config, stores, peers, tracker, registry, grpc_server, site, executor, closing
+    )
     every = min(60.0, config.peer_ttl / 4) if maintain_every is None else maintain_every
     if every > 0:
         running.maintenance = asyncio.create_task(running._maintain_forever(every))
+    if stores.shared:
+        running.refreshing = asyncio.create_task(
+            running._refresh_forever(config.store_refresh_interval)
+        )
     return running

@@ -7,26 +7,46 @@ import functools
 import re
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
 
 from aptmesh import logs
-from aptmesh.grpcserver import token_matches
+from aptmesh.grpcserver import abort, repeated_bytes, require_token
 from aptmesh.torrent import TorrentError, parse_torrent
 from aptmesh.v1 import index_pb2, index_pb2_grpc
+from aptmesh_tracker.index_store import IndexStore, StoreUnavailable
 from aptmesh_tracker.records import PackageRecord, record_from_proto, record_to_proto
-from aptmesh_tracker.store import Store
+from aptmesh_tracker.stores import Component, StoreHealth
 
 log = logs.get(__name__)
 
 SERVICE_NAME = "aptmesh.v1.IndexService"
+STORE_UNAVAILABLE = "the tracker cannot reach its store now; retry later"
 MAX_URLS = 32
 MAX_URL_LENGTH = 2048
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 T = TypeVar("T")
+
+# The largest torrent a record may carry. A package's torrent holds 20 + 32 bytes per
+# piece and a piece is at least 1/1024 of the file (up to 4 MiB pieces), so up to a
+# 4 GiB file it is under 60 KiB; 1 MiB leaves room for files of some 80 GiB.
+MAX_TORRENT = 1 << 20
+# One PublishPackage request: the torrent, the URLs and the small fields.
+MAX_PUBLISH_REQUEST = MAX_TORRENT + repeated_bytes(MAX_URLS, MAX_URL_LENGTH)
+TOKEN_OPTION = "publish_token (APTMESH_TRACKER_PUBLISH_TOKEN)"  # noqa: S105 - a name
+
+
+def request_bounds(max_batch: int) -> dict[str, int]:
+    """Most bytes of one request per method (grpcserver.Servicer.max_request)."""
+    return {
+        "PublishPackage": MAX_PUBLISH_REQUEST,
+        # A hash may come in upper case or be garbage of any length; up to 64 bytes each
+        # is what a legitimate batch holds.
+        "BatchGetPackages": repeated_bytes(max_batch, 64),
+    }
 
 
 class InvalidRecord(ValueError):
@@ -59,6 +79,8 @@ def check_record(record: PackageRecord) -> None:
         raise InvalidRecord(f"at most {MAX_URLS} upstream_urls per record")
     for url in record.upstream_urls:
         check_url(url, "upstream_urls")
+    if len(record.torrent) > MAX_TORRENT:
+        raise InvalidRecord(f"torrent is {len(record.torrent)} bytes, at most {MAX_TORRENT}")
     try:
         torrent = parse_torrent(record.torrent)
     except TorrentError as exc:
@@ -78,46 +100,57 @@ def check_record(record: PackageRecord) -> None:
         raise InvalidRecord("record and torrent disagree: " + "; ".join(disagree))
 
 
-async def abort(
-    context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, text: str
-) -> NoReturn:
-    await context.abort(code, text)
-    raise AssertionError("unreachable: abort raises")
+class StoreCalls:
+    """Runs store calls in the store threads for a servicer: an unreachable store is
+    UNAVAILABLE to the caller (retryable) and recorded in the stores' health."""
 
+    def __init__(self, executor: Executor, health: StoreHealth) -> None:
+        self._executor = executor
+        self._health = health
 
-async def require_token(
-    context: grpc.aio.ServicerContext[Any, Any], token: str, action: str
-) -> None:
-    if not token:
-        await abort(
-            context,
-            grpc.StatusCode.UNAUTHENTICATED,
-            f"{action} is disabled: the tracker has no publish token configured",
-        )
-    if not token_matches(context, token):
-        await abort(
-            context, grpc.StatusCode.UNAUTHENTICATED, f"{action} needs a valid bearer token"
-        )
+    async def __call__(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        fn: Callable[..., T],
+        *args: Any,
+        fallback: Callable[[], T] | None = None,
+    ) -> T:
+        """`fallback` answers instead of UNAVAILABLE when the store is unreachable."""
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        except StoreUnavailable as exc:
+            self._health.failed(Component.INDEX, str(exc))
+            if fallback is not None:
+                return fallback()
+            # The cause (the database's address, the driver's words) stays in the log.
+            await abort(context, grpc.StatusCode.UNAVAILABLE, STORE_UNAVAILABLE)
+        self._health.ok(Component.INDEX)
+        return result
 
 
 class IndexServicer(index_pb2_grpc.IndexServiceServicer):
-    def __init__(self, store: Store, executor: Executor, *, token: str, max_batch: int) -> None:
-        """`executor` is the store's single writer thread."""
+    def __init__(
+        self,
+        store: IndexStore,
+        executor: Executor,
+        health: StoreHealth,
+        *,
+        token: str,
+        max_batch: int,
+    ) -> None:
+        """`executor` runs the store's calls (its threads)."""
         self._store = store
-        self._executor = executor
+        self._call = StoreCalls(executor, health)
         self._token = token
         self._max_batch = max_batch
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
     async def PublishPackage(  # noqa: N802 - gRPC method name
         self,
         request: index_pb2.PublishPackageRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> index_pb2.PublishPackageResponse:
-        await require_token(context, self._token, "publishing")
+        await require_token(context, self._token, "publishing", option=TOKEN_OPTION)
         if not request.HasField("record"):
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "record is missing")
         record = record_from_proto(request.record)
@@ -125,9 +158,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             check_record(record)
         except InvalidRecord as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        created = await self._run(self._store.put, record)
+        created = await self._call(context, self._store.put, record)
         log.info(
-            "package published",
+            "package_published",
             sha256=record.sha256,
             name=record.name,
             info_hash_v1=record.info_hash_v1,
@@ -145,7 +178,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             check_sha256(sha256)
         except InvalidRecord as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        record = await self._run(self._store.get, sha256)
+        record = await self._call(context, self._store.get, sha256)
         if record is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"no package with sha256 {sha256}")
         return index_pb2.GetPackageResponse(record=record_to_proto(record))
@@ -167,7 +200,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
                 check_sha256(sha256)
         except InvalidRecord as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        found = await self._run(self._store.get_many, wanted)
+        found = await self._call(context, self._store.get_many, wanted)
         return index_pb2.BatchGetPackagesResponse(
             records=[record_to_proto(found[s]) for s in wanted if s in found],
             missing=[s for s in wanted if s not in found],

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from aptmesh_tracker.peerstore import PeerStore
-from aptmesh_tracker.store import Store
+from aptmesh_tracker.peerstore import Limit, PeerLimits, PeerStore
+from aptmesh_tracker.stores import Component, Stores
 from aptmesh_tracker.swarms import count_torrents
 from aptmesh_tracker.wire import EVENTS, REASONS, Event, Reason
 
 
 class TrackerMetrics:
-    def __init__(self, registry: CollectorRegistry, peers: PeerStore, store: Store) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        peers: PeerStore,
+        stores: Stores,
+        limits: PeerLimits | None = None,
+    ) -> None:
         announces = Counter(
             "aptmesh_tracker_announces_total",
             "Announces answered, by BitTorrent event (none = a regular re-announce).",
@@ -29,6 +37,30 @@ class TrackerMetrics:
             registry=registry,
         )
         self.bad_requests: dict[Reason, Counter] = {r: bad.labels(reason=r) for r in REASONS}
+        refused = Counter(
+            "aptmesh_tracker_refused_peers_total",
+            "Announces answered but not stored because a peer bound was reached, by bound "
+            "(a peer flood shows here).",
+            ["limit"],
+            registry=registry,
+        )
+        self.refused_peers: dict[Limit, Counter] = {
+            limit: refused.labels(limit=limit.value) for limit in Limit
+        }
+        bound = Gauge(
+            "aptmesh_tracker_peer_limit",
+            "The configured most anonymous peers stored, by bound.",
+            ["limit"],
+            registry=registry,
+        )
+        limits = limits or PeerLimits()
+        for limit, value in (
+            (Limit.ADDRESS_SWARM, limits.per_address_swarm),
+            (Limit.ADDRESS, limits.per_address),
+            (Limit.SWARM, limits.per_swarm),
+            (Limit.TOTAL, limits.total),
+        ):
+            bound.labels(limit=limit.value).set(value)
         self.expired_peers = Counter(
             "aptmesh_tracker_expired_peers_total",
             "Peers forgotten because they stopped announcing.",
@@ -39,7 +71,7 @@ class TrackerMetrics:
             "aptmesh_tracker_swarms",
             "Torrents with at least one peer (a hybrid torrent's v1 and v2 swarms count once).",
             registry=registry,
-        ).set_function(lambda: count_torrents(peers.swarm_hashes(), store.torrent_of))
+        ).set_function(lambda: count_torrents(peers.swarm_hashes(), stores.index.torrent_of))
         by_role = Gauge(
             "aptmesh_tracker_peers", "Peers in all swarms, by role.", ["role"], registry=registry
         )
@@ -47,7 +79,18 @@ class TrackerMetrics:
         by_role.labels(role="leecher").set_function(lambda: peers.peer_counts()[1])
         Gauge(
             "aptmesh_tracker_index_records", "Package records in the index.", registry=registry
-        ).set_function(store.record_count)
+        ).set_function(stores.index.record_count)
         Gauge(
             "aptmesh_tracker_edges", "Edges with a live registration lease.", registry=registry
-        ).set_function(store.edge_count)
+        ).set_function(stores.registry.edge_count)
+        up = Gauge(
+            "aptmesh_tracker_store_up",
+            "1 while a store answered its last call, 0 while it is unreachable"
+            " (index: the index and the edge registry; peers: the swarms).",
+            ["store"],
+            registry=registry,
+        )
+        for component in Component:
+            up.labels(store=component.value).set_function(
+                functools.partial(stores.health.up, component)
+            )

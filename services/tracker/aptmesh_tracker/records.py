@@ -7,9 +7,15 @@ everything behind them (store, logic) works on these frozen dataclasses.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aptmesh.v1 import index_pb2, registry_pb2
+
+
+def tracker_hashes(info_hash_v1: str, info_hash_v2: str) -> tuple[bytes, bytes]:
+    """The two 20-byte infohashes BitTorrent clients announce for a torrent's hex infohashes:
+    the v1 one, and the v2 one truncated (BEP 52)."""
+    return bytes.fromhex(info_hash_v1), bytes.fromhex(info_hash_v2[:40])
 
 
 @dataclass(frozen=True)
@@ -25,7 +31,7 @@ class PackageRecord:
 
     def tracker_hashes(self) -> tuple[bytes, bytes]:
         """The two 20-byte infohashes BitTorrent clients announce (v1, truncated v2)."""
-        return bytes.fromhex(self.info_hash_v1), bytes.fromhex(self.info_hash_v2[:40])
+        return tracker_hashes(self.info_hash_v1, self.info_hash_v2)
 
     def same_torrent(self, other: PackageRecord) -> bool:
         return (
@@ -60,6 +66,10 @@ class Edge:
     zone: str = ""
     upload_capacity: int = 0  # BitTorrent uplink in bytes per second; 0: unknown
     seed_box: bool = False
+    # The IP the registration came from, as the registry saw it (never what the caller
+    # says): the tracker offers peers announcing from it first. '' when unknown. An
+    # observation, not part of what the edge registered: equality ignores it.
+    address: str = field(default="", compare=False)
 
     @property
     def kind(self) -> str:

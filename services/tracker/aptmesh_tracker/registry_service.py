@@ -3,7 +3,7 @@ anyone lists the edges and the seed boxes' summed uplink."""
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import functools
 import re
 from concurrent.futures import Executor
@@ -12,17 +12,19 @@ from typing import Any
 import grpc
 
 from aptmesh import logs
+from aptmesh.grpcserver import abort, require_token
 from aptmesh.v1 import registry_pb2, registry_pb2_grpc
-from aptmesh_tracker.index_service import InvalidRecord, abort, check_url, require_token
+from aptmesh_tracker.index_service import TOKEN_OPTION, InvalidRecord, StoreCalls, check_url
 from aptmesh_tracker.records import (
     EDGE_ID,
     EDGE_ID_RULE,
     Edge,
-    Site,
     edge_from_proto,
     edge_to_proto,
 )
-from aptmesh_tracker.store import Store
+from aptmesh_tracker.registry_store import Registry
+from aptmesh_tracker.stores import StoreHealth
+from aptmesh_tracker.wire import grpc_peer_ip
 
 log = logs.get(__name__)
 
@@ -46,9 +48,17 @@ def check_edge(edge: Edge) -> None:
 
 
 class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
-    def __init__(self, store: Store, executor: Executor, *, token: str, lease_seconds: int) -> None:
-        self._store = store
-        self._executor = executor
+    def __init__(
+        self,
+        registry: Registry,
+        executor: Executor,
+        health: StoreHealth,
+        *,
+        token: str,
+        lease_seconds: int,
+    ) -> None:
+        self._registry = registry
+        self._call = StoreCalls(executor, health)
         self._token = token
         self._lease = lease_seconds
         self._seen: set[tuple[str, bool]] = set()  # (id, seed_box) already logged as joined
@@ -60,19 +70,19 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
     ) -> registry_pb2.RegisterEdgeResponse:
         edge = edge_from_proto(request.edge)
         article = "a" if edge.seed_box else "an"
-        await require_token(context, self._token, f"registering {article} {edge.kind}")
+        await require_token(
+            context, self._token, f"registering {article} {edge.kind}", option=TOKEN_OPTION
+        )
         try:
             check_edge(edge)
         except InvalidRecord as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(
-            self._executor, functools.partial(self._store.register_edge, edge, self._lease)
-        )
+        edge = dataclasses.replace(edge, address=grpc_peer_ip(context.peer() or ""))
+        await self._call(context, self._registry.register, edge, self._lease)
         if (edge.id, edge.seed_box) not in self._seen:
             self._seen.add((edge.id, edge.seed_box))
             log.info(
-                f"{edge.kind} registered",
+                "seed_box_registered" if edge.seed_box else "edge_registered",
                 edge_id=edge.id,
                 url=edge.url,
                 zone=edge.zone,
@@ -85,14 +95,14 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
         request: registry_pb2.ListEdgesRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> registry_pb2.ListEdgesResponse:
-        loop = asyncio.get_running_loop()
-        site = await loop.run_in_executor(
-            self._executor, functools.partial(self._site, request.zone)
+        zone = request.zone
+        site = await self._call(
+            context,
+            self._registry.site,
+            zone,
+            fallback=functools.partial(self._registry.last_site, zone),
         )
         return registry_pb2.ListEdgesResponse(
             edges=[edge_to_proto(e) for e in site.edges],
             seed_upload_capacity=min(site.seed_upload_capacity, MAX_UINT64),
         )
-
-    def _site(self, zone: str) -> Site:
-        return Site(self._store.live_edges(zone), self._store.seed_upload_capacity())

@@ -2,8 +2,10 @@
 
 Anyone may read it (no token), like `ListEdges`; it names no peer, only
 registrations (which `ListEdges` already lists) and counts. Its cost is one
-pass over the live swarms (in memory) and one index lookup per listed swarm,
-capped by `status.MAX_SWARMS`.
+scrape per swarm the peer store listed at its last sweep (in memory, or one
+Redis round trip each, in a worker thread so the event loop keeps answering
+announces), one read of the lease table and one index lookup for the listed
+swarms (at most `status.MAX_SWARMS`), both in the store threads.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import grpc
 from aptmesh import __version__
 from aptmesh.v1 import status_pb2, status_pb2_grpc
 from aptmesh_tracker.client import renew_after
+from aptmesh_tracker.index_service import StoreCalls
+from aptmesh_tracker.index_store import IndexStore
 from aptmesh_tracker.peerstore import PeerStore
+from aptmesh_tracker.registry_store import Registry
 from aptmesh_tracker.status import (
     DEFAULT_SWARMS,
     MAX_SWARMS,
@@ -30,7 +35,7 @@ from aptmesh_tracker.status import (
     registration,
     to_proto,
 )
-from aptmesh_tracker.store import Store
+from aptmesh_tracker.stores import StoreHealth
 from aptmesh_tracker.swarms import SwarmCounts, TorrentSwarm, by_torrent
 
 SERVICE_NAME = "aptmesh.v1.MeshStatusService"
@@ -39,16 +44,19 @@ SERVICE_NAME = "aptmesh.v1.MeshStatusService"
 class MeshStatusServicer(status_pb2_grpc.MeshStatusServiceServicer):
     def __init__(
         self,
-        store: Store,
+        index: IndexStore,
+        registry: Registry,
         peers: PeerStore,
         executor: Executor,
+        health: StoreHealth,
         *,
         lease_seconds: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
+        self._index = index
+        self._registry = registry
         self._peers = peers
-        self._executor = executor
+        self._call = StoreCalls(executor, health)
         self._lease = lease_seconds
         self._clock = clock
 
@@ -58,18 +66,19 @@ class MeshStatusServicer(status_pb2_grpc.MeshStatusServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> status_pb2.GetMeshStatusResponse:
         limit = min(request.max_swarms or DEFAULT_SWARMS, MAX_SWARMS)
-        # The peer store's one writer is the event loop: read it here, the store in its thread.
+        loop = asyncio.get_running_loop()
+        hashes = self._peers.swarm_hashes()
+        torrents = await loop.run_in_executor(None, functools.partial(self._torrents, hashes))
+        status = await self._call(context, self._status, torrents, limit)
+        return to_proto(status)
+
+    def _torrents(self, hashes: list[bytes]) -> list[TorrentSwarm]:
         counts = []
-        for info_hash in self._peers.swarm_hashes():
+        for info_hash in hashes:
             stats = self._peers.scrape(info_hash)
             if stats.complete or stats.incomplete:
                 counts.append(SwarmCounts(info_hash, stats.complete, stats.incomplete))
-        torrents = by_torrent(counts, self._store.torrent_of)
-        loop = asyncio.get_running_loop()
-        status = await loop.run_in_executor(
-            self._executor, functools.partial(self._status, torrents, limit)
-        )
-        return to_proto(status)
+        return by_torrent(counts, self._index.torrent_of)
 
     def _status(self, torrents: list[TorrentSwarm], limit: int) -> MeshStatus:
         now = self._clock()
@@ -81,17 +90,17 @@ class MeshStatusServicer(status_pb2_grpc.MeshStatusServiceServicer):
                 renew_every=renew_after(self._lease),
                 now=now,
             )
-            for edge, end in self._store.leases()
+            for edge, end in self._registry.leases()
         ]
         shown = torrents[:limit]
-        records = self._store.get_many([t.sha256 for t in shown if t.sha256])
+        records = self._index.get_many([t.sha256 for t in shown if t.sha256])
         return MeshStatus(
             time=now,
             tracker_version=__version__,
             lease_seconds=self._lease,
             edges=tuple(_of_kind(regs, seed_box=False)),
             seed_boxes=tuple(_of_kind(regs, seed_box=True)),
-            index_records=self._store.record_count(),
+            index_records=self._index.record_count(),
             torrents_with_peers=len(torrents),
             seeders=sum(t.seeders for t in torrents),
             leechers=sum(t.leechers for t in torrents),

@@ -2,7 +2,8 @@
 
 The frontend parses and writes; this decides. Whether an infohash may be
 tracked is a callable (the index's allow-list, or "anything" for an open
-tracker), so the logic does not know where the index lives.
+tracker), and so is whether an announcer's address is a registered edge or
+seed box (the registry's), so the logic does not know where either lives.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aptmesh_tracker.wire import (
     ScrapeResponse,
     TrackerRequestError,
     compact_address,
+    normal_ip,
 )
 
 UNTRACKED = "torrent is not tracked here (not in the aptmesh index)"
@@ -40,10 +42,13 @@ class Tracker:
         is_tracked: Callable[[bytes], bool] | None,
         policy: Policy,
         metrics: TrackerMetrics,
+        is_registered: Callable[[str], bool] = lambda ip: False,
     ) -> None:
-        """`is_tracked` None makes an open tracker."""
+        """`is_tracked` None makes an open tracker; `is_registered` tells whether an IP
+        (normalised, `wire.normal_ip`) belongs to a live edge or seed box."""
         self._peers = peers
         self._is_tracked = is_tracked
+        self._is_registered = is_registered
         self._policy = policy
         self._metrics = metrics
 
@@ -58,8 +63,11 @@ class Tracker:
             seeder=request.left == 0,
             event=request.event,
             numwant=min(wanted, policy.numwant_max),
+            registered=self._is_registered(normal_ip(ip)),
         )
         self._metrics.announces[request.event].inc()
+        if result.refused is not None:
+            self._metrics.refused_peers[result.refused].inc()
         return AnnounceResponse(
             policy.interval, policy.min_interval, result.complete, result.incomplete, result.peers
         )

@@ -16,10 +16,11 @@ are bounded in digits before `int()` sees them, so no input is expensive.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Literal, get_args
-from urllib.parse import quote_from_bytes, unquote_to_bytes
+from urllib.parse import quote_from_bytes, unquote, unquote_to_bytes
 
 from aptmesh import bencode
 
@@ -37,6 +38,7 @@ Reason = Literal[
     "missing",
     "untracked",
     "scrape",
+    "http",
     "internal",
 ]
 REASONS: tuple[Reason, ...] = get_args(Reason)
@@ -128,6 +130,25 @@ def compact_address(ip: str, port: int) -> bytes:
     return socket.inet_aton(ip) + port.to_bytes(2, "big")
 
 
+def normal_ip(ip: str) -> str:
+    """One spelling per address (IPv4-mapped IPv6 as IPv4, no zone); '' if not an address."""
+    try:
+        parsed = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return ""
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(parsed)
+
+
+def grpc_peer_ip(peer: str) -> str:
+    """The IP of a gRPC `context.peer()` ("ipv4:1.2.3.4:5", "ipv6:[::1]:5"); '' if none."""
+    kind, _, rest = unquote(peer).partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return ""
+    return normal_ip(rest.rsplit(":", 1)[0].strip("[]"))
+
+
 def split_address(address: bytes) -> tuple[str, int]:
     if len(address) == 6:
         return socket.inet_ntoa(address[:4]), int.from_bytes(address[4:], "big")
@@ -217,7 +238,9 @@ def parse_announce(query: str) -> AnnounceRequest:
 def parse_scrape(query: str) -> ScrapeRequest:
     """Parses the query string of `GET /scrape?info_hash=...&info_hash=...`."""
     if len(query) > MAX_SCRAPE_QUERY:
-        raise TrackerRequestError("too_large", "request too large")
+        raise TrackerRequestError(
+            "too_large", f"request too large: scrape takes at most {MAX_SCRAPE_HASHES} info_hash"
+        )
     hashes: list[bytes] = []
     for part in query.split("&"):
         key, _, value = part.partition("=")

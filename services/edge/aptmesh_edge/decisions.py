@@ -1,0 +1,78 @@
+"""The edge's decisions, named once: where bytes came from, why the swarm was passed over, how a
+request was answered. Metrics pre-register their labels from these, the dashboards and alerts
+generators and the tests read them from here: a new reason is one edit, checked by mypy.
+
+(File classes are the core's, `aptmesh.debian.FileClass`; verification outcomes are
+`aptmesh_edge.checked.Verdict` and `Failure`.)
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class SourceKind(enum.Enum):
+    """Where a client's bytes came from: the `source` of `aptmesh_edge_served_bytes_total`."""
+
+    CACHE = "cache"
+    SWARM = "swarm"
+    UPSTREAM = "upstream"
+    EDGE = "edge"  # a small file from this edge's parent for it in the zone (site.py)
+
+
+class FallbackReason(enum.Enum):
+    """Why a package fetch went to the upstream over HTTP rather than the swarm, or why the
+    upstream joined a swarm download as web seed: `aptmesh_edge_upstream_fallbacks_total`."""
+
+    SWARM_DISABLED = "swarm_disabled"
+    UNVERIFIED = "unverified"
+    BELOW_THRESHOLD = "below_threshold"
+    NO_TORRENT = "no_torrent"
+    TRACKER_UNREACHABLE = "tracker_unreachable"
+    NO_PEERS = "no_peers"
+    SWARM_STALLED = "swarm_stalled"
+    SWARM_ERROR = "swarm_error"
+    # The upstream joined a swarm download as web seed (the swarm was not keeping up).
+    WEBSEED_NO_PEERS = "webseed_no_peers"
+    WEBSEED_NO_SEED = "webseed_no_seed"
+    WEBSEED_STALLED = "webseed_stalled"
+    WEBSEED_SLOW = "webseed_slow"
+
+    @property
+    def by_design(self) -> bool:
+        """Configuration, not failure: small files go over HTTP by design, a swarm may be off,
+        and verify_mode auto without a key fetches unverified files (no alert counts these)."""
+        return self in _BY_DESIGN
+
+    @property
+    def web_seed(self) -> bool:
+        """The swarm download went on, with the upstream as web seed."""
+        return self.value.startswith("webseed_")
+
+    @classmethod
+    def swarm_failures(cls) -> tuple[FallbackReason, ...]:
+        """The reasons that say the swarm failed a file it should have delivered."""
+        return tuple(r for r in cls if not r.by_design and not r.web_seed)
+
+
+_BY_DESIGN = frozenset(
+    {FallbackReason.BELOW_THRESHOLD, FallbackReason.SWARM_DISABLED, FallbackReason.UNVERIFIED}
+)
+
+
+class Outcome(enum.Enum):
+    """How a file request was answered: the `cache` of `aptmesh_edge_requests_total`."""
+
+    HIT = "hit"
+    MISS = "miss"
+    REVALIDATED = "revalidated"
+    STALE = "stale"
+    BYPASS = "bypass"  # passed through, not cached
+    ERROR = "error"
+
+
+class SiteResult(enum.Enum):
+    """`aptmesh_edge_site_fetches_total{result}`: failed means fetched from the upstream."""
+
+    OK = "ok"
+    FAILED = "failed"
