@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from aptmesh.debrepo import ARCHITECTURE, COMPONENT, SUITE, DebRepo
+from aptmesh_cli.status import CLEAR
 from tests.e2e.conftest import (
     APTMESH,
     DEADLINE,
@@ -57,6 +60,29 @@ def status_json(tracker: str) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     document: dict[str, Any] = json.loads(done.stdout)
     return document
+
+
+def watch_two_screens(tracker: str) -> str:
+    """What `aptmesh status --watch` drew until its second screen began, then it is stopped."""
+    argv = [APTMESH, "status", "--tracker", tracker, "--watch", "--interval", "0.2"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, env=child_env()) as proc:
+        stdout = proc.stdout
+        assert stdout is not None
+        os.set_blocking(stdout.fileno(), False)
+        seen = b""
+
+        def two_screens() -> bool:
+            nonlocal seen
+            seen += stdout.read() or b""
+            return seen.count(CLEAR.encode()) >= 3
+
+        try:
+            wait_for(two_screens, "two screens of aptmesh status --watch")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=DEADLINE)
+    assert proc.returncode == 130, proc.returncode  # Ctrl-C ends it quietly
+    return seen.decode()
 
 
 @contextlib.contextmanager
@@ -126,6 +152,7 @@ def test_status_shows_every_part_of_the_mesh(e2e_repo: DebRepo, tmp_path: Path) 
         )
         figures = scrape(metrics)
         screen = status(tracker)
+        watched = watch_two_screens(tracker)
 
     assert [(z["zone"], z["edges"]) for z in doc["zones"]] == [
         ("zone-a", ["edge-a"]),
@@ -156,6 +183,9 @@ def test_status_shows_every_part_of_the_mesh(e2e_repo: DebRepo, tmp_path: Path) 
     assert f"index: {len(packages)} package records" in text
     assert f"swarms: {len(packages)} torrents with peers" in text
     assert "repository generations: not tracked yet" in text
+    # --watch redraws the same screen: clear, home, then the figures again.
+    first, second = watched.split(CLEAR)[1:3]
+    assert "zone zone-a:" in first and "zone zone-b:" in second
 
 
 def test_an_unreachable_tracker_is_a_one_line_error() -> None:
