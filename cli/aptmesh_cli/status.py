@@ -35,12 +35,14 @@ def _time(seconds: float) -> str:
 def _rate(bytes_per_second: int) -> str:
     if bytes_per_second <= 0:
         return "unknown"
-    value = float(bytes_per_second)
-    for unit in ("B/s", "KiB/s", "MiB/s", "GiB/s"):
-        if value < 1024 or unit == "GiB/s":
-            return f"{value:.0f} {unit}" if unit == "B/s" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    if bytes_per_second < 1024:
+        return f"{bytes_per_second} B/s"
+    value, unit = bytes_per_second / 1024, "KiB/s"
+    for bigger in ("MiB/s", "GiB/s"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
 
 
 def _registration_json(reg: Registration) -> dict[str, Any]:

@@ -73,6 +73,8 @@ class MeshStatusServicer(status_pb2_grpc.MeshStatusServiceServicer):
         return to_proto(status)
 
     def _torrents(self, hashes: list[bytes]) -> list[TorrentSwarm]:
+        """In a worker thread: a Redis scrape is a round trip; an in-memory one reads two
+        counters of a swarm, safe beside the event loop's writes (atomic under the GIL)."""
         counts = []
         for info_hash in hashes:
             stats = self._peers.scrape(info_hash)
