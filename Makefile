@@ -8,11 +8,11 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 # Debian packages the tests drive for real (aria2c: a BitTorrent client nobody here wrote;
 # promtool; PostgreSQL and Redis for the tracker's shared stores; lintian and debconf for the
-# Debian packages' tests; apt-ftparchive is not used: the fixture writes indexes itself).
-SYS_PACKAGES := aria2 rtorrent prometheus gnupg apt dpkg-dev iproute2 nginx-light wrk postgresql redis-server lintian debconf systemd
+# Debian packages' tests; auto-apt-proxy, which must find an edge; apt-ftparchive is not used: the fixture writes indexes itself).
+SYS_PACKAGES := aria2 rtorrent prometheus gnupg apt dpkg-dev iproute2 nginx-light wrk postgresql redis-server lintian debconf systemd auto-apt-proxy
 PYTEST_ARGS ?=
 
-.PHONY: all venv sysdeps proto proto-check test check run deb bench bench-swarm fuzz lock images deploy-generate clean
+.PHONY: all venv sysdeps proto proto-check test check run deb bench bench-swarm fuzz lock images deploy-generate clean drills
 
 all: test
 
@@ -85,6 +85,13 @@ bench: venv sysdeps
 	$(PY) bench/tracker_scale.py
 	$(PY) bench/seeder_hash.py
 	$(PY) bench/edge_vs_nginx.py
+
+# The fault drills (tests/drills) at full size: kill -9 of each service under concurrent apt
+# runs, tracker restart, tampering, a malicious peer; prints the table the README's
+# Reliability section shows. Exit 1 when a drill broke a promise. `make test` runs them small.
+DRILLS ?=
+drills: venv sysdeps
+	$(PY) -m tests.drills $(DRILLS)
 
 # Every fuzz target (tests marked `fuzz`) with many more examples than make test runs;
 # prints, per target, how many inputs it tried and whether any failed.

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import bz2
 import enum
+import fnmatch
 import gzip
 import hashlib
 import io
@@ -1007,6 +1008,17 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None:
     return (first, last) if first < size else (size, size)
 
 
+@dataclass(frozen=True)
+class Misbehaviour:
+    """What the server does instead of serving a path (`RepoServer.misbehave`): answer
+    `status` with no body, or serve `body` (an older InRelease, say) as if it were the file,
+    with `last_modified` (unix time; default: the file's) for its validators."""
+
+    status: int | None = None
+    body: bytes | None = None
+    last_modified: float | None = None
+
+
 class RepoServer:
     """Serves `root` at `http://127.0.0.1:PORT<prefix>/` from a background thread.
 
@@ -1015,7 +1027,9 @@ class RepoServer:
     request (`log`, `requests`, `bytes_served`). `stop()` closes the port and
     every connection; `start()` reopens the same port. `rate_limit` (bytes per
     second, None for unlimited) paces bodies, so tests can catch transfers in
-    flight.
+    flight. `misbehave(pattern, Misbehaviour(...))` makes it fail or lie for the
+    paths matching an fnmatch pattern (a mirror's faults: 500s, a replayed old
+    file, a future Last-Modified) until `behave()`.
     """
 
     def __init__(self, root: Path, prefix: str = "/debian") -> None:
@@ -1023,6 +1037,7 @@ class RepoServer:
         self.prefix = prefix.rstrip("/")
         self.port = 0
         self.rate_limit: float | None = None
+        self._faults: dict[str, Misbehaviour] = {}
         self._log: list[tuple[str, str, int, str | None, str | None, list[int]]] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -1056,6 +1071,23 @@ class RepoServer:
     def reset_counters(self) -> None:
         with self._lock:
             self._log.clear()
+
+    # --- faults ---
+
+    def misbehave(self, pattern: str, fault: Misbehaviour) -> None:
+        """From now on, paths matching `pattern` (fnmatch, relative to the archive root) get
+        `fault` instead of the file."""
+        with self._lock:
+            self._faults[pattern] = fault
+
+    def behave(self) -> None:
+        """Serves every file as it is again."""
+        with self._lock:
+            self._faults.clear()
+
+    def _fault(self, rel: str) -> Misbehaviour | None:
+        with self._lock:
+            return next((f for p, f in self._faults.items() if fnmatch.fnmatchcase(rel, p)), None)
 
     # --- lifecycle ---
 
@@ -1123,8 +1155,8 @@ class RepoServer:
         if body is None or request.method == "HEAD":
             return response
         await response.prepare(request)
-        path, first, last = body
-        with path.open("rb") as f:
+        source, first, last = body
+        with io.BytesIO(source) if isinstance(source, bytes) else source.open("rb") as f:
             f.seek(first)
             remaining = last - first + 1
             while chunk := f.read(min(_CHUNK, remaining)):
@@ -1139,16 +1171,23 @@ class RepoServer:
 
     def _respond(
         self, request: web.Request, rel: str
-    ) -> tuple[web.StreamResponse, int, tuple[Path, int, int] | None]:
+    ) -> tuple[web.StreamResponse, int, tuple[Path | bytes, int, int] | None]:
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405, headers={"Allow": "GET, HEAD"}), 405, None
         path = (self.root / rel).resolve()
         if not path.is_relative_to(self.root) or not path.is_file():
             return web.Response(status=404, text="not found\n"), 404, None
+        fault = self._fault(rel)
+        if fault is not None and fault.status is not None:
+            return web.Response(status=fault.status, text="misbehaving\n"), fault.status, None
         st = path.stat()
-        size = st.st_size
-        etag = f'"{size:x}-{st.st_mtime_ns:x}"'
-        last_modified = formatdate(int(st.st_mtime), usegmt=True)
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+        if fault is not None and fault.body is not None:
+            size = len(fault.body)
+        if fault is not None and fault.last_modified is not None:
+            mtime_ns = int(fault.last_modified * 1e9)
+        etag = f'"{size:x}-{mtime_ns:x}"'
+        last_modified = formatdate(mtime_ns // 10**9, usegmt=True)
         headers = {
             "Last-Modified": last_modified,
             "ETag": etag,
@@ -1160,7 +1199,7 @@ class RepoServer:
         if inm is not None:
             if inm.strip() == "*" or etag in (t.strip() for t in inm.split(",")):
                 return web.Response(status=304, headers=headers), 304, None
-        elif ims is not None and int(st.st_mtime) <= ims.timestamp():
+        elif ims is not None and mtime_ns // 10**9 <= ims.timestamp():
             return web.Response(status=304, headers=headers), 304, None
         first, last, status = 0, size - 1, 200
         if_range = request.headers.get("If-Range")
@@ -1175,7 +1214,8 @@ class RepoServer:
                 headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = last - first + 1
-        return response, status, (path, first, last)
+        served = fault.body if fault is not None and fault.body is not None else path
+        return response, status, (served, first, last)
 
 
 # --- apt with an isolated configuration ------------------------------------------------------
@@ -1306,6 +1346,7 @@ __all__ = [
     "SWARM_MIN_SIZE",
     "AptEnv",
     "DebRepo",
+    "Misbehaviour",
     "PackageSpec",
     "RepoPackage",
     "RepoServer",

@@ -16,7 +16,22 @@ what a torrent downloaded by source (BitTorrent peers or web seeds) from
 libtorrent's per-connection counters. Pieces are read back through
 `read_piece`, so a byte reaches a client only after libtorrent checked the
 piece's hash. Peers that send bad data are banned by libtorrent's smart-ban;
-the piece is fetched again from others (or the web seed).
+the piece is fetched again from others (or the web seed). Every failed piece
+is reported (`on_hash_failed`: the service counts it in
+`aptmesh_verification_failures_total{kind="piece"}`) and so is each ban
+(`peer_banned`). A ban holds for one torrent only: the session's IP filter
+already carries `leave`, whose per-torrent flag would block a left seeder for
+every torrent if bans shared it.
+
+A tracker that lost its peers (restarted with an in-memory peer store) learns
+them again only at each torrent's announce interval; `reannounce` announces
+every torrent at once, which the services do when the registry's
+`peers_epoch` changes.
+
+`upload_rate_limit` binds every peer: libtorrent exempts peers on local
+networks (its local peer class) by default, and a seed box's LAN is where
+its limit matters most, so the session maps every address to the global
+peer class whenever a limit is set.
 
 Edges share the work (`share_work`): an edge ranked r of the site's N live
 edges (the registry's, by id) puts its home pieces, every N-th from r, before
@@ -64,6 +79,10 @@ from aptmesh import __version__, logs
 log = logs.get(__name__)
 
 Role = Literal["seeder", "edge", "plain"]
+
+
+# The `kind` label of aptmesh_verification_failures_total for a piece that failed its hash.
+PIECE_FAILURE_KIND = "piece"
 
 
 class SwarmError(Exception):
@@ -301,6 +320,7 @@ def session_settings(settings: SwarmSettings, peer_id: str = "") -> dict[str, An
                 | lt.alert.category_t.status_notification
                 | lt.alert.category_t.storage_notification
                 | lt.alert.category_t.piece_progress_notification
+                | lt.alert.category_t.peer_notification  # peer_ban_alert (smart-ban)
             ),
             "upload_rate_limit": settings.upload_rate_limit,
             "connections_limit": settings.connections_limit,
@@ -353,6 +373,16 @@ def ip_filter(networks: Sequence[str]) -> Any:
     for text in networks:
         network = ipaddress.ip_network(text, strict=False)
         rules.add_rule(str(network[0]), str(network[-1]), 0)
+    return rules
+
+
+def _all_global() -> Any:
+    """A peer-class filter that puts every address, local networks too, in the global class
+    (the one the session's rate limits bind)."""
+    rules = lt.ip_filter()
+    mask = 1 << lt.session.global_peer_class_id
+    rules.add_rule("0.0.0.0", "255.255.255.255", mask)
+    rules.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", mask)
     return rules
 
 
@@ -569,21 +599,31 @@ class _Totals:
 class Swarm:
     """A libtorrent session on the running asyncio loop."""
 
-    def __init__(self, settings: SwarmSettings) -> None:
+    def __init__(
+        self,
+        settings: SwarmSettings,
+        *,
+        on_hash_failed: Callable[[SwarmTorrent], None] | None = None,
+    ) -> None:
+        """`on_hash_failed` is called once per piece that failed its hash, with its torrent: a
+        service counts it (`PIECE_FAILURE_KIND`); a seeder re-hashes the file it seeds."""
         self.settings = settings
         self.peer_id = new_peer_id(settings.role)
         params = lt.session_params()
         params.settings = session_settings(settings, self.peer_id)  # type: ignore[assignment]
         self._session = lt.session(params)
+        if settings.upload_rate_limit:
+            self._session.set_peer_class_filter(_all_global())
         self._torrents: dict[str, SwarmTorrent] = {}
         self._left: set[str] = set()  # seeder addresses edges left (`leave`)
+        self._on_hash_failed = on_hash_failed
+        self._loop = asyncio.get_running_loop()
         self._totals = _Totals()
         self._reader, writer = socket.socketpair()
         self._writer = writer
         self._reader.setblocking(False)
         writer.setblocking(False)
         self._session.set_alert_fd(writer.fileno())
-        self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._reader.fileno(), self._drain)
         self.queue = QueueControl(
             int(params.settings.get("max_allowed_in_request_queue", QUEUE_MAX))
@@ -646,6 +686,8 @@ class Swarm:
         return self._torrents.get(_hex(handle.info_hashes()))
 
     def _dispatch(self, alert: Any) -> None:
+        if isinstance(alert, lt.peer_ban_alert):
+            log.warning("peer_banned", address=str(alert.ip[0]), torrent=alert.torrent_name)
         torrent = self._torrent_of(alert)
         if torrent is None:
             return
@@ -666,7 +708,9 @@ class Swarm:
             torrent._notify()
         elif isinstance(alert, lt.hash_failed_alert):
             torrent.hash_failures += 1
-            log.warning("piece_hash_failed", torrent=torrent.handle.name(), piece=alert.piece_index)
+            log.warning("piece_hash_failed", torrent=alert.torrent_name, piece=alert.piece_index)
+            if self._on_hash_failed is not None:
+                self._on_hash_failed(torrent)
         elif isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
             torrent._failed(alert.message())
         elif torrent._resume is None or torrent._resume.done():
@@ -736,6 +780,13 @@ class Swarm:
         for address in self._left:
             rules.add_rule(address, address, 1)  # 1: blocked
         self._session.set_ip_filter(rules)
+
+    def reannounce(self) -> int:
+        """Announces every torrent to its trackers now (a tracker lost its peers); returns how
+        many."""
+        for torrent in self._torrents.values():
+            torrent.handle.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
+        return len(self._torrents)
 
     def get(self, info_hash_v1: str) -> SwarmTorrent | None:
         return self._torrents.get(info_hash_v1)

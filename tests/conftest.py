@@ -23,4 +23,5 @@ pytest_plugins = [
     "tests.fixtures.tracker",
     "tests.fixtures.disks",
     "tests.fixtures.datastores",
+    "tests.fixtures.faulty",
 ]

@@ -84,16 +84,23 @@ class RegisterEdgeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    PEERS_EPOCH_FIELD_NUMBER: _builtins.int
     lease_seconds: _builtins.int
     """How long the lease lasts; renew well before it ends."""
+    peers_epoch: _builtins.str
+    """Names the tracker's set of swarms (peers): it changes when the tracker lost
+    them (an in-memory peer store restarted). A seeder or edge that sees it
+    change announces every torrent again at once instead of at its interval.
+    """
     def __init__(
         self,
         *,
         lease_seconds: _builtins.int = ...,
+        peers_epoch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_seconds", b"lease_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_seconds", b"lease_seconds", "peers_epoch", b"peers_epoch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -125,10 +132,13 @@ class ListEdgesResponse(_message.Message):
 
     EDGES_FIELD_NUMBER: _builtins.int
     SEED_UPLOAD_CAPACITY_FIELD_NUMBER: _builtins.int
+    PEERS_EPOCH_FIELD_NUMBER: _builtins.int
     seed_upload_capacity: _builtins.int
     """The summed uplink of the live seed boxes in bytes per second (all zones);
     0 when none is live or any live one reports 0 (unknown).
     """
+    peers_epoch: _builtins.str
+    """As in RegisterEdgeResponse."""
     @_builtins.property
     def edges(self) -> _containers.RepeatedCompositeFieldContainer[Global___Edge]:
         """Live edges only (never seed boxes)."""
@@ -138,10 +148,11 @@ class ListEdgesResponse(_message.Message):
         *,
         edges: _abc.Iterable[Global___Edge] | None = ...,
         seed_upload_capacity: _builtins.int = ...,
+        peers_epoch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges", "seed_upload_capacity", b"seed_upload_capacity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges", "peers_epoch", b"peers_epoch", "seed_upload_capacity", b"seed_upload_capacity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

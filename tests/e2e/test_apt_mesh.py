@@ -21,11 +21,10 @@ import pytest
 from aptmesh.debrepo import DebRepo
 from aptmesh.testing import free_port
 from aptmesh_edge.decisions import FallbackReason
-from tests.e2e.conftest import (
+from tests.e2e.conftest import MESH_HOST, Mesh, up_argv, wait_up
+from tests.fixtures.mesh import (
     APTMESH,
     DEADLINE,
-    MESH_HOST,
-    Mesh,
     assert_clean_terminal,
     assert_downloaded,
     child_env,
@@ -38,9 +37,7 @@ from tests.e2e.conftest import (
     spawn,
     swarmed,
     try_get_json,
-    up_argv,
     wait_for,
-    wait_up,
 )
 
 # One worker runs the whole module (`make test` uses --dist loadgroup): one mesh, file order.

@@ -21,13 +21,8 @@ import yaml
 
 from aptmesh.testing import free_port
 from aptmesh.v1 import edge_pb2, edge_pb2_grpc
-from tests.e2e.conftest import (
-    Mesh,
-    http_get,
-    mesh_apt,
-    running,
-    wait_for,
-)
+from tests.e2e.conftest import Mesh
+from tests.fixtures.mesh import http_get, mesh_apt, running, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "deploy" / "dashboards"

@@ -19,7 +19,7 @@ from typing import Any
 
 from aptmesh.debrepo import ARCHITECTURE, COMPONENT, SUITE, DebRepo
 from aptmesh_cli.status import CLEAR
-from tests.e2e.conftest import (
+from tests.fixtures.mesh import (
     APTMESH,
     DEADLINE,
     Proc,

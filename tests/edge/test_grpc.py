@@ -27,7 +27,7 @@ async def test_prefetch_pin_and_stats(make_edge: EdgeFactory, debrepo: DebRepo) 
         )
         assert [r.ok for r in response.results] == [True, True, True, False]
         assert response.results[2].source == "upstream"
-        assert "not configured" in response.results[3].error
+        assert "not served by this edge" in response.results[3].error
         assert edge.blobs.get(huge.sha256) is not None
         again = await stub.Prefetch(
             edge_pb2.PrefetchRequest(paths=paths[2:3]), metadata=AUTH, timeout=10

@@ -10,6 +10,7 @@ import socket
 import aiohttp
 import pytest
 
+from aptmesh.debian import by_hash_path
 from aptmesh.debrepo import DebRepo, PackageSpec
 from aptmesh_edge.app import RunningEdge
 from tests.edge.conftest import (
@@ -202,7 +203,8 @@ async def test_upstream_down_serves_cache_and_gives_502_for_the_rest(
     assert status == 502 and b"cannot connect" in body
     status, body, _ = await get(client, prefix_url(edge, debrepo.PACKAGES + ".gz"))
     assert status == 502
-    assert metric(edge, "aptmesh_edge_stale_index_served_total") == 2
+    # The InRelease is stale; Packages.xz is as current as the InRelease that lists it (a hit).
+    assert metric(edge, "aptmesh_edge_stale_index_served_total") == 1
 
 
 async def test_upstream_timeout_gives_504(
@@ -275,14 +277,38 @@ async def test_tampered_inrelease_is_refused_and_never_cached(
     assert status == 200 and edge.blobs.get(pkg.sha256) is None
 
 
+def _by_hash(repo: DebRepo, path: str) -> str:
+    """The by-hash copy of `path` (an index of the first suite) that its Release names."""
+    rel = path.removeprefix(repo.DISTS + "/")
+    return f"{repo.DISTS}/{by_hash_path(rel, repo.release().files[rel].sha256)}"
+
+
 async def test_tampered_packages_index_is_refused(
     edge: RunningEdge, debrepo: DebRepo, client: aiohttp.ClientSession
 ) -> None:
-    debrepo.tamper(debrepo.PACKAGES + ".xz")
+    for path in (debrepo.PACKAGES + ".xz", _by_hash(debrepo, debrepo.PACKAGES + ".xz")):
+        debrepo.tamper(path)
     status, _, _ = await get(client, prefix_url(edge, debrepo.PACKAGES + ".xz"))
     assert status == 502
     kind = "index_hash"
     assert metric(edge, "aptmesh_verification_failures_total", service="edge", kind=kind) == 1
+
+
+async def test_an_index_by_name_is_fetched_by_the_hash_its_inrelease_names(
+    edge: RunningEdge, debrepo: DebRepo, client: aiohttp.ClientSession
+) -> None:
+    assert debrepo.release().acquire_by_hash
+    name = debrepo.PACKAGES + ".xz"
+    debrepo.tamper(name)  # the by-name copy is wrong; the by-hash one is what Release names
+    (await get(client, prefix_url(edge, debrepo.INRELEASE)))
+    status, body, _ = await get(client, prefix_url(edge, name))
+    assert status == 200
+    assert (
+        hashlib.sha256(body).hexdigest()
+        == debrepo.release().files[name.removeprefix(debrepo.DISTS + "/")].sha256
+    )
+    assert debrepo.server.requests(name) == 0
+    assert debrepo.server.requests(_by_hash(debrepo, name)) == 1
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,6 @@ def test_percent_decoding_keeps_plus() -> None:
     [
         "/deb.example.org/../etc/passwd",
         "/deb.example.org/debian/%2E%2E/x",
-        "/deb.example.org/debian/a/./b",
         "/deb.example.org//etc/passwd",
         "/deb.example.org/debian/%2Fetc/passwd",
         "/deb.example.org/debian/a%00b",
@@ -110,6 +109,12 @@ def test_escapes_are_refused(raw: str) -> None:
     with pytest.raises(UrlError) as err:
         parse_target(raw)
     assert 400 <= err.value.status < 500
+
+
+def test_dot_segments_of_flat_repositories_go() -> None:
+    for raw in ("/deb.example.org/debian/./InRelease", "/deb.example.org/debian/%2E/InRelease"):
+        target = parse_target(raw)
+        assert target is not None and target.path == "debian/InRelease"
 
 
 def test_local_paths_are_not_targets() -> None:
@@ -223,7 +228,11 @@ def test_after_fetch() -> None:
 
 def test_split_suite() -> None:
     assert split_suite("debian/dists/stable/main/binary-amd64/Packages.xz") == SuitePath(
-        "debian/", "stable", "main/binary-amd64/Packages.xz"
+        "debian/", "debian/dists/stable", "stable", "main/binary-amd64/Packages.xz"
     )
-    assert split_suite("dists/sid/InRelease") == SuitePath("", "sid", "InRelease")
+    assert split_suite("dists/sid/InRelease") == SuitePath("", "dists/sid", "sid", "InRelease")
     assert split_suite("debian/pool/main/a.deb") is None
+    # A flat repository (`deb URL ./`): its Release and Packages beside its package files.
+    assert split_suite("vendor/Packages.gz") == SuitePath("vendor/", "vendor", "./", "Packages.gz")
+    assert split_suite("InRelease") == SuitePath("", "", "./", "InRelease")
+    assert split_suite("vendor/a_1.0_all.deb") is None

@@ -191,7 +191,8 @@ async def test_the_seeder_reads_the_site_from_the_registry(
     unknown = await start_seeder(
         seeder_config(tmp_path / "other", debrepo, tracker), publisher=MemoryPublisher()
     )
-    assert unknown.site_watch is None
+    # It still watches the registry (for the tracker's peers_epoch), but knows no site.
+    assert unknown.site_watch is not None
     assert (await _samples(unknown.http_url))["aptmesh_seeder_site_edges"] == -1
 
 
@@ -203,7 +204,9 @@ async def test_an_unreachable_registry_keeps_the_last_site(tmp_path: Path) -> No
     publisher.uplinks = [10**6] * 6
     registry = new_registry("seeder")
     metrics = SeederMetrics(registry, ["test"], swarm.stats)
-    watch = asyncio.create_task(app.watch_site(swarm, publisher, metrics, 0.05))
+    watch = asyncio.create_task(
+        app.watch_tracker(swarm, publisher, metrics, 0.05, renew_now=asyncio.Event())
+    )
     try:
         async with asyncio.timeout(5):
             while swarm.site_depth != QUEUE_MAX:

@@ -242,3 +242,15 @@ def test_swarm_hashes_are_the_swarms_with_peers(new_peers: Factory) -> None:
     store.announce(other, peer(1), seeder=False, event="stopped", numwant=50)
     store.expire()
     assert store.swarm_hashes() == [IH]
+
+
+def test_the_epoch_lives_as_long_as_the_peers(new_peers: Factory) -> None:
+    """A store's epoch names its swarms: a fresh in-memory store (a tracker restart) has a new
+    one; a second Redis store on the same Redis (a restarted or another replica) the same."""
+    clock = FakeClock()
+    first, second = new_peers(ttl=60, clock=clock), new_peers(ttl=60, clock=clock)
+    assert first.epoch and second.epoch
+    if isinstance(first, MemoryPeerStore):
+        assert first.epoch != second.epoch
+    else:
+        assert first.epoch == second.epoch

@@ -21,6 +21,7 @@ from aptmesh.debian import IndexHashError, PackageHashError, SignatureError
 from aptmesh.debrepo import (
     SWARM_MIN_SIZE,
     DebRepo,
+    Misbehaviour,
     PackageSpec,
     apt_env,
 )
@@ -358,3 +359,23 @@ def test_apt_env_isolates_settings(tmp_path: Path) -> None:
     assert f'Dir "{tmp_path.resolve()}/";' in dump
     assert 'Acquire::Retries "3";' in dump
     assert apt.options[apt.options.index("-o") + 1].startswith("Dir=")
+
+
+def test_misbehave_fails_or_replays_until_behave(debrepo: DebRepo) -> None:
+    old = debrepo.read(debrepo.INRELEASE)
+    date = debrepo.release().date
+    assert date is not None
+    debrepo.resign(date=date + timedelta(hours=1))
+    future = time.time() + 86400
+    debrepo.server.misbehave(debrepo.INRELEASE, Misbehaviour(body=old, last_modified=future))
+    debrepo.server.misbehave("dists/*/Packages*", Misbehaviour(status=500))
+    status, headers, body = _request(debrepo, debrepo.INRELEASE)
+    assert (status, body) == (200, old)  # the replayed generation, validly signed
+    assert parsedate_to_datetime(headers["Last-Modified"]).timestamp() == int(future)
+    lm = headers["Last-Modified"]
+    assert _request(debrepo, debrepo.INRELEASE, headers={"If-Modified-Since": lm})[0] == 304
+    assert _request(debrepo, debrepo.INRELEASE, headers={"Range": "bytes=0-9"})[2] == old[:10]
+    assert _request(debrepo, f"dists/stable/{PACKAGES_DIR}/Packages.gz")[0] == 500
+    debrepo.server.behave()
+    assert _request(debrepo, debrepo.INRELEASE)[2] == debrepo.read(debrepo.INRELEASE) != old
+    assert _request(debrepo, f"dists/stable/{PACKAGES_DIR}/Packages.gz")[0] == 200

@@ -8,6 +8,13 @@ ports. Roles by wiring: with `tracker_grpc` set the package logic is given
 the swarm side (libtorrent, the tracker's index and registry, loaded only
 then) and, with `site_fetch`, the zone's other edges; without it, it is a
 plain verifying cache and nothing imports libtorrent.
+
+Restarts: `start` locks the cache directory first (a second edge on it would
+wipe the first's temporary files), and readiness says when the directory is
+gone or unwritable. `refresh_edges` watches the registry's `peers_epoch`:
+when the tracker lost its swarms (restarted) or is back after an outage,
+every torrent is announced again and the registration renewed at once
+(`renew_now`), not at the announce interval and the next renewal.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aptmesh import grpcserver, logs, web
+from aptmesh.files import DirectoryLock, lock_directory, writable_directory
 from aptmesh.uplink import known_uplink
 from aptmesh.v1 import edge_pb2_grpc
 from aptmesh_edge.cache import BlobStore, IndexStore, PathIndex
@@ -33,7 +41,7 @@ from aptmesh_edge.indexes import IndexService
 from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.packages import PackageService
 from aptmesh_edge.site import EdgeInfo, SiteFetch
-from aptmesh_edge.trust import NullVerifier, ReleaseVerifier, Verifier
+from aptmesh_edge.trust import NullVerifier, ReleaseVerifier, Verifier, check_keyring
 from aptmesh_edge.upstream import HttpSource, UpstreamClient
 from aptmesh_edge.urls import Resource, Upstreams, UrlError, parse_target, parse_upstreams
 
@@ -43,6 +51,8 @@ if TYPE_CHECKING:  # libtorrent and the tracker's client load only for edges wit
 
 log = logs.get(__name__)
 
+# The newest generation verified per suite (trust.GenerationStore), kept across restarts.
+GENERATIONS_FILE = "generations.json"
 METRICS_EVERY = 2.0  # seconds between swarm statistics updates
 EDGES_EVERY = 10.0  # seconds between refreshes of the edge list
 # A list not refreshed for this long (the tracker is unreachable) no longer routes small files
@@ -53,7 +63,11 @@ EDGES_STALE_AFTER = 3 * EDGES_EVERY
 def make_verifier(config: EdgeConfig) -> Verifier:
     if config.verify_mode == "off":
         return NullVerifier()
-    return ReleaseVerifier(config.keyring, config.verify_mode)
+    if config.verify_mode == "enforce" and config.keyring is not None:
+        check_keyring(config.keyring)
+    return ReleaseVerifier(
+        config.keyring, config.verify_mode, state=config.cache_dir / GENERATIONS_FILE
+    )
 
 
 def wants_site_fetch(config: EdgeConfig) -> bool:
@@ -105,6 +119,11 @@ class RunningEdge:
     tracker: TrackerClient | None = None
     loops: list[asyncio.Task[None]] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: DirectoryLock | None = None
+    renew_now: asyncio.Event = field(default_factory=asyncio.Event)  # register again at once
+    # The registry's peers_epoch as last read; None before the first read or after a failed one.
+    peers_epoch: str | None = None
+    registry_lost: bool = False  # a read failed since the last one that worked
 
     @property
     def http_url(self) -> str:
@@ -140,12 +159,32 @@ class RunningEdge:
             site = await self.tracker.list_site(self.config.zone)
         except TrackerClientError as exc:
             log.info("edge_list_unavailable", error=str(exc))
+            self.registry_lost = True
             return
+        self._follow_epoch(site.peers_epoch)
         self.membership.listed = [EdgeInfo(e.id, e.url, e.zone) for e in site.edges]
         if self.site_fetch is not None:
             self.site_fetch.set_edges(self.edge_id(), self.membership.listed)
         if self.swarm_side is not None:
             self.swarm_side.set_site(self.edge_id(), site.edges, site.seed_upload_capacity)
+
+    def _follow_epoch(self, epoch: str) -> None:
+        """Announces every torrent again and renews the registration when the tracker lost its
+        swarms (a new epoch) or is back after an outage."""
+        changed = self.peers_epoch is not None and epoch != self.peers_epoch
+        if changed or self.registry_lost:
+            torrents = self.swarm_side.swarm.reannounce() if self.swarm_side is not None else 0
+            self.renew_now.set()
+            log.info(
+                "swarms_reannounced",
+                torrents=torrents,
+                reason="tracker_restarted" if changed else "tracker_back",
+            )
+        self.peers_epoch, self.registry_lost = epoch, False
+
+    def cache_problem(self) -> str | None:
+        """None while the cache directory is there and writable, else what is wrong."""
+        return writable_directory(self.config.cache_dir)
 
     async def stop(self) -> None:
         self.ready.clear()
@@ -168,6 +207,9 @@ class RunningEdge:
         if self.tracker is not None:
             await self.tracker.close()
             self.tracker = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 async def start(
@@ -179,9 +221,11 @@ async def start(
 ) -> RunningEdge:
     """Builds and starts an edge; on failure, what was started is stopped again."""
     metrics = metrics or EdgeMetrics()
-    upstreams = parse_upstreams(config.upstreams)
+    upstreams = parse_upstreams(config.upstreams, config.allowed_hosts)
     membership = Membership(config)
     async with contextlib.AsyncExitStack() as undo:
+        lock = lock_directory(config.cache_dir, "edge cache directory")
+        undo.callback(lock.release)
         tracker, swarm_side = _swarm_side(config, metrics, membership.public_url)
         if tracker is not None:
             undo.push_async_callback(tracker.close)
@@ -245,12 +289,24 @@ async def start(
         learned = await index_service.warm(lambda url: _resolve_url(upstreams, url))
         log.info("indexes_loaded", verified=learned)
         ready = asyncio.Event()
+
+        def is_ready() -> bool:
+            # Trust problems found after start-up (a keyring gone unreadable) make it unready.
+            if verifier.trust_problem() is not None:
+                return False
+            if not ready.is_set():
+                return False
+            problem = writable_directory(config.cache_dir)
+            if problem is not None:
+                log.warning("cache_dir_unusable", error=problem)
+            return problem is None
+
         http = EdgeHttp(
             upstreams=upstreams,
             files=files,
             metrics=metrics,
             edges=membership.edges,
-            ready=ready.is_set,
+            ready=is_ready,
         )
         http_site = await web.start(http.server(), config.http_host, config.http_port)
         undo.push_async_callback(http_site.stop)
@@ -285,13 +341,16 @@ async def start(
         swarm_side=swarm_side,
         tracker=tracker,
         ready=ready,
+        lock=lock,
     )
     if swarm_side is not None and tracker is not None:
         swarm_side.open()
         running.loops.append(asyncio.create_task(_swarm_metrics(swarm_side)))
         running.loops.append(asyncio.create_task(_list_edges(running)))
         if config.publish_token:
-            running.loops.append(asyncio.create_task(_register(tracker, membership)))
+            running.loops.append(
+                asyncio.create_task(_register(tracker, membership, running.renew_now))
+            )
     ready.set()
     log.info(
         "edge_started",
@@ -310,7 +369,7 @@ def _swarm_side(
     if not config.tracker_grpc:
         return None, None
     # Imported here: libtorrent loads only for edges that use the swarm.
-    from aptmesh.swarm import Swarm, SwarmSettings
+    from aptmesh.swarm import PIECE_FAILURE_KIND, Swarm, SwarmSettings
     from aptmesh_edge.sources import WebSeedPolicy
     from aptmesh_edge.swarmfetch import EdgeSwarm
     from aptmesh_tracker.client import TrackerClient
@@ -323,7 +382,10 @@ def _swarm_side(
             public=config.public_swarm,
             upload_rate_limit=config.upload_rate_limit,
             role="edge",
-        )
+        ),
+        on_hash_failed=lambda _: metrics.verification_failures.labels(
+            service="edge", kind=PIECE_FAILURE_KIND
+        ).inc(),
     )
     side = EdgeSwarm(
         swarm,
@@ -357,7 +419,10 @@ async def _swarm_metrics(side: EdgeSwarm) -> None:
         await asyncio.sleep(METRICS_EVERY)
 
 
-async def _register(tracker: TrackerClient, membership: Membership) -> None:
+async def _register(
+    tracker: TrackerClient, membership: Membership, renew_now: asyncio.Event
+) -> None:
+    """Registers and renews for as long as the edge runs; `renew_now` renews at once."""
     from aptmesh_tracker.client import TrackerClientError, renew_after
     from aptmesh_tracker.records import Edge as EdgeRecord
 
@@ -375,7 +440,9 @@ async def _register(tracker: TrackerClient, membership: Membership) -> None:
         except TrackerClientError as exc:
             log.warning("edge_registration_failed", error=str(exc))
             wait = 5.0
-        await asyncio.sleep(wait)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(renew_now.wait(), wait)
+        renew_now.clear()
 
 
 async def _list_edges(edge: RunningEdge) -> None:

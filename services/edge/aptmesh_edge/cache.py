@@ -11,10 +11,14 @@ Theory of operation.
 - `PathIndex` maps a request's cache key (origin + archive path) to the blob
   that answers it. It is an append-only journal of JSON lines (a torn last
   line is ignored), compacted at start-up; records whose blob is gone are
-  dropped.
+  dropped. On a full disk the compaction is skipped (the journal as it is
+  stays valid), so an edge starts on a full cache disk and serves.
 - Blobs are bounded by `max_bytes`, least recently used first, except pinned
-  ones (pins persist in `pins.json`; at most `MAX_PINS`). Small blobs are also
-  kept in a bounded in-memory tier, because serving a 60 KB file from memory is ~8x cheaper
+  ones (pins persist in `pins.json`; at most `MAX_PINS`), and by the disk:
+  `make_room` evicts the same way until the file system has room for a file
+  about to be written, so a limit larger than the disk never fills it. Small
+  blobs are also kept in a bounded in-memory tier, because serving a 60 KB
+  file from memory is ~8x cheaper
   than from a file (the reference notes' measurement).
 - Index files (volatile, named by URL path) live in `IndexStore` with their
   upstream validators (Last-Modified, ETag) and fetch time. They are not
@@ -28,6 +32,7 @@ blocking calls are short file-system operations on local disk.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -36,9 +41,13 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
+from aptmesh import logs
 from aptmesh.files import fsync_dir, write_atomic
+
+log = logs.get(__name__)
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # Most pinned hashes: pins.json stays under 700 KB, and each pin rewrites it whole.
@@ -192,6 +201,26 @@ class BlobStore:
         if self._on_evict is not None:
             self._on_evict(sha256)
 
+    def make_room(self, size: int, reserve: int) -> bool:
+        """Evicts unpinned blobs, least recently used first, until the cache's file system has
+        `size` + `reserve` bytes free; False if it cannot (pins, or other files fill it)."""
+
+        def free() -> int:
+            try:
+                return shutil.disk_usage(self.tmp_dir).free
+            except OSError:
+                return size + reserve  # let the write itself tell
+
+        evicted = 0
+        for sha256 in [s for s in self._blobs if s not in self._pins]:
+            if free() >= size + reserve:
+                break
+            self.discard(sha256)
+            evicted += 1
+        if evicted:
+            log.info("cache_evicted_for_disk", blobs=evicted, wanted=size)
+        return free() >= size + reserve
+
     def _evict(self) -> None:
         if self._size <= self.max_bytes:
             return
@@ -255,7 +284,14 @@ class PathIndex:
                 self._records[key] = record
         self._records = {k: r for k, r in self._records.items() if r.sha256 in blobs}
         lines = "".join(self._line(k, r) for k, r in self._records.items())
-        write_atomic(self._file, lines.encode(), self._tmp_dir)
+        try:
+            write_atomic(self._file, lines.encode(), self._tmp_dir)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # The old journal is still whole (write_atomic renames only a complete copy), and
+            # replaying it gives the same records: compact at a later start.
+            log.warning("cache_journal_not_compacted", error=exc.strerror)
 
     @staticmethod
     def _line(key: str, record: PathRecord) -> str:
@@ -301,11 +337,21 @@ class IndexMeta:
     def validators(self) -> dict[str, str]:
         """The headers of a conditional request for this copy."""
         headers = {}
-        if self.last_modified:
+        if self.last_modified and not _after(self.last_modified, self.fetched_at):
+            # A Last-Modified after the fetch (a replayed or misdated file) would make the
+            # upstream answer 304 to every later version dated before it: never send it.
             headers["If-Modified-Since"] = self.last_modified
         if self.etag:
             headers["If-None-Match"] = self.etag
         return headers
+
+
+def _after(http_date: str, when: float) -> bool:
+    """Whether an HTTP date is later than `when` (a date that does not parse counts as later)."""
+    try:
+        return parsedate_to_datetime(http_date).timestamp() > when
+    except (TypeError, ValueError, IndexError):
+        return True
 
 
 @dataclass(frozen=True)
@@ -371,6 +417,12 @@ class IndexStore:
         entry.meta.fetched_at = fetched_at
         self._write_meta(key, entry.meta)
         return entry
+
+    def remove(self, key: str) -> None:
+        """Forgets an index: its metadata first (a data file without it is never read)."""
+        self._entries.pop(key, None)
+        (self._meta / f"{key}.json").unlink(missing_ok=True)
+        (self._data / key).unlink(missing_ok=True)
 
     def _write_meta(self, key: str, meta: IndexMeta) -> None:
         write_atomic(self._meta / f"{key}.json", json.dumps(asdict(meta)).encode(), self._tmp_dir)

@@ -11,6 +11,11 @@ from aptmesh.logs import LogFormat
 
 VerifyMode = Literal["enforce", "auto", "off"]
 
+# Debian's and Ubuntu's archives, their mirrors under those domains and their security
+# archives (security.debian.org, security.ubuntu.com...): what a client with only a proxy line
+# expects to keep working. An operator narrows or widens it with allowed_hosts.
+DEFAULT_ALLOWED_HOSTS = ("*.debian.org", "*.ubuntu.com")
+
 
 @dataclass(frozen=True)
 class EdgeConfig:
@@ -35,6 +40,13 @@ class EdgeConfig:
         (),
         "served upstreams: HOST[:PORT]=URL[|URL...] (backends tried in order) or a bare URL "
         "meaning itself; anything else is refused",
+    )
+    allowed_hosts: tuple[str, ...] = option(
+        DEFAULT_ALLOWED_HOSTS,
+        "host patterns served as themselves besides the upstreams (clients with only a proxy "
+        "line): *.DOMAIN or NAME, :PORT for a port other than 80/443; cached with "
+        "verification where a signed index vouches, passed through otherwise; CONNECT "
+        "tunnels (never cached) go only to these, on 443 or the port named",
     )
     keyring: Path | None = option(None, "OpenPGP keyring that verifies the upstreams' InRelease")
     verify_mode: VerifyMode = option(
@@ -151,6 +163,10 @@ class EdgeConfig:
             parse_upstreams(self.upstreams)
         except UpstreamError as exc:
             raise_invalid("upstreams", str(exc))
+        try:
+            parse_upstreams((), self.allowed_hosts)
+        except UpstreamError as exc:
+            raise_invalid("allowed_hosts", str(exc))
 
 
 def _read_zone(path: Path) -> str:

@@ -76,3 +76,28 @@ class SiteResult(enum.Enum):
 
     OK = "ok"
     FAILED = "failed"
+
+
+class UpstreamFault(enum.Enum):
+    """What went wrong with an upstream's answer: `aptmesh_edge_upstream_faults_total{reason}`."""
+
+    SERVER_ERROR = "server_error"  # 5xx
+    TIMEOUT = "timeout"  # no answer in time
+    UNREACHABLE = "unreachable"  # cannot connect
+    BROKEN = "broken"  # the body broke off: reset, or shorter than its Content-Length
+    STALLED = "stalled"  # the body stopped coming (a hang after the headers)
+    ERROR = "error"  # another transport error
+    BAD_ENCODING = "bad_encoding"  # a content coding the edge did not ask for
+    HTML_PAGE = "html_page"  # an HTML page for an archive file (a captive portal's redirect)
+
+    @property
+    def retryable(self) -> bool:
+        """Whether asking again (resuming) may get the file: not for a page in the way."""
+        return self not in (UpstreamFault.BAD_ENCODING, UpstreamFault.HTML_PAGE)
+
+
+class FaultAction(enum.Enum):
+    """What the edge did about an upstream fault: the `action` of the faults metric."""
+
+    RETRIED = "retried"  # asked again, resuming where the bytes broke off (a known hash)
+    FAILED = "failed"  # a clean error to the client, nothing cached

@@ -27,6 +27,7 @@ from prometheus_client import Counter
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from aptmesh import logs
+from aptmesh_edge import tunnel
 from aptmesh_edge.body import Body
 from aptmesh_edge.checked import DownloadFailed
 from aptmesh_edge.decisions import Outcome, SourceKind
@@ -184,6 +185,8 @@ class EdgeHttp:
                 if request.method not in ("GET", "HEAD"):
                     return _text(405, "only GET and HEAD are served\n", {"Allow": "GET, HEAD"})
                 return await local(request)
+        if request.method == "CONNECT":
+            return await tunnel.connect(request, self._upstreams, self._metrics)
         if request.method not in ("GET", "HEAD"):
             return _text(405, "only GET and HEAD are served\n", {"Allow": "GET, HEAD"})
         resource = self._resolved.get(raw)
@@ -314,7 +317,10 @@ class EdgeHttp:
 
     async def _usage(self, request: web.BaseRequest) -> web.StreamResponse:
         page = USAGE_PAGE.format(hosts=", ".join(self._upstreams.hosts()) or "none")
-        return web.Response(status=406, text=page, content_type="text/html")
+        # auto-apt-proxy (and squid-deb-proxy's clients) detect a cache by this status line.
+        return web.Response(
+            status=406, reason="Usage Information", text=page, content_type="text/html"
+        )
 
     async def _healthz(self, request: web.BaseRequest) -> web.StreamResponse:
         return _text(200, "ok\n")

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from aptmesh.metrics import new_registry
-from aptmesh_edge.decisions import FallbackReason, SiteResult, SourceKind
+from aptmesh_edge.decisions import (
+    FallbackReason,
+    FaultAction,
+    SiteResult,
+    SourceKind,
+    UpstreamFault,
+)
 
 if TYPE_CHECKING:
     from aptmesh_edge.cache import CacheStats
@@ -55,6 +61,20 @@ class EdgeMetrics:
             "aptmesh_edge_upstream_fetches_total",
             "HTTP requests the edge made to upstreams, by outcome.",
             ["outcome"],
+            registry=r,
+        )
+        self.upstream_faults = Counter(
+            "aptmesh_edge_upstream_faults_total",
+            "Upstream answers that could not be used, by fault and what the edge did "
+            "(retried: asked again, resuming a file of known hash; failed: a clean error).",
+            ["reason", "action"],
+            registry=r,
+        )
+        self.tunnels = Counter(
+            "aptmesh_edge_tunnels_total",
+            "CONNECT requests, by result (opened: tunnelled to an allowed host; refused: not "
+            "allowed; failed: the host could not be reached).",
+            ["result"],
             registry=r,
         )
         self.site_fetches = Counter(
@@ -105,6 +125,11 @@ class EdgeMetrics:
             self.served_bytes.labels(source=source.value)
         for reason in FallbackReason:
             self.fallbacks.labels(reason=reason.value)
+        for fault in UpstreamFault:
+            for action in FaultAction:
+                self.upstream_faults.labels(reason=fault.value, action=action.value)
+        for tunnel_result in ("opened", "refused", "failed"):
+            self.tunnels.labels(result=tunnel_result)
         for result in SiteResult:
             self.site_fetches.labels(result=result.value)
         for direction in ("upload", "download"):

@@ -9,7 +9,11 @@ otherwise one `Download` per file is started and every client joins it
 2. then the swarm, when `sources.choose_source` says so (a large verified file
    whose torrent the tracker's index knows);
 3. then the upstream over HTTP, resuming where the others stopped; every
-   fall back to it is counted with its `FallbackReason`.
+   fall back to it is counted with its `FallbackReason`. A file whose hash the
+   index gives is asked again when the upstream fails (5xx, a reset or short
+   body, a hang), resuming with `Range` + `If-Range` (`upstream.fetch_retrying`,
+   the rule for indexes of known hash too; its bytes are verified whole all
+   the same); any other file gets the clean error at once.
 
 Every source writes through the download's check (checked.py), which alone
 decides what its readers get; a download is committed to the cache only after
@@ -22,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -46,7 +49,7 @@ from aptmesh_edge.sources import (
     choose_source,
 )
 from aptmesh_edge.trust import Verifier
-from aptmesh_edge.upstream import PassThrough, UpstreamClient
+from aptmesh_edge.upstream import PassThrough, UpstreamClient, fetch_retrying
 from aptmesh_edge.urls import Resource
 
 log = logs.get(__name__)
@@ -170,7 +173,11 @@ class PackageService:
             # The edges' lists disagree: the edge this one waits for, or this one, asked
             # already, and waiting for it would close a circle.
             waiting[0].set()
-        if download is None and expected is not None and not self._room_for(expected.size):
+        if (
+            download is None
+            and expected is not None
+            and not self._room_for(self._disk_need(expected))
+        ):
             return await self._pass_through(resource, expected)
         if download is None:
             download = Download(
@@ -204,15 +211,18 @@ class PackageService:
             content_type=content_type(resource.path),
         )
 
+    def _disk_need(self, expected: FileHash) -> int:
+        """Bytes a file takes on the cache's disk while it is fetched: twice its size when
+        it may come through the swarm (libtorrent's scratch copy beside the checked one)."""
+        swarmed = self._swarm is not None and expected.size >= self._swarm_min_size
+        return expected.size * (2 if swarmed else 1)
+
     def _room_for(self, size: int) -> bool:
         """Whether the cache's disk has room for `size` more bytes besides the downloads
-        already running."""
-        try:
-            free = shutil.disk_usage(self._blobs.tmp_dir).free
-        except OSError:
-            return True  # let the write itself tell
+        already running, evicting least recently used blobs to make it (ahead of ENOSPC: a
+        cache limit larger than the disk must not fill it)."""
         pending = sum(max(0, (d.size or 0) - d.written) for d in self._downloads.values())
-        return free >= size + pending + DISK_RESERVE
+        return self._blobs.make_room(size + pending, DISK_RESERVE)
 
     async def _pass_through(self, resource: Resource, expected: FileHash) -> Body:
         """The file does not fit on the cache's disk: stream it from upstream, uncached."""
@@ -288,7 +298,12 @@ class PackageService:
                 reason = exc.reason
                 log.info("swarm_fallback", key=resource.key, reason=_label(reason), error=exc.text)
         self._count_fallback(resource, reason)
-        await self._http.fetch(resource, download)
+        await self._from_upstream(resource, download)
+
+    async def _from_upstream(self, resource: Resource, download: Download) -> None:
+        await fetch_retrying(
+            self._http, resource, download, self._metrics, known=download.expected is not None
+        )
 
     def _site_source(
         self, resource: Resource, download: Download, via: Sequence[str]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -29,11 +30,12 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from aptmesh import logs
-from aptmesh.debian import FileHash
+from aptmesh.debian import FileClass, FileHash
 from aptmesh_edge.checked import CheckedBytes, DownloadFailed
-from aptmesh_edge.decisions import SourceKind
+from aptmesh_edge.decisions import FaultAction, SourceKind, UpstreamFault
 from aptmesh_edge.downloads import Download
 from aptmesh_edge.metrics import EdgeMetrics
+from aptmesh_edge.sources import Source
 from aptmesh_edge.urls import Resource
 
 log = logs.get(__name__)
@@ -42,7 +44,12 @@ READ_CHUNK = 256 * 1024
 
 
 class UpstreamFailure(DownloadFailed):
-    """No usable response from any backend."""
+    """No usable response from any backend; `fault` says what went wrong (None: the
+    upstream's own 4xx answer, which asking again would not change)."""
+
+    def __init__(self, status: int, text: str, *, fault: UpstreamFault | None = None) -> None:
+        super().__init__(status, text)
+        self.fault = fault
 
 
 class NotModified(Exception):
@@ -54,6 +61,7 @@ def refused_status(status: int) -> UpstreamFailure:
     return UpstreamFailure(
         status if 400 <= status < 500 else 502,
         f"fetching from upstream: it answered {status}",
+        fault=None if 400 <= status < 500 else UpstreamFault.ERROR,
     )
 
 
@@ -80,6 +88,7 @@ class Response:
     headers: Mapping[str, str]
     body: aiohttp.StreamReader
     gunzip: bool = False  # the body is gzip-coded; chunks() yields it decoded
+    final_path: str = ""  # the path of the URL that answered, after any redirects
 
     @property
     def length(self) -> int | None:
@@ -106,10 +115,14 @@ class Response:
                 if data:
                     yield data
         except TimeoutError:
-            raise UpstreamFailure(504, "fetching from upstream: it stopped sending") from None
+            raise UpstreamFailure(
+                504, "fetching from upstream: it stopped sending", fault=UpstreamFault.STALLED
+            ) from None
         except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
             raise UpstreamFailure(
-                502, f"fetching from upstream: transfer broke ({type(exc).__name__})"
+                502,
+                f"fetching from upstream: transfer broke ({type(exc).__name__})",
+                fault=UpstreamFault.BROKEN,
             ) from None
         if decoder is not None:
             if not decoder.eof:
@@ -165,26 +178,36 @@ class UpstreamClient(Session):
                 resp = await self._session.get(url, headers=dict(headers))
             except TimeoutError:
                 self._metrics.upstream_fetches.labels(outcome="timeout").inc()
-                failure = UpstreamFailure(504, "fetching from upstream: it did not answer in time")
+                failure = UpstreamFailure(
+                    504,
+                    "fetching from upstream: it did not answer in time",
+                    fault=UpstreamFault.TIMEOUT,
+                )
                 log.warning("upstream_timeout", url=url)
                 continue
             except aiohttp.ClientConnectorError as exc:
                 self._metrics.upstream_fetches.labels(outcome="unreachable").inc()
                 failure = UpstreamFailure(
-                    502, f"fetching from upstream: cannot connect ({exc.os_error.strerror})"
+                    502,
+                    f"fetching from upstream: cannot connect ({exc.os_error.strerror})",
+                    fault=UpstreamFault.UNREACHABLE,
                 )
                 log.warning("upstream_unreachable", url=url, error=str(exc))
                 continue
             except aiohttp.ClientError as exc:
                 self._metrics.upstream_fetches.labels(outcome="error").inc()
-                failure = UpstreamFailure(502, f"fetching from upstream: {type(exc).__name__}")
+                failure = UpstreamFailure(
+                    502, f"fetching from upstream: {type(exc).__name__}", fault=UpstreamFault.ERROR
+                )
                 log.warning("upstream_failed", url=url, error=repr(exc))
                 continue
             if resp.status >= 500:
                 resp.release()
                 self._metrics.upstream_fetches.labels(outcome="server_error").inc()
                 failure = UpstreamFailure(
-                    502, f"fetching from upstream: it answered {resp.status} {resp.reason}"
+                    502,
+                    f"fetching from upstream: it answered {resp.status} {resp.reason}",
+                    fault=UpstreamFault.SERVER_ERROR,
                 )
                 log.warning("upstream_error", url=url, status=resp.status)
                 continue
@@ -197,12 +220,15 @@ class UpstreamClient(Session):
                     502,
                     f"fetching from upstream: it answered {resp.status} with Content-Encoding "
                     f"{coding!r}, which the edge did not ask for and does not decode",
+                    fault=UpstreamFault.BAD_ENCODING,
                 )
                 log.warning("upstream_content_coding", url=url, coding=coding, status=resp.status)
                 continue
             self._metrics.upstream_fetches.labels(outcome=f"{resp.status // 100}xx").inc()
             try:
-                yield Response(resp.status, resp.headers, resp.content, action == "gunzip")
+                yield Response(
+                    resp.status, resp.headers, resp.content, action == "gunzip", resp.url.path
+                )
             finally:
                 resp.release()
             return
@@ -224,9 +250,19 @@ class HttpSource:
         headers = dict(download.conditional)
         if offset:
             headers["Range"] = f"bytes={offset}-"
+            # Resume only the same version: a changed file comes whole (200), not spliced.
+            if validator := _if_range(download.etag, download.last_modified):
+                headers["If-Range"] = validator
         async with self._client.get(resource.upstream_urls(), headers) as resp:
             if resp.status == 304 and download.conditional:
                 raise NotModified
+            if is_html_page(resource, resp):
+                raise UpstreamFailure(
+                    502,
+                    f"fetching from upstream: it answered an HTML page for {resource.path} "
+                    f"(at {resp.final_path or 'the same URL'}; a captive portal or a login page?)",
+                    fault=UpstreamFault.HTML_PAGE,
+                )
             if resp.status == 206 and offset:
                 skip = 0
             elif resp.status == 200:
@@ -244,6 +280,67 @@ class HttpSource:
                     if not data:
                         continue
                 download.write(data)
+
+
+def _if_range(etag: str, last_modified: str) -> str:
+    """The If-Range validator of a resumed download: a strong ETag, else the date."""
+    if etag and not etag.startswith("W/"):
+        return etag
+    return last_modified
+
+
+def is_html_page(resource: Resource, resp: Response) -> bool:
+    """An HTML page where an archive file (package or index) was asked for is never that
+    file: what a captive portal or a login redirect answers. Refused, never stored."""
+    if resource.file_class is FileClass.OTHER or resp.status not in (200, 206):
+        return False
+    kind = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    return kind in ("text/html", "application/xhtml+xml")
+
+
+# Upstream attempts for a file of known hash, and the time after which none is started (apt's
+# own http method waits 120 s for data, so the client is still there).
+UPSTREAM_ATTEMPTS = 3
+UPSTREAM_RETRY_SECONDS = 30.0
+RETRY_PAUSE = 0.2  # seconds before the second attempt, doubling
+
+
+async def fetch_retrying(
+    source: Source, resource: Resource, download: Download, metrics: EdgeMetrics, *, known: bool
+) -> None:
+    """The one retry rule for upstream faults: a file whose hash is `known` (its bytes are
+    checked whole anyway) is asked again on a retryable `UpstreamFault`, resuming where its
+    bytes broke off (`HttpSource` sends Range + If-Range), at most UPSTREAM_ATTEMPTS times
+    within UPSTREAM_RETRY_SECONDS; any other fault is the caller's clean error at once.
+    Every fault is counted with what was done about it."""
+    started = time.monotonic()
+    for attempt in range(1, UPSTREAM_ATTEMPTS + 1):
+        try:
+            await source.fetch(resource, download)
+            return
+        except UpstreamFailure as exc:
+            fault = exc.fault
+            if fault is None:
+                raise
+            retry = (
+                known
+                and fault.retryable
+                and attempt < UPSTREAM_ATTEMPTS
+                and time.monotonic() - started < UPSTREAM_RETRY_SECONDS
+            )
+            action = FaultAction.RETRIED if retry else FaultAction.FAILED
+            metrics.upstream_faults.labels(reason=fault.value, action=action.value).inc()
+            log.warning(
+                "upstream_fault",
+                key=resource.key,
+                reason=fault.value,
+                action=action.value,
+                attempt=attempt,
+                resume_at=download.written,
+            )
+            if not retry:
+                raise
+        await asyncio.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
 
 
 _CLOSING: set[asyncio.Task[None]] = set()

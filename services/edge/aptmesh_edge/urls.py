@@ -9,11 +9,15 @@ The three forms (apt-cacher-ng's manual):
 - path prefix: `GET /HOST[:PORT]/path`;
 - HTTPS upstream through plain HTTP: `GET /HTTPS///HOST[:PORT]/path`.
 
-Only hosts named in `upstreams` are served (never an open proxy). The cache
+Only hosts named in `upstreams`, or matching a pattern of `allowed_hosts`
+(`*.example.org`: any name under example.org; `HOST:PORT`: that port only,
+else the scheme's default port), are served, and `CONNECT` tunnels only to
+allowed hosts on 443 or the port their pattern names: never an open proxy. The cache
 key holds the scheme's host AND port, so two origins with the same paths
 never share entries. A path is decoded once (`%xx`, `+` stays `+`) and then
-refused if it holds `.`/`..` segments, empty segments, NUL or backslashes:
-what reaches the cache is a clean relative path under one upstream.
+refused if it holds `..` segments, empty segments, NUL or backslashes (`.`
+segments, which flat repositories' URLs hold, are dropped): what reaches the
+cache is a clean relative path under one upstream.
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ class Resource:
     origin: Origin
     path: str  # decoded, relative, no leading slash: "debian/dists/bookworm/InRelease"
     backends: tuple[str, ...]  # base URLs, tried in order
+    # Served because an allowed_hosts pattern matches, not a configured upstream: what the
+    # edge cannot verify there (a key it lacks) is passed through, never refused.
+    by_pattern: bool = False
 
     @property
     def key(self) -> str:
@@ -151,13 +158,15 @@ def _clean_path(raw: str) -> str:
     if _CONTROL.search(path):
         raise UrlError(400, "bad path: control characters or backslashes")
     segments = path.split("/")
-    if path.startswith("/") or any(s in {"", ".", ".."} for s in segments[:-1]):
-        raise UrlError(400, "bad path: empty, '.' or '..' segments are not accepted")
+    if path.startswith("/") or any(s in {"", ".."} for s in segments[:-1]):
+        raise UrlError(400, "bad path: empty or '..' segments are not accepted")
     if segments[-1] in {".", ".."}:
         raise UrlError(400, "bad path: empty, '.' or '..' segments are not accepted")
     if path.endswith("/"):
         raise UrlError(404, "no file named: the path is a directory")
-    return path
+    # A flat repository's URLs hold `./` (`deb URL ./` makes apt ask for `URL/./InRelease`):
+    # a '.' segment names nothing, so it goes, and one file has one cache key.
+    return "/".join(s for s in segments if s != ".")
 
 
 @dataclass(frozen=True)
@@ -195,24 +204,84 @@ def parse_target(raw_target: str) -> Target | None:
     return Target(Origin(scheme, host, port), _clean_path(path))
 
 
+TUNNEL_PORT = 443  # CONNECT goes to this port of an allowed host, unless its pattern names one
+REFUSED_HINT = (
+    "add it to the edge's upstreams (--upstreams, APTMESH_EDGE_UPSTREAMS) or allow it by "
+    "pattern (--allowed-hosts, APTMESH_EDGE_ALLOWED_HOSTS)"
+)
+_PATTERN_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$")
+
+
+@dataclass(frozen=True)
+class HostPattern:
+    """One `allowed_hosts` entry: `*.example.org` (any name under it) or an exact name, on
+    `port` or (None) the default port (80 for http, 443 for https and CONNECT)."""
+
+    host: str
+    port: int | None
+
+    def matches(self, host: str, port: int) -> bool:
+        if self.port is not None and port != self.port:
+            return False
+        if self.port is None and port not in DEFAULT_PORTS.values():
+            return False
+        if self.host.startswith("*."):
+            return host.endswith(self.host[1:])
+        return host == self.host
+
+
+def parse_host_patterns(entries: tuple[str, ...] | list[str]) -> tuple[HostPattern, ...]:
+    patterns = []
+    for entry in entries:
+        text = entry.strip().lower()
+        if not _PATTERN_RE.match(text):
+            raise UpstreamError(
+                f"allowed host {entry!r}: expected NAME, *.DOMAIN or either with :PORT"
+            )
+        host, _, port = text.partition(":")
+        if port and not 0 < int(port) < 65536:
+            raise UpstreamError(f"allowed host {entry!r}: bad port")
+        patterns.append(HostPattern(host, int(port) if port else None))
+    return tuple(patterns)
+
+
 @dataclass(frozen=True)
 class Upstreams:
-    """Configured remaps: (host, port or None for the scheme's default) -> backend base URLs."""
+    """Configured remaps: (host, port or None for the scheme's default) -> backend base URLs;
+    and the host patterns served as themselves (`allowed`)."""
 
     table: dict[tuple[str, int | None], tuple[str, ...]]
+    allowed: tuple[HostPattern, ...] = ()
 
     def resolve(self, target: Target) -> Resource:
         origin = target.origin
         backends = self.table.get((origin.host, origin.port))
         if backends is None and origin.port == DEFAULT_PORTS[origin.scheme]:
             backends = self.table.get((origin.host, None))
-        if backends is None:
-            raise UrlError(
-                403,
-                f"upstream {origin.authority} is not configured on this edge "
-                "(it serves only the hosts in its upstreams option)",
-            )
-        return Resource(origin, target.path, backends)
+        if backends is not None:
+            return Resource(origin, target.path, backends)
+        if self.allows(origin.host, origin.port):
+            itself = (f"{origin.scheme}://{origin.authority}",)
+            return Resource(origin, target.path, itself, by_pattern=True)
+        raise UrlError(
+            403, f"upstream {origin.authority} is not served by this edge: " + REFUSED_HINT
+        )
+
+    def allows(self, host: str, port: int) -> bool:
+        return any(p.matches(host, port) for p in self.allowed)
+
+    def tunnel(self, authority: str) -> tuple[str, int]:
+        """The (host, port) of a CONNECT target it may tunnel to; UrlError (403) otherwise."""
+        host, port = _parse_authority(authority, "https")
+        named = any(p.port == port for p in self.allowed if p.port is not None)
+        if (port == TUNNEL_PORT or named) and self.allows(host, port):
+            return host, port
+        raise UrlError(
+            403,
+            f"CONNECT {authority}: tunnels go only to allowed hosts on port {TUNNEL_PORT} "
+            f"(or the port their pattern names); allow it by pattern (--allowed-hosts, "
+            f"APTMESH_EDGE_ALLOWED_HOSTS)",
+        )
 
     def hosts(self) -> list[str]:
         return sorted(f"{h}:{p}" if p else h for h, p in self.table)
@@ -227,8 +296,11 @@ def _backend(url: str, entry: str) -> str:
     return url.rstrip("/")
 
 
-def parse_upstreams(entries: tuple[str, ...] | list[str]) -> Upstreams:
-    """Parses `HOST[:PORT]=URL[|URL...]` remaps and bare `http(s)://HOST[:PORT][/base]` URLs."""
+def parse_upstreams(
+    entries: tuple[str, ...] | list[str], allowed: tuple[str, ...] | list[str] = ()
+) -> Upstreams:
+    """Parses `HOST[:PORT]=URL[|URL...]` remaps and bare `http(s)://HOST[:PORT][/base]` URLs,
+    and the `allowed_hosts` patterns."""
     table: dict[tuple[str, int | None], tuple[str, ...]] = {}
     for entry in entries:
         entry = entry.strip()
@@ -255,4 +327,4 @@ def parse_upstreams(entries: tuple[str, ...] | list[str]) -> Upstreams:
         if key in table:
             raise UpstreamError(f"upstream {entry!r}: host named twice")
         table[key] = backends
-    return Upstreams(table)
+    return Upstreams(table, parse_host_patterns(allowed))

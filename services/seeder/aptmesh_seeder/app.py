@@ -6,6 +6,15 @@ that knows where it listens and how to stop. `once()` is `aptmesh seeder
 --once`: the same sync without a BitTorrent session or servers. A running
 seeder that knows its uplink registers itself in the tracker's edge registry
 as a seed box (`seed_box_of`, `register_seed_box`); `--once` never does.
+
+Restarts of its own and of the tracker: `build` locks the data directory
+(a second process on it would share its state and files), `start` re-hashes
+the held files in the background (`SeedBox.reverify`), and `watch_tracker`
+looks at the registry every few seconds: when the tracker's `peers_epoch`
+changes (it restarted and lost its swarms) or the tracker is back after an
+outage, every torrent is announced again and the seed box registration is
+renewed at once, so the swarms are whole again within seconds, not at the
+30-minute announce interval or the next renewal.
 """
 
 from __future__ import annotations
@@ -22,15 +31,22 @@ from prometheus_client import CollectorRegistry
 
 from aptmesh import grpcserver, logs, web
 from aptmesh.config import ConfigError
+from aptmesh.files import DirectoryLock, lock_directory
 from aptmesh.metrics import new_registry
-from aptmesh.swarm import Swarm, SwarmSettings
+from aptmesh.swarm import PIECE_FAILURE_KIND, Swarm, SwarmSettings, SwarmTorrent
 from aptmesh.uplink import known_uplink
 from aptmesh.v1 import seeder_pb2_grpc
 from aptmesh_seeder import http, service
 from aptmesh_seeder.config import RepositorySpec, SeederConfig
 from aptmesh_seeder.metrics import SeederMetrics
 from aptmesh_seeder.progress import NullProgress, Progress
-from aptmesh_seeder.publish import NoPublisher, Publisher, PublishError, TrackerPublisher
+from aptmesh_seeder.publish import (
+    NoPublisher,
+    Publisher,
+    PublishError,
+    SiteView,
+    TrackerPublisher,
+)
 from aptmesh_seeder.seedbox import SeedBox
 from aptmesh_seeder.seeding import NoSeeding, Seeding, SwarmSeeding
 from aptmesh_seeder.select import Policy
@@ -44,7 +60,7 @@ log = logs.get(__name__)
 
 Clock = Callable[[], float]
 STATE_FILE = "state.sqlite3"
-SITE_EVERY = 5.0  # seconds between looks at the edge registry (`watch_site`)
+SITE_EVERY = 5.0  # seconds between looks at the edge registry (`watch_tracker`)
 REGISTER_RETRY = 5.0  # seconds before a failed seed box registration is tried again
 
 
@@ -89,6 +105,7 @@ class Seeder:
     sources: list[Source]
     swarm: Swarm | None = None
     owns_publisher: bool = False
+    lock: DirectoryLock | None = None
 
     async def close(self) -> None:
         for source in self.sources:
@@ -98,6 +115,8 @@ class Seeder:
         if self.swarm is not None:
             self.swarm.close()
         self.state.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def build(
@@ -109,11 +128,39 @@ def build(
     progress: Progress | None = None,
 ) -> Seeder:
     """Builds a seeder; `seed=False` (for --once) runs no BitTorrent session."""
-    specs = check_runnable(config)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    check_runnable(config)
+    lock = lock_directory(config.data_dir, "seeder data directory")
+    try:
+        return _build(config, lock, clock=clock, publisher=publisher, seed=seed, progress=progress)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _build(
+    config: SeederConfig,
+    lock: DirectoryLock,
+    *,
+    clock: Clock,
+    publisher: Publisher | None,
+    seed: bool,
+    progress: Progress | None,
+) -> Seeder:
+    specs = config.repository_specs()
     # Partial downloads of a killed run: never trusted, never resumed.
     shutil.rmtree(config.data_dir / "tmp", ignore_errors=True)
     state = State(config.data_dir / STATE_FILE)
+    box: SeedBox | None = None
+    metrics: SeederMetrics | None = None
+
+    def piece_failed(torrent: SwarmTorrent) -> None:
+        # A seeded file's piece failed libtorrent's check: its bytes on disk changed.
+        if metrics is not None:
+            metrics.verification_failure(PIECE_FAILURE_KIND)
+        sha = seeding.held_sha256(torrent) if isinstance(seeding, SwarmSeeding) else None
+        if box is not None and sha is not None:
+            box.recheck(sha)
+
     swarm: Swarm | None = None
     seeding: Seeding
     if seed:
@@ -127,7 +174,8 @@ def build(
                 upload_capacity=known_uplink(config.upload_capacity, config.upload_rate_limit),
                 connections_limit=config.connections_limit,
                 role="seeder",
-            )
+            ),
+            on_hash_failed=piece_failed,
         )
         seeding = SwarmSeeding(swarm, config.tracker_announce)
     else:
@@ -165,7 +213,9 @@ def build(
     box = SeedBox(
         syncs, context, grace_period=config.grace_period, poll_interval=config.poll_interval
     )
-    return Seeder(config, state, box, registry, metrics, seeding, publisher, sources, swarm, owns)
+    return Seeder(
+        config, state, box, registry, metrics, seeding, publisher, sources, swarm, owns, lock
+    )
 
 
 @dataclass
@@ -179,6 +229,8 @@ class RunningSeeder:
     poller: asyncio.Task[None] | None = None
     site_watch: asyncio.Task[None] | None = None
     registration: asyncio.Task[None] | None = None
+    reverifier: asyncio.Task[int] | None = None
+    renew_now: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def box(self) -> SeedBox:
@@ -198,7 +250,7 @@ class RunningSeeder:
 
     async def stop(self, grace: float = 2.0) -> None:
         self.stop_event.set()
-        for task in (self.poller, self.site_watch, self.registration):
+        for task in (self.poller, self.site_watch, self.registration, self.reverifier):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -210,22 +262,47 @@ class RunningSeeder:
         await self.seeder.close()
 
 
-async def watch_site(
-    swarm: Swarm, publisher: Publisher, metrics: SeederMetrics, every: float
+async def watch_tracker(
+    swarm: Swarm,
+    publisher: Publisher,
+    metrics: SeederMetrics,
+    every: float,
+    *,
+    renew_now: asyncio.Event,
 ) -> None:
-    """Keeps the swarm's request-queue depth matched to the site: every `every` seconds it
-    reads the live edges' uplinks from the registry (`Swarm.know_site`); an unreachable
-    registry leaves the last answer in place."""
+    """Every `every` seconds, reads the registry (`Publisher.site`): an adaptive swarm's
+    request-queue depth follows the live edges' uplinks (`Swarm.know_site`), and when the
+    tracker lost its swarms (its `peers_epoch` changed) or is back after being unreachable,
+    every torrent is announced again and the seed box registration renewed (`renew_now`).
+    An unreachable registry leaves everything as it was."""
     known = -1
+    epoch: str | None = None
+    lost = False
     while True:
-        uplinks = await publisher.edge_uplinks()
-        if uplinks is not None:
-            metrics.site_edges.set(len(uplinks))
-            depth = swarm.know_site(uplinks)
-            if depth != known:
-                log.info("site_learned", edges=len(uplinks), request_queue_depth=depth)
-                known = depth
+        view = await publisher.site()
+        if view is None:
+            lost = True
+        else:
+            if swarm.adaptive:
+                _know_site(swarm, view, metrics, known)
+                known = swarm.site_depth
+            if lost or (epoch is not None and view.peers_epoch != epoch):
+                torrents = swarm.reannounce()
+                renew_now.set()
+                log.info(
+                    "swarms_reannounced",
+                    torrents=torrents,
+                    reason="tracker_back" if epoch == view.peers_epoch else "tracker_restarted",
+                )
+            epoch, lost = view.peers_epoch, False
         await asyncio.sleep(every)
+
+
+def _know_site(swarm: Swarm, view: SiteView, metrics: SeederMetrics, known: int) -> None:
+    metrics.site_edges.set(len(view.uplinks))
+    depth = swarm.know_site(view.uplinks)
+    if depth != known:
+        log.info("site_learned", edges=len(view.uplinks), request_queue_depth=depth)
 
 
 def seed_box_of(config: SeederConfig, swarm: Swarm | None) -> Edge | None:
@@ -242,11 +319,16 @@ def seed_box_of(config: SeederConfig, swarm: Swarm | None) -> Edge | None:
 
 
 async def register_seed_box(
-    publisher: Publisher, box: Edge, *, retry: float = REGISTER_RETRY
+    publisher: Publisher,
+    box: Edge,
+    *,
+    retry: float = REGISTER_RETRY,
+    renew_now: asyncio.Event | None = None,
 ) -> None:
     """Registers the seed box and renews its lease for as long as the seeder runs (as an edge
     does); a failure is logged and tried again after `retry` seconds, and never stops the
-    seeding."""
+    seeding. `renew_now` set renews at once (the tracker restarted)."""
+    renew_now = renew_now or asyncio.Event()
     registered = False
     while True:
         try:
@@ -264,7 +346,9 @@ async def register_seed_box(
                 )
                 registered = True
             wait = renew_after(lease)
-        await asyncio.sleep(wait)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(renew_now.wait(), wait)
+        renew_now.clear()
 
 
 async def start(
@@ -315,13 +399,22 @@ async def start(
     seeder.box.on_synced = report
     if poll:
         running.poller = asyncio.create_task(seeder.box.run(running.stop_event))
-    if seeder.swarm is not None and seeder.swarm.adaptive:
+    if seeder.swarm is not None and not isinstance(seeder.publisher, NoPublisher):
         running.site_watch = asyncio.create_task(
-            watch_site(seeder.swarm, seeder.publisher, seeder.metrics, site_every)
+            watch_tracker(
+                seeder.swarm,
+                seeder.publisher,
+                seeder.metrics,
+                site_every,
+                renew_now=running.renew_now,
+            )
         )
     box = seed_box_of(config, seeder.swarm)
     if box is not None:
-        running.registration = asyncio.create_task(register_seed_box(seeder.publisher, box))
+        running.registration = asyncio.create_task(
+            register_seed_box(seeder.publisher, box, renew_now=running.renew_now)
+        )
+    running.reverifier = asyncio.create_task(seeder.box.reverify(rate=config.reverify_rate))
     log.info(
         "seeder_started",
         grpc=running.grpc_target,

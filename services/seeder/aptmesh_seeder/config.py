@@ -198,6 +198,12 @@ class SeederConfig:
         "most bytes of packages seeded per repository, largest first (0: unlimited)",
         size=True,
     )
+    reverify_rate: int = option(
+        64 * 1024**2,
+        "bytes per second at which held files are re-hashed after every start (a file can "
+        "change on disk without its size or mtime changing; 0: as fast as the disk goes)",
+        size=True,
+    )
     include: tuple[str, ...] = option(
         (), "seed only packages whose name matches one of these fnmatch patterns (empty: all)"
     )
@@ -274,6 +280,7 @@ class SeederConfig:
         require(self.poll_interval > 0, "poll_interval", "must be positive")
         require(self.swarm_min_size >= 0, "swarm_min_size", "must not be negative")
         require(self.budget_bytes >= 0, "budget_bytes", "must not be negative (0: unlimited)")
+        require(self.reverify_rate >= 0, "reverify_rate", "must not be negative (0: unlimited)")
         require(":" in self.grpc_bind, "grpc_bind", "must be host:port, e.g. [::]:50051")
         require(
             self.tracker_grpc == "" or ":" in self.tracker_grpc,

@@ -4,8 +4,9 @@
   run yet), 503 naming the failing repositories otherwise. It is for
   monitoring and alerting; do not make it a liveness probe (restarting the
   seeder does not fix an upstream or a bad signature).
-- `/readyz`: 200 once the held files are seeding again after a start, 503
-  before (the readiness probe).
+- `/readyz`: 200 once the held files are seeding again after a start and
+  while the data directory is there and writable, 503 otherwise (the
+  readiness probe; a seeder whose disk went away cannot store what it syncs).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from aptmesh.files import writable_directory
 from aptmesh.metrics import REGISTRY_KEY, metrics_handler
 from aptmesh_seeder.seedbox import SeedBox
 
@@ -32,9 +34,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if request.app[BOX_KEY].ready:
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "starting"}, status=503)
+    box = request.app[BOX_KEY]
+    if not box.ready:
+        return web.json_response({"status": "starting"}, status=503)
+    problem = writable_directory(box.ctx.data_dir)
+    if problem is not None:
+        return web.json_response({"status": "data_dir_unusable", "error": problem}, status=503)
+    return web.json_response({"status": "ready"})
 
 
 def build_app(box: SeedBox, registry: CollectorRegistry) -> web.Application:

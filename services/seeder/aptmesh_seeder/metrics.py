@@ -16,7 +16,17 @@ from prometheus_client.registry import Collector
 
 from aptmesh.swarm import SwarmStats
 
-VERIFICATION_KINDS = ("signature", "index_hash", "package_hash", "malformed", "replay")
+# replay: an InRelease older than one verified; piece: a piece of a seeded file failed its
+# hash in libtorrent; held_file: a re-hash found a held file changed on disk (seedbox.py).
+VERIFICATION_KINDS = (
+    "signature",
+    "index_hash",
+    "package_hash",
+    "malformed",
+    "replay",
+    "piece",
+    "held_file",
+)
 SYNC_RESULTS = ("ok", "unchanged", "failed")
 _SYNC_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 

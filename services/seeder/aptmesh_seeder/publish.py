@@ -13,6 +13,7 @@ it from the index).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from aptmesh_seeder.state import HeldFile
@@ -37,6 +38,15 @@ def record_of(held: HeldFile) -> PackageRecord:
     )
 
 
+@dataclass(frozen=True)
+class SiteView:
+    """What the seeder reads from the registry: the live edges' uplinks (0: unknown) and the
+    tracker's peer-store epoch (a change: the tracker lost its swarms)."""
+
+    uplinks: list[int]
+    peers_epoch: str = ""
+
+
 class Publisher(Protocol):
     async def missing(self, sha256s: Sequence[str]) -> set[str]:
         """Which of these the index has no record of."""
@@ -47,6 +57,9 @@ class Publisher(Protocol):
     async def edge_uplinks(self) -> list[int] | None:
         """The upload capacities the live edges (never seed boxes) reported (0: unknown);
         None when the registry cannot be reached."""
+
+    async def site(self) -> SiteView | None:
+        """The registry's view (`SiteView`); None when it cannot be reached."""
 
     async def register_seed_box(self, box: Edge) -> int:
         """Registers or renews this seeder as a seed box (`box.seed_box` is set); returns the
@@ -73,11 +86,15 @@ class TrackerPublisher:
             raise PublishError(str(exc)) from None
 
     async def edge_uplinks(self) -> list[int] | None:
+        view = await self.site()
+        return None if view is None else view.uplinks
+
+    async def site(self) -> SiteView | None:
         try:
-            edges = await self.client.list_edges()
+            site = await self.client.list_site()
         except TrackerClientError:
             return None
-        return [edge.upload_capacity for edge in edges]
+        return SiteView([edge.upload_capacity for edge in site.edges], site.peers_epoch)
 
     async def register_seed_box(self, box: Edge) -> int:
         try:
@@ -92,7 +109,8 @@ class TrackerPublisher:
 class MemoryPublisher:
     """An index in a dict; `fail` makes every call raise PublishError (tracker down).
     `uplinks` are the edges' uplinks; `seed_boxes` the seed boxes registered, by id, and
-    `register_calls` counts the calls to register one (failed or not)."""
+    `register_calls` counts the calls to register one (failed or not); `peers_epoch` is the
+    registry's (change it to play a tracker restart)."""
 
     def __init__(self, lease_seconds: int = 60) -> None:
         self.records: dict[str, PackageRecord] = {}
@@ -101,6 +119,7 @@ class MemoryPublisher:
         self.register_calls = 0
         self.lease_seconds = lease_seconds
         self.fail = False
+        self.peers_epoch = "epoch-1"
 
     async def missing(self, sha256s: Sequence[str]) -> set[str]:
         if self.fail:
@@ -116,6 +135,9 @@ class MemoryPublisher:
 
     async def edge_uplinks(self) -> list[int] | None:
         return None if self.fail else list(self.uplinks)
+
+    async def site(self) -> SiteView | None:
+        return None if self.fail else SiteView(list(self.uplinks), self.peers_epoch)
 
     async def register_seed_box(self, box: Edge) -> int:
         self.register_calls += 1
@@ -133,6 +155,9 @@ class NoPublisher:
         return False
 
     async def edge_uplinks(self) -> list[int] | None:
+        return None
+
+    async def site(self) -> SiteView | None:
         return None
 
     async def register_seed_box(self, box: Edge) -> int:

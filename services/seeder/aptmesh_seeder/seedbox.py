@@ -7,6 +7,15 @@ to see the file is still there as it was verified. A file that vanished or
 changed is dropped from the state and its repositories' validators are
 cleared, so their next poll is a full sync that fetches it again.
 
+A `stat` cannot prove the bytes intact (a bad disk, a stray write, a kill
+mid-write by something else keep size and mtime), and with resume data
+libtorrent never hashes a piece again, so `reverify` re-hashes every held
+file in the background after each start, at a bounded rate
+(`reverify_rate`), and any one file as soon as a piece of it failed a hash
+(`recheck`). A file whose bytes are not its SHA-256 is counted
+(`aptmesh_verification_failures_total{kind="held_file"}`), dropped like a
+changed one, and the poll loop is woken (`wake`) to fetch it again at once.
+
 `run` then syncs every repository (in configuration order, one at a time,
 which keeps upstream load and disk I/O predictable), retires expired files,
 and waits for the poll interval or a "sync now". After a sync that failed
@@ -21,8 +30,10 @@ deleted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import BinaryIO
 
 from aptmesh import logs
 from aptmesh_seeder.state import HeldFile
@@ -31,6 +42,28 @@ from aptmesh_seeder.sync import RepositorySync, SyncContext, SyncResult
 log = logs.get(__name__)
 
 RETRY_FIRST = 5.0  # seconds before a failed sync is tried again; doubles up to the poll interval
+REHASH_CHUNK = 1 << 20  # bytes read per step of a re-hash
+HELD_FILE_KIND = "held_file"  # aptmesh_verification_failures_total{kind} of a corrupted held file
+
+
+async def file_sha256(path: Path, rate: int = 0) -> str | None:
+    """The SHA-256 of a file read at most `rate` bytes per second (0: unpaced) off the event
+    loop; None when it cannot be read."""
+    digest = hashlib.sha256()
+
+    def step(f: BinaryIO) -> int:
+        chunk = f.read(REHASH_CHUNK)
+        digest.update(chunk)
+        return len(chunk)
+
+    try:
+        with path.open("rb") as f:
+            while n := await asyncio.to_thread(step, f):
+                if rate:
+                    await asyncio.sleep(n / rate)  # pacing, so a re-hash never starves seeding
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 class UnknownRepository(KeyError):
@@ -56,6 +89,8 @@ class SeedBox:
         self.on_synced = on_synced
         self.ready = False
         self._sync_lock = asyncio.Lock()
+        self.wake = asyncio.Event()  # set: sync now (a held file was dropped)
+        self._rechecks: dict[str, asyncio.Task[int]] = {}
 
     # --- start-up ---------------------------------------------------------------------------
 
@@ -87,6 +122,48 @@ class SeedBox:
         self.ready = True
         log.info("held_files_restored", files=restored)
         return restored
+
+    async def reverify(self, files: Iterable[HeldFile] | None = None, *, rate: int = 0) -> int:
+        """Re-hashes held files (every one when None) at `rate` bytes per second; drops each
+        whose bytes are not its SHA-256 and wakes the poll loop. Returns how many it dropped."""
+        dropped = 0
+        checked = 0
+        for held in list(self.ctx.state.files() if files is None else files):
+            digest = await file_sha256(held.path, rate)
+            checked += 1
+            if digest == held.sha256:
+                continue
+            async with self._sync_lock:
+                current = self.ctx.state.file(held.sha256)
+                if current is None or (current.path, current.mtime_ns) != (
+                    held.path,
+                    held.mtime_ns,
+                ):
+                    continue  # retired, or stored again by a sync meanwhile
+                log.warning(
+                    "held_file_corrupted",
+                    file=held.name,
+                    path=str(held.path),
+                    found=digest or "unreadable",
+                )
+                self.ctx.metrics.verification_failure(HELD_FILE_KIND)
+                self.ctx.state.clear_validators(self.ctx.state.wanted_by(held.sha256))
+                self._drop(held)
+                dropped += 1
+        if dropped:
+            self.wake.set()
+        if files is None:
+            log.info("held_files_reverified", files=checked, dropped=dropped)
+        return dropped
+
+    def recheck(self, sha256: str) -> None:
+        """Re-hashes one held file soon, unpaced (a piece of it failed a hash); once at a time."""
+        held = self.ctx.state.file(sha256)
+        if held is None or sha256 in self._rechecks:
+            return
+        task = asyncio.get_running_loop().create_task(self.reverify([held]))
+        self._rechecks[sha256] = task
+        task.add_done_callback(lambda _: self._rechecks.pop(sha256, None))
 
     def _drop(self, held: HeldFile) -> None:
         self.ctx.seeding.unseed(held)
@@ -129,8 +206,17 @@ class SeedBox:
                 failed = True
             wait = min(retry, self.poll_interval) if failed else self.poll_interval
             retry = retry * 2 if failed else self.retry_first
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+            await self._sleep(stop, wait)
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        """Waits `seconds`, or less if `stop` or `wake` is set (and clears `wake`)."""
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        self.wake.clear()
 
     # --- status -----------------------------------------------------------------------------
 

@@ -71,6 +71,10 @@ class SwarmSeeding:
     def seeding(self) -> set[str]:
         return set(self._torrents)
 
+    def held_sha256(self, torrent: SwarmTorrent) -> str | None:
+        """The SHA-256 of the held file a torrent seeds (None: not one of ours)."""
+        return next((sha for sha, t in self._torrents.items() if t is torrent), None)
+
     async def resume_data(self, sha256: str) -> bytes | None:
         torrent = self._torrents.get(sha256)
         if torrent is None:

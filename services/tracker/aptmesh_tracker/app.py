@@ -207,6 +207,7 @@ async def start(
                 stores.health,
                 token=config.publish_token,
                 lease_seconds=config.edge_lease_seconds,
+                peers_epoch=lambda: peers.epoch,
             ),
         ),
         grpcserver.Servicer(

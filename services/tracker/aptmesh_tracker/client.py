@@ -40,6 +40,15 @@ from aptmesh_tracker.records import (
 from aptmesh_tracker.status import MeshStatus, from_proto
 
 BATCH = 1000  # the server's default max_batch; larger lookups are split
+# gRPC's default reconnect backoff grows to 120 s: after an outage of a minute a client
+# stayed away 30-40 s after the tracker was back (edges and seed boxes missing from the
+# registry). The tracker is one host the client must reach; retrying its address every
+# two seconds at most costs nothing.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
 
 
 class TrackerClientError(Exception):
@@ -99,7 +108,7 @@ class TrackerClient:
     """`target` is host:port of the tracker's gRPC server; `token` is needed only to write."""
 
     def __init__(self, target: str, *, token: str = "", timeout: float = 5.0) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         self._index = index_pb2_grpc.IndexServiceStub(self._channel)
         self._registry = registry_pb2_grpc.EdgeRegistryServiceStub(self._channel)
         self._status = status_pb2_grpc.MeshStatusServiceStub(self._channel)
@@ -159,6 +168,7 @@ class TrackerClient:
         return Site(
             edges=[edge_from_proto(e) for e in response.edges],
             seed_upload_capacity=response.seed_upload_capacity,
+            peers_epoch=response.peers_epoch,
         )
 
     async def list_edges(self, zone: str = "", *, deadline: float | None = None) -> list[Edge]:

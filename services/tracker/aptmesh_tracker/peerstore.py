@@ -37,12 +37,20 @@ later first announce takes it back; a scrape of an infohash with no swarm answer
 that table. The counts live in memory only: a restart starts every torrent at 0. The
 table can be capped, evicting the count whose swarm emptied longest ago: an open tracker
 needs the cap (any infohash may be announced), a tracker limited to the index does not.
+
+Peers live in memory, so a restarted tracker knows none, and BitTorrent
+clients announce only at their interval (30 minutes). `epoch`, random per
+store, names this set of swarms: the registry hands it to every seeder and
+edge (`peers_epoch`), and one that sees it change announces all its torrents
+at once, so the swarms are back within seconds. A store whose peers outlive
+the process (Redis) keeps its epoch with them.
 """
 
 from __future__ import annotations
 
 import enum
 import random
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -124,6 +132,12 @@ class PeerStore(Protocol):
         """The infohashes of the swarms with a peer, as recent as `swarm_count` (no I/O)."""
         ...
 
+    @property
+    def epoch(self) -> str:
+        """Names the swarms the store holds; changes when they were lost (module docstring).
+        Read without I/O: the registry answers it on every call."""
+        ...
+
 
 @dataclass(slots=True)
 class PeerEntry:
@@ -203,6 +217,11 @@ class MemoryPeerStore:
         self._per_address: dict[bytes, int] = {}  # anonymous peers by IP, all swarms
         self._seeders = 0
         self._peers = 0
+        self._epoch = secrets.token_hex(8)  # a new store has lost every peer (module docstring)
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
 
     # --- bookkeeping: every add and remove of an entry goes through these two ---------------
 

@@ -84,6 +84,9 @@ class Site:
 
     edges: list[Edge]
     seed_upload_capacity: int = 0
+    # The tracker's peer-store epoch: a change means it lost its swarms, announce again. Not
+    # part of what the site is (two listings of the same edges are equal across a restart).
+    peers_epoch: str = field(default="", compare=False)
 
 
 def record_to_proto(record: PackageRecord) -> index_pb2.PackageRecord:

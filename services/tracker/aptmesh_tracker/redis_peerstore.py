@@ -15,7 +15,12 @@ Redis runs atomically (one round trip). Per swarm (infohash `H`):
 
 and across swarms `ad:IP` (an address's anonymous peers everywhere), `all`
 (every peer), `seeders` (every seeder) and `swarms` (each swarm's last end),
-members scored the same way. Time-outs happen inside Redis: the script first
+members scored the same way; and `epoch`, the peer-store epoch
+(aptmesh_tracker.peerstore) that the first replica sets and every replica
+reads (at start and at each sweep): it lives as long as Redis's data, so a
+tracker restart keeps it and a Redis that lost its data gets a new one.
+While Redis cannot answer, the store's epoch is its fallback's: the clients
+then announce again to fill that fallback. Time-outs happen inside Redis: the script first
 removes members past their time from the sets it touches, and it gives every
 key of a swarm (and of an address) a TTL of the peer ttl, renewed by each
 announce, so a swarm that everyone left silently disappears from Redis by
@@ -51,6 +56,7 @@ address, e.g. a Kubernetes Service, loses at most the swarms of one interval).
 from __future__ import annotations
 
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -70,6 +76,7 @@ Clock = Callable[[], float]
 TIMEOUT = 0.5  # seconds a Redis call may take before the store falls back
 RETRY_AFTER = 5.0  # seconds the store answers from its fallback after a failure
 PEER_ID = 20
+EPOCH = "epoch"  # the key of the shared peer-store epoch
 
 # Refusal codes returned by the script, in the order the bounds are checked.
 # The script's refusal codes, 0 for none.
@@ -197,6 +204,8 @@ class RedisPeerStore:
         self._down_until = 0.0
         self._gauges = (0, 0, 0)  # swarms, seeders, peers, as of the last expire()
         self._swarm_hashes: list[bytes] = []  # as of the last expire()
+        self._epoch = ""  # Redis's, as last read (`_read_epoch`); "" until read
+        self._read_epoch()
 
     def _usable(self) -> bool:
         return time.monotonic() >= self._down_until
@@ -300,7 +309,24 @@ class RedisPeerStore:
         self._health.ok(Component.PEERS)
         self._gauges = (swarms, seeders, peers)
         self._swarm_hashes = [bytes(h) for h in hashes]
+        self._read_epoch()
         return dropped + int(gone)
+
+    def _read_epoch(self) -> None:
+        """Reads Redis's epoch, setting it first if no replica has (SET NX)."""
+        try:
+            self._redis.set(EPOCH, secrets.token_hex(8), nx=True)
+            value = self._redis.get(EPOCH)
+        except redis.exceptions.RedisError as exc:
+            self._failed(exc)
+            return
+        self._epoch = value.decode() if isinstance(value, bytes) else ""
+
+    @property
+    def epoch(self) -> str:
+        if self._epoch and self._usable():
+            return self._epoch
+        return self._fallback.epoch
 
     def swarm_count(self) -> int:
         return self._gauges[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -56,9 +57,12 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
         *,
         token: str,
         lease_seconds: int,
+        peers_epoch: Callable[[], str] = lambda: "",
     ) -> None:
+        """`peers_epoch` reads the peer store's epoch (no I/O: aptmesh_tracker.peerstore)."""
         self._registry = registry
         self._call = StoreCalls(executor, health)
+        self._epoch = peers_epoch
         self._token = token
         self._lease = lease_seconds
         self._seen: set[tuple[str, bool]] = set()  # (id, seed_box) already logged as joined
@@ -88,7 +92,9 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
                 zone=edge.zone,
                 upload_capacity=edge.upload_capacity,
             )
-        return registry_pb2.RegisterEdgeResponse(lease_seconds=self._lease)
+        return registry_pb2.RegisterEdgeResponse(
+            lease_seconds=self._lease, peers_epoch=self._epoch()
+        )
 
     async def ListEdges(  # noqa: N802 - gRPC method name
         self,
@@ -105,4 +111,5 @@ class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):
         return registry_pb2.ListEdgesResponse(
             edges=[edge_to_proto(e) for e in site.edges],
             seed_upload_capacity=min(site.seed_upload_capacity, MAX_UINT64),
+            peers_epoch=self._epoch(),
         )
