@@ -23,6 +23,7 @@ SUBCOMMANDS = {
         "define, update, list, show, delete collections; their status on the edges",
     ),
     "up": ("aptmesh_cli.up", "run a whole mesh (tracker, seeder, edge) on this machine"),
+    "status": ("aptmesh_cli.status", "the whole mesh in one screen, from the tracker"),
     "install-apt-method": (
         "aptmesh_apt_method.install",
         "install the mesh apt method into a root directory",

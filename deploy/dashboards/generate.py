@@ -45,11 +45,11 @@ HERE = Path(__file__).resolve().parent
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 RATE = "$__rate_interval"
 TAGS = ["aptmesh"]
-# aptmesh_tracker_swarms counts infohashes: a hybrid torrent's v1 and v2
-# swarms are two. Counting per torrent needs a tracker metric (issue 20).
-SWARMS_PER_INFOHASH = (
-    "Swarms (infohashes) with at least one peer at the tracker. A hybrid torrent has two, "
-    "its v1 and v2 swarms, so this is up to twice the number of torrents."
+# aptmesh_tracker_swarms counts torrents: the tracker pairs a hybrid torrent's
+# v1 and v2 swarms through the index (aptmesh_tracker/swarms.py).
+SWARMS_PER_TORRENT = (
+    "Torrents with at least one peer at the tracker. A hybrid torrent's v1 and v2 swarms "
+    "count once."
 )
 
 
@@ -301,7 +301,7 @@ def overview() -> dash.Dashboard:
         ),
         single(
             "Swarms",
-            SWARMS_PER_INFOHASH,
+            SWARMS_PER_TORRENT,
             "sum(aptmesh_tracker_swarms)",
             width=4,
         ),
@@ -375,10 +375,11 @@ def overview() -> dash.Dashboard:
         d,
         graph(
             "Peers at the tracker",
-            "Peers in all swarms by role, and swarms with at least one peer.",
+            "Peers in all swarms by role (per infohash: a hybrid client is in both of its "
+            "torrent's swarms), and torrents with at least one peer.",
             [
                 Query("sum by (role) (aptmesh_tracker_peers)", "{{role}}"),
-                Query("sum(aptmesh_tracker_swarms)", "swarms"),
+                Query("sum(aptmesh_tracker_swarms)", "torrents"),
             ],
         ),
         _payload_panel(""),
@@ -400,7 +401,7 @@ def tracker() -> dash.Dashboard:
         single(
             "Index records", "Package records in the index.", "sum(aptmesh_tracker_index_records)"
         ),
-        single("Swarms", SWARMS_PER_INFOHASH, "sum(aptmesh_tracker_swarms)"),
+        single("Swarms", SWARMS_PER_TORRENT, "sum(aptmesh_tracker_swarms)"),
         single("Edges", "Edges with a live registration.", "sum(aptmesh_tracker_edges)"),
         single(
             "Seeding peers",
@@ -447,10 +448,11 @@ def tracker() -> dash.Dashboard:
         ),
         graph(
             "Peers and swarms",
-            "Peers by role, swarms, and peers forgotten because they stopped announcing.",
+            "Peers by role (per infohash: a hybrid client is in both of its torrent's swarms), "
+            "torrents with peers, and peers forgotten because they stopped announcing.",
             [
                 Query(f"sum by (role) (aptmesh_tracker_peers{{{SEL}}})", "{{role}}"),
-                Query(f"sum(aptmesh_tracker_swarms{{{SEL}}})", "swarms"),
+                Query(f"sum(aptmesh_tracker_swarms{{{SEL}}})", "torrents"),
                 Query(
                     f"sum(rate(aptmesh_tracker_expired_peers_total{{{SEL}}}[{RATE}])) * 60",
                     "expired per minute",

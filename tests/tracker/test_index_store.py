@@ -128,3 +128,14 @@ def test_sqlite_opens_a_database_made_before_seed_boxes(tmp_path: Path) -> None:
     assert again.registry.edge_count() == 1
     assert again.registry.seed_upload_capacity() == 5_000_000
     again.close()
+
+
+def test_torrent_of_pairs_a_hybrid_torrents_two_infohashes(
+    open_backend: Backends, records: list[PackageRecord]
+) -> None:
+    store = open_backend(FakeClock()).index
+    record = records[0]
+    store.put(record)
+    v1, v2 = record.tracker_hashes()
+    assert store.torrent_of(v1) == store.torrent_of(v2) == record.sha256
+    assert store.torrent_of(b"\x00" * 20) is None

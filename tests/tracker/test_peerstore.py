@@ -231,6 +231,19 @@ def test_registered_peers_are_offered_first_whatever_a_flood_stores(
         assert set(expected) <= set(got)
 
 
+def test_swarm_hashes_are_the_swarms_with_peers(new_peers: Factory) -> None:
+    clock = FakeClock()
+    store = new_peers(ttl=60, clock=clock)
+    other = b"j" * 20
+    store.announce(IH, peer(1), seeder=True, event="started", numwant=50)
+    store.announce(other, peer(1), seeder=False, event="started", numwant=50)
+    store.expire()  # as recent as swarm_count: the last expire() at the latest
+    assert sorted(store.swarm_hashes()) == [IH, other]
+    store.announce(other, peer(1), seeder=False, event="stopped", numwant=50)
+    store.expire()
+    assert store.swarm_hashes() == [IH]
+
+
 def test_the_epoch_lives_as_long_as_the_peers(new_peers: Factory) -> None:
     """A store's epoch names its swarms: a fresh in-memory store (a tracker restart) has a new
     one; a second Redis store on the same Redis (a restarted or another replica) the same."""

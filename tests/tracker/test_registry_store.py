@@ -101,3 +101,17 @@ def test_registered_addresses_live_as_long_as_their_leases(open_backend: Backend
     if stores.backend is not Backend.MEMORY:  # and a restart (or another replica) remembers
         again = open_backend(clock).registry
         assert again.is_registered_address("10.0.0.2")
+
+
+def test_leases_list_edges_and_seed_boxes_with_their_ends(open_backend: Backends) -> None:
+    clock = FakeClock()
+    store = open_backend(clock).registry
+    end = clock() + 60
+    store.register(Edge("s", "", "", 100, seed_box=True), 60)
+    store.register(Edge("e", "http://e:3142", "z"), 60)
+    assert store.leases() == [
+        (Edge("s", "", "", 100, seed_box=True), end),
+        (Edge("e", "http://e:3142", "z"), end),
+    ]
+    clock.advance(61)
+    assert store.leases() == []

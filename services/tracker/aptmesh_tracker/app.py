@@ -26,8 +26,14 @@ from prometheus_client import CollectorRegistry
 
 from aptmesh import grpcserver, logs, web
 from aptmesh.metrics import new_registry
-from aptmesh.v1 import collection_pb2_grpc, index_pb2_grpc, registry_pb2_grpc
-from aptmesh_tracker import collection_service, http, index_service, registry_service
+from aptmesh.v1 import collection_pb2_grpc, index_pb2_grpc, registry_pb2_grpc, status_pb2_grpc
+from aptmesh_tracker import (
+    collection_service,
+    http,
+    index_service,
+    registry_service,
+    status_service,
+)
 from aptmesh_tracker.config import TrackerConfig
 from aptmesh_tracker.index_store import StoreUnavailable
 from aptmesh_tracker.metrics import TrackerMetrics
@@ -226,6 +232,19 @@ async def start(
                 publish_token=config.publish_token,
             ),
             collection_service.REQUEST_BOUNDS,
+        ),
+        grpcserver.Servicer(
+            status_service.SERVICE_NAME,
+            status_pb2_grpc.add_MeshStatusServiceServicer_to_server,
+            status_service.MeshStatusServicer(
+                index,
+                stores.registry,
+                peers,
+                executor,
+                stores.health,
+                lease_seconds=config.edge_lease_seconds,
+                clock=clock or time.time,
+            ),
         ),
     ]
     try:

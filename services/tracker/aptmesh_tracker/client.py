@@ -30,6 +30,8 @@ from aptmesh.v1 import (
     index_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
 )
 from aptmesh_tracker.records import (
     Edge,
@@ -40,6 +42,7 @@ from aptmesh_tracker.records import (
     record_from_proto,
     record_to_proto,
 )
+from aptmesh_tracker.status import MeshStatus, from_proto
 
 BATCH = 1000  # the server's default max_batch; larger lookups are split
 # gRPC's default reconnect backoff grows to 120 s: after an outage of a minute a client
@@ -194,6 +197,7 @@ class TrackerClient:
         self._index = index_pb2_grpc.IndexServiceStub(self._channel)
         self._registry = registry_pb2_grpc.EdgeRegistryServiceStub(self._channel)
         self._collections = collection_pb2_grpc.CollectionServiceStub(self._channel)
+        self._status = status_pb2_grpc.MeshStatusServiceStub(self._channel)
         self._metadata = bearer_metadata(token) if token else ()
         self._timeout = timeout
 
@@ -310,6 +314,17 @@ class TrackerClient:
             )
         edges = [col.status_from_proto(s) for s in response.edges]
         return col.collection_from_proto(response.collection), edges
+
+    async def mesh_status(
+        self, max_swarms: int = 0, *, deadline: float | None = None
+    ) -> MeshStatus:
+        """The mesh as the tracker sees it; `max_swarms` 0 takes the server's default."""
+        async with _translated("reading the mesh status"):
+            response = await self._status.GetMeshStatus(
+                status_pb2.GetMeshStatusRequest(max_swarms=max_swarms),
+                timeout=deadline or self._timeout,
+            )
+        return from_proto(response)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -56,6 +56,11 @@ class IndexStore(Protocol):
         """Whether a 20-byte infohash (v1 or truncated v2) belongs to a record (no I/O)."""
         ...
 
+    def torrent_of(self, info_hash: bytes) -> str | None:
+        """The SHA-256 of the record whose torrent has this 20-byte infohash, None when none
+        has (no I/O): how a hybrid torrent's v1 and v2 swarms are paired."""
+        ...
+
     def refresh(self) -> None:
         """Catches up with records other replicas stored; raises StoreUnavailable."""
         ...
@@ -88,7 +93,7 @@ class TrackedHashes:
 
     def __init__(self) -> None:
         self._by_record: dict[str, tuple[bytes, bytes]] = {}
-        self._tracked: set[bytes] = set()
+        self._tracked: dict[bytes, str] = {}  # infohash -> its record's SHA-256
         self._lock = threading.Lock()
 
     def set(self, sha256: str, hashes: tuple[bytes, bytes]) -> None:
@@ -98,11 +103,15 @@ class TrackedHashes:
                 return
             self._by_record[sha256] = hashes
             if old is not None:
-                self._tracked.difference_update(old)
-            self._tracked.update(hashes)
+                for info_hash in old:
+                    self._tracked.pop(info_hash, None)
+            self._tracked.update(dict.fromkeys(hashes, sha256))
 
     def __contains__(self, info_hash: bytes) -> bool:
         return info_hash in self._tracked
+
+    def torrent_of(self, info_hash: bytes) -> str | None:
+        return self._tracked.get(info_hash)
 
     def record_count(self) -> int:
         return len(self._by_record)
@@ -132,6 +141,9 @@ class MemoryIndex:
 
     def is_tracked(self, info_hash: bytes) -> bool:
         return info_hash in self._tracked
+
+    def torrent_of(self, info_hash: bytes) -> str | None:
+        return self._tracked.torrent_of(info_hash)
 
     def refresh(self) -> None:
         pass

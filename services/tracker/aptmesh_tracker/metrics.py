@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from aptmesh_tracker.peerstore import Limit, PeerLimits, PeerStore
 from aptmesh_tracker.stores import Component, Stores
+from aptmesh_tracker.swarms import count_torrents
 from aptmesh_tracker.wire import EVENTS, REASONS, Event, Reason
 
 
@@ -65,9 +66,12 @@ class TrackerMetrics:
             "Peers forgotten because they stopped announcing.",
             registry=registry,
         )
+        # Per torrent: a hybrid torrent's v1 and v2 swarms count once (see swarms.py).
         Gauge(
-            "aptmesh_tracker_swarms", "Swarms with at least one peer.", registry=registry
-        ).set_function(peers.swarm_count)
+            "aptmesh_tracker_swarms",
+            "Torrents with at least one peer (a hybrid torrent's v1 and v2 swarms count once).",
+            registry=registry,
+        ).set_function(lambda: count_torrents(peers.swarm_hashes(), stores.index.torrent_of))
         by_role = Gauge(
             "aptmesh_tracker_peers", "Peers in all swarms, by role.", ["role"], registry=registry
         )

@@ -128,6 +128,10 @@ class PeerStore(Protocol):
         """(seeders, leechers) over all swarms, as recent as `swarm_count`."""
         ...
 
+    def swarm_hashes(self) -> list[bytes]:
+        """The infohashes of the swarms with a peer, as recent as `swarm_count` (no I/O)."""
+        ...
+
     @property
     def epoch(self) -> str:
         """Names the swarms the store holds; changes when they were lost (module docstring).
@@ -368,6 +372,10 @@ class MemoryPeerStore:
 
     def swarm_count(self) -> int:
         return len(self._swarms)
+
+    def swarm_hashes(self) -> list[bytes]:
+        """The infohashes that have at least one peer (peers past their time until expire())."""
+        return list(self._swarms)
 
     def peer_counts(self) -> tuple[int, int]:
         return self._seeders, self._peers - self._seeders

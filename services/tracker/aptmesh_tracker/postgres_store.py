@@ -251,6 +251,9 @@ class PostgresIndex:
     def is_tracked(self, info_hash: bytes) -> bool:
         return info_hash in self._tracked
 
+    def torrent_of(self, info_hash: bytes) -> str | None:
+        return self._tracked.torrent_of(info_hash)
+
     def refresh(self) -> None:
         with self._database.connection("catching up with the index") as conn:
             rows = conn.execute(

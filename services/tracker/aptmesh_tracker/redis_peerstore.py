@@ -203,6 +203,7 @@ class RedisPeerStore:
         )
         self._down_until = 0.0
         self._gauges = (0, 0, 0)  # swarms, seeders, peers, as of the last expire()
+        self._swarm_hashes: list[bytes] = []  # as of the last expire()
         self._epoch = ""  # Redis's, as last read (`_read_epoch`); "" until read
         self._read_epoch()
 
@@ -299,13 +300,15 @@ class RedisPeerStore:
             pipe.zcard("swarms")
             pipe.zcard("seeders")
             pipe.zcard("all")
-            gone, _, _, _, swarms, seeders, peers = pipe.execute()
+            pipe.zrangebyscore("swarms", now, "+inf")
+            gone, _, _, _, swarms, seeders, peers, hashes = pipe.execute()
         except redis.exceptions.RedisError as exc:
             self._failed(exc)
             return dropped
         self._down_until = 0.0
         self._health.ok(Component.PEERS)
         self._gauges = (swarms, seeders, peers)
+        self._swarm_hashes = [bytes(h) for h in hashes]
         self._read_epoch()
         return dropped + int(gone)
 
@@ -331,6 +334,9 @@ class RedisPeerStore:
     def peer_counts(self) -> tuple[int, int]:
         _, seeders, peers = self._gauges
         return seeders, peers - seeders
+
+    def swarm_hashes(self) -> list[bytes]:
+        return self._swarm_hashes
 
     def close(self) -> None:
         self._redis.close()

@@ -97,11 +97,14 @@ class Registry:
                 addresses[edge.address] = max(expires, addresses.get(edge.address, 0.0))
         self._view, self._addresses = view, addresses  # each one atomic for readers
 
-    def _read(self) -> list[Edge]:
+    def _read_leases(self) -> list[tuple[Edge, float]]:
         leases = self._table.live(self._clock())
         with self._lock:
             self._set_view({edge.id: (edge, expires) for edge, expires in leases})
-        return [edge for edge, _ in leases]
+        return leases
+
+    def _read(self) -> list[Edge]:
+        return [edge for edge, _ in self._read_leases()]
 
     def register(self, edge: Edge, lease_seconds: float) -> float:
         """Registers or renews an edge or seed box; returns its lease's end (clock time)."""
@@ -136,6 +139,11 @@ class Registry:
         what the registry can still answer while its table is unreachable, since nobody
         can renew then; a client falls back past an edge that is gone."""
         return _site((edge for edge, _ in list(self._view.values())), zone)
+
+    def leases(self) -> list[tuple[Edge, float]]:
+        """Every live registration (edges and seed boxes) with its lease's end, by zone and
+        id (reads the table)."""
+        return sorted(self._read_leases(), key=lambda lease: (lease[0].zone, lease[0].id))
 
     def edge_count(self) -> int:
         """How many edges (never seed boxes) have a live lease, in the last view (no I/O)."""

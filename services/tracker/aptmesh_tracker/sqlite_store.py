@@ -184,6 +184,9 @@ class SqliteIndex:
     def is_tracked(self, info_hash: bytes) -> bool:
         return info_hash in self._tracked
 
+    def torrent_of(self, info_hash: bytes) -> str | None:
+        return self._tracked.torrent_of(info_hash)
+
     def refresh(self) -> None:
         pass  # only this process writes the file
 
