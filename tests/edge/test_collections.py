@@ -64,7 +64,7 @@ async def make_edge(
     async def factory(zone: str, **changes: Any) -> RunningEdge:
         settings: dict[str, Any] = {
             "tracker_grpc": tracker.grpc_target,
-            "tracker_announce": tracker.announce_url,
+            "tracker_announce": (tracker.announce_url,),
             "publish_token": TOKEN,
             "zone": zone,
             "swarm_timeout": 5.0,

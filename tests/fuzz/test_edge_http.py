@@ -182,6 +182,7 @@ class EdgeThread:
         asyncio.run_coroutine_threadsafe(self._upstream.cleanup(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,8 @@ def channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.Channel]:
         assert reply.status == health_pb2.HealthCheckResponse.SERVING  # still up
     asyncio.run_coroutine_threadsafe(started[0].stop(0), loop).result(30)
     loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
     thread.join(30)
     loop.close()
 
