@@ -8,6 +8,9 @@ import re
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter
 
+from aptmesh_tracker.app import RunningTracker
+
+from aptmesh.debrepo import DebRepo
 from aptmesh_edge.app import RunningEdge
 from aptmesh_edge.decisions import FallbackReason, SourceKind
 from aptmesh_edge.status import (
@@ -18,6 +21,8 @@ from aptmesh_edge.status import (
     StatusView,
     render,
 )
+from tests.edge.conftest import EdgeFactory, fetch_indexes
+from tests.edge.test_site import ZONE, site_edges
 
 
 class Clock:
@@ -158,3 +163,23 @@ async def test_browsers_get_the_page_and_probes_the_406(
         assert resp.status == 200 and resp.content_type == "text/html"
     async with client.get(f"{edge.http_url}/acng-report.html") as resp:
         assert resp.status == 406
+
+
+async def test_the_page_lists_the_zones_edges_and_the_swarm(
+    make_edge: EdgeFactory,
+    tracker: RunningTracker,
+    debrepo: DebRepo,
+    client: aiohttp.ClientSession,
+) -> None:
+    pair = await site_edges(make_edge, tracker, 2)
+    await fetch_indexes(client, pair[0], debrepo)
+    async with client.get(f"{pair[0].http_url}/_aptmesh/status") as resp:
+        page = await resp.text()
+    for edge in pair:
+        assert f"<td>{edge.edge_id()}</td><td>{ZONE}</td>" in page
+    assert "live (registered)" in page and "this edge" in page
+    assert pair[0].swarm_side is not None
+    torrents = pair[0].swarm_side.swarm.stats().torrents
+    assert f'id="swarm-torrents">{torrents}<' in page
+    assert 'id="swarm-peers">' in page and 'id="generations"' in page
+    assert f'Acquire::mesh::Zone "{ZONE}";' in page

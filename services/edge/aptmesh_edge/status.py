@@ -470,7 +470,7 @@ def render(view: StatusView, now: float) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>aptmesh edge {_e(view.edge_id)}</title><style>{_CSS}</style></head><body>"
         f'<h1>aptmesh edge <span id="edge-id">{_e(view.edge_id)}</span></h1>'
-        f'<p class="muted">zone {_e(view.zone)} · {_e(_time(now))} · refreshes every '
+        f'<p class="muted">zone {_e(view.zone or "(none)")} · {_e(_time(now))} · refreshes every '
         f'{REFRESH_SECONDS} s · <a href="/metrics">metrics</a></p>'
         f'<div class="grid">{body}</div></body></html>'
     )
