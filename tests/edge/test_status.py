@@ -8,8 +8,6 @@ import re
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter
 
-from aptmesh_tracker.app import RunningTracker
-
 from aptmesh.debrepo import DebRepo
 from aptmesh_edge.app import RunningEdge
 from aptmesh_edge.decisions import FallbackReason, SourceKind
@@ -21,6 +19,7 @@ from aptmesh_edge.status import (
     StatusView,
     render,
 )
+from aptmesh_tracker.app import RunningTracker
 from tests.edge.conftest import EdgeFactory, fetch_indexes
 from tests.edge.test_site import ZONE, site_edges
 
