@@ -11,9 +11,11 @@ from prometheus_client import CollectorRegistry, Counter
 from aptmesh.debrepo import DebRepo
 from aptmesh_edge.app import RunningEdge
 from aptmesh_edge.decisions import FallbackReason, SourceKind
+from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.status import (
     DAY_MINUTES,
     CounterSampler,
+    FallbackExample,
     FallbackLog,
     MinuteHistory,
     StatusView,
@@ -84,6 +86,19 @@ def test_the_fallback_ring_keeps_the_newest() -> None:
     recent = log.recent()
     assert [e.path for e in recent] == ["pool/p4.deb", "pool/p3.deb", "pool/p2.deb"]
     assert recent[0].at == Clock().now + 4
+
+
+def test_a_fallback_is_counted_and_kept_once() -> None:
+    clock = Clock()
+    metrics = EdgeMetrics(clock=clock)
+    metrics.fell_back(FallbackReason.SWARM_STALLED, "pool/a.deb")
+    value = metrics.registry.get_sample_value(
+        "aptmesh_edge_upstream_fallbacks_total", {"reason": "swarm_stalled"}
+    )
+    assert value == 1
+    assert metrics.recent_fallbacks.recent() == [
+        FallbackExample(clock.now, "pool/a.deb", FallbackReason.SWARM_STALLED)
+    ]
 
 
 def test_the_sampler_adds_what_a_counter_grew_by() -> None:

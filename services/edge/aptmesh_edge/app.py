@@ -240,7 +240,7 @@ class RunningEdge:
                     s.bytes_wanted,
                     s.bytes_present,
                     s.errors,
-                )  # fmt: skip
+                )
                 for s in (self.preheater.statuses() if self.preheater is not None else [])
             ],
         )
