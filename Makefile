@@ -9,7 +9,7 @@ UV_VERSION := 0.13.8
 # Debian packages the tests drive for real (aria2c: a BitTorrent client nobody here wrote;
 # promtool; PostgreSQL and Redis for the tracker's shared stores; lintian and debconf for the
 # Debian packages' tests; auto-apt-proxy, which must find an edge; apt-ftparchive is not used: the fixture writes indexes itself).
-SYS_PACKAGES := aria2 rtorrent prometheus gnupg apt dpkg-dev iproute2 nginx-light wrk postgresql redis-server lintian debconf systemd auto-apt-proxy
+SYS_PACKAGES := aria2 rtorrent prometheus gnupg apt dpkg-dev iproute2 nginx-light wrk postgresql redis-server lintian debconf systemd auto-apt-proxy chromium
 PYTEST_ARGS ?=
 
 .PHONY: all venv sysdeps proto proto-check test check run deb bench bench-swarm fuzz lock images deploy-generate clean drills

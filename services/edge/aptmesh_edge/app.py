@@ -34,6 +34,7 @@ from aptmesh.uplink import known_uplink
 from aptmesh.v1 import edge_pb2_grpc
 from aptmesh_edge.cache import BlobStore, IndexStore, PathIndex
 from aptmesh_edge.config import EdgeConfig
+from aptmesh_edge.decisions import Outcome
 from aptmesh_edge.files import FileService
 from aptmesh_edge.grpcapi import REQUEST_BOUNDS, SERVICE_NAME, EdgeServicer
 from aptmesh_edge.http import EdgeHttp, HttpBounds
@@ -42,6 +43,17 @@ from aptmesh_edge.metrics import EdgeMetrics
 from aptmesh_edge.packages import PackageService
 from aptmesh_edge.preheat import Preheater
 from aptmesh_edge.site import EdgeInfo, SiteFetch
+from aptmesh_edge.status import (
+    DAY_MINUTES,
+    HOUR_MINUTES,
+    SAMPLE_EVERY,
+    CollectionLine,
+    EdgeLine,
+    EdgeStatus,
+    StatusView,
+    SwarmLine,
+    render,
+)
 from aptmesh_edge.trust import NullVerifier, ReleaseVerifier, Verifier, check_keyring
 from aptmesh_edge.upstream import HttpSource, UpstreamClient
 from aptmesh_edge.urls import Resource, Upstreams, UrlError, parse_target, parse_upstreams
@@ -126,6 +138,10 @@ class RunningEdge:
     # The registry's peers_epoch as last read; None before the first read or after a failed one.
     peers_epoch: str | None = None
     registry_lost: bool = False  # a read failed since the last one that worked
+    listed_at: float | None = None  # wall clock of the last edge list read from the registry
+    verifier: Verifier | None = None
+    status: EdgeStatus | None = None
+    clock: Callable[[], float] = time.time
 
     @property
     def http_url(self) -> str:
@@ -164,6 +180,7 @@ class RunningEdge:
             self.registry_lost = True
             return
         self._follow_epoch(site.peers_epoch)
+        self.listed_at = self.clock()
         self.membership.listed = [EdgeInfo(e.id, e.url, e.zone) for e in site.edges]
         if self.site_fetch is not None:
             self.site_fetch.set_edges(self.edge_id(), self.membership.listed)
@@ -183,6 +200,87 @@ class RunningEdge:
                 reason="tracker_restarted" if changed else "tracker_back",
             )
         self.peers_epoch, self.registry_lost = epoch, False
+
+    def status_view(self) -> StatusView:
+        """What the status page shows now (samples the counters first)."""
+        if self.status is None:
+            raise RuntimeError("the edge keeps no status")
+        status, now = self.status, self.clock()
+        status.sample()
+        served = status.served.history
+        stats = self.blobs.stats()
+        return StatusView(
+            edge_id=self.edge_id(),
+            zone=self.config.zone,
+            public_url=self.public_url(),
+            upstream_hosts=self.upstreams.hosts(),
+            served_total=status.served_total,
+            served_hour=served.totals(HOUR_MINUTES),
+            served_day=served.totals(DAY_MINUTES),
+            served_hour_series=served.series(HOUR_MINUTES, 1),
+            served_day_series=served.series(DAY_MINUTES, 30),
+            requests=_requests_by_outcome(self.metrics),
+            cache_size=stats.size_bytes,
+            cache_limit=stats.limit_bytes,
+            cache_entries=stats.entries,
+            fallbacks_hour=status.fallbacks.history.totals(HOUR_MINUTES),
+            recent_fallbacks=self.metrics.recent_fallbacks.recent(),
+            edges=self._edge_lines(now),
+            registry=self._registry_line(now),
+            swarm=self._swarm_line(),
+            generations=[
+                (suite, g.date) for suite, g in (self.verifier or NullVerifier()).generations()
+            ],
+            collections=[
+                CollectionLine(
+                    s.collection,
+                    s.version,
+                    s.files_wanted,
+                    s.files_present,
+                    s.bytes_wanted,
+                    s.bytes_present,
+                    s.errors,
+                )
+                for s in (self.preheater.statuses() if self.preheater is not None else [])
+            ],
+        )
+
+    def _registry_line(self, now: float) -> str:
+        if self.tracker is None:
+            return ""
+        if self.listed_at is None:
+            return "not read yet"
+        state = "unreachable since the last read" if self.registry_lost else "reachable"
+        return f"{state}; edges last listed {now - self.listed_at:.0f} s ago"
+
+    def _edge_lines(self, now: float) -> list[EdgeLine]:
+        if self.tracker is None:
+            return []
+        me = self.membership.me()
+        lines = [EdgeLine(me.id, me.url, me.zone, "this edge")]
+        if self.listed_at is None:
+            return lines
+        age = now - self.listed_at
+        health = (
+            "live (registered)" if age <= EDGES_STALE_AFTER else f"unknown: list {age:.0f} s old"
+        )
+        lines += [
+            EdgeLine(e.id, e.url, e.zone, health) for e in self.membership.listed if e.id != me.id
+        ]
+        return lines
+
+    def _swarm_line(self) -> SwarmLine | None:
+        side = self.swarm_side
+        if side is None:
+            return None
+        stats = side.swarm.stats()
+        seeds = sum(t.transfer().seeds for t in list(side.downloading.values()))
+        return SwarmLine(
+            stats.torrents, stats.peers, len(side.downloading), len(side.seeding), seeds
+        )
+
+    def status_page(self) -> str:
+        return render(self.status_view(), self.clock())
 
     def cache_problem(self) -> str | None:
         """None while the cache directory is there and writable, else what is wrong."""
@@ -222,7 +320,7 @@ async def start(
     clock: Callable[[], float] = time.time,
 ) -> RunningEdge:
     """Builds and starts an edge; on failure, what was started is stopped again."""
-    metrics = metrics or EdgeMetrics()
+    metrics = metrics or EdgeMetrics(clock=clock)
     upstreams = parse_upstreams(config.upstreams, config.allowed_hosts)
     membership = Membership(config)
     async with contextlib.AsyncExitStack() as undo:
@@ -304,7 +402,15 @@ async def start(
                 log.warning("cache_dir_unusable", error=problem)
             return problem is None
 
+        started: list[RunningEdge] = []  # the status page needs the whole edge, made below
+
+        def status_page() -> str:
+            if not started:
+                return "<!DOCTYPE html><title>aptmesh edge</title><p>starting</p>"
+            return started[0].status_page()
+
         http = EdgeHttp(
+            status_page=status_page,
             upstreams=upstreams,
             files=files,
             metrics=metrics,
@@ -337,6 +443,7 @@ async def start(
             metrics.registry,
         )
         undo.pop_all()
+    status = EdgeStatus(metrics.served_bytes, metrics.fallbacks, clock)
     running = RunningEdge(
         config=config,
         metrics=metrics,
@@ -355,7 +462,12 @@ async def start(
         tracker=tracker,
         ready=ready,
         lock=lock,
+        verifier=verifier,
+        status=status,
+        clock=clock,
     )
+    started.append(running)
+    running.loops.append(asyncio.create_task(_sample_status(status)))
     if swarm_side is not None and tracker is not None:
         swarm_side.open()
         running.loops.append(asyncio.create_task(_swarm_metrics(swarm_side)))
@@ -463,6 +575,24 @@ async def _swarm_metrics(side: EdgeSwarm) -> None:
     while True:
         side.update_metrics()
         await asyncio.sleep(METRICS_EVERY)
+
+
+async def _sample_status(status: EdgeStatus) -> None:
+    """Minutes without a visit still land in the history."""
+    while True:
+        await asyncio.sleep(SAMPLE_EVERY)
+        status.sample()
+
+
+def _requests_by_outcome(metrics: EdgeMetrics) -> dict[Outcome, int]:
+    """Requests answered since start, by cache outcome (every file class summed)."""
+    out: dict[Outcome, int] = {}
+    for family in metrics.requests.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                outcome = Outcome(sample.labels["cache"])
+                out[outcome] = out.get(outcome, 0) + int(sample.value)
+    return out
 
 
 async def _register(

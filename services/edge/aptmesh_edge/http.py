@@ -144,6 +144,7 @@ MEMORY_WRITE_CHUNK = 256 * 1024
 
 EdgesProvider = Callable[[], Awaitable[list[EdgeInfo]]]
 COLLECTIONS_PATH = "/_aptmesh/collections"
+STATUS_PATH = "/_aptmesh/status"
 FILES_PREFIX = "/_aptmesh/files/"
 
 
@@ -233,8 +234,10 @@ class EdgeHttp:
         bounds: HttpBounds,
         ready: Callable[[], bool] = lambda: True,
         collections: CollectionFiles | None = None,
+        status_page: Callable[[], str] | None = None,
     ) -> None:
         self._upstreams = upstreams
+        self._status_page = status_page
         self._collections = collections
         self._files = files
         self._metrics = metrics
@@ -253,7 +256,8 @@ class EdgeHttp:
             source: metrics.served_bytes.labels(source=source.value) for source in SourceKind
         }
         self._local: dict[str, Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]] = {
-            "/": self._usage,
+            "/": self._root,
+            STATUS_PATH: self._status,
             "/acng-report.html": self._usage,
             "/healthz": self._healthz,
             "/readyz": self._readyz,
@@ -569,6 +573,23 @@ class EdgeHttp:
             return _text(exc.status, exc.text + "\n")
         self._count("collection", body.outcome)
         return await self.send(request, body)
+
+    async def _root(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The status page for a browser (it asks for text/html); the 406 usage page for
+        everything else: auto-apt-proxy and apt-cacher-ng-style probes (curl, wget, nc send
+        `*/*` or nothing) detect a cache by that status line."""
+        if "text/html" in request.headers.get("Accept", ""):
+            return await self._status(request)
+        return await self._usage(request)
+
+    async def _status(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self._status_page is None:
+            return await self._usage(request)
+        return web.Response(
+            text=self._status_page(),
+            content_type="text/html",
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def _usage(self, request: web.BaseRequest) -> web.StreamResponse:
         page = USAGE_PAGE.format(hosts=", ".join(self._upstreams.hosts()) or "none")

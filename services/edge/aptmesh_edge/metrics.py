@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -15,6 +17,7 @@ from aptmesh_edge.decisions import (
     SourceKind,
     UpstreamFault,
 )
+from aptmesh_edge.status import FallbackLog
 
 if TYPE_CHECKING:
     from aptmesh_edge.cache import CacheStats
@@ -23,8 +26,12 @@ if TYPE_CHECKING:
 class EdgeMetrics:
     """Owns the edge's registry and its metrics, labels pre-registered from the enums."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.registry = registry if registry is not None else new_registry("edge")
+        # The status page's examples of fallbacks, kept where the counter grows (`fell_back`).
+        self.recent_fallbacks = FallbackLog(clock=clock)
         r = self.registry
         self.served_bytes = Counter(
             "aptmesh_edge_served_bytes_total",
@@ -181,6 +188,12 @@ class EdgeMetrics:
             self.site_fetches.labels(result=result.value)
         for direction in ("upload", "download"):
             self.torrent_payload.labels(service="edge", direction=direction)
+
+    def fell_back(self, reason: FallbackReason, path: str) -> None:
+        """A package fetch went to the upstream (or added it as web seed): counted, and kept
+        as an example for the status page. The one place a fallback is recorded."""
+        self.fallbacks.labels(reason=reason.value).inc()
+        self.recent_fallbacks.add(path, reason)
 
     def show_cache(self, stats: CacheStats) -> None:
         """The cache gauges, from the store's statistics."""

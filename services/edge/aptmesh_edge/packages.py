@@ -328,7 +328,7 @@ class PackageService:
 
     def _count_fallback(self, resource: Resource, reason: FallbackReason | None) -> None:
         if reason is not None and resource.file_class is FileClass.PACKAGE:
-            self._metrics.fallbacks.labels(reason=reason.value).inc()
+            self._metrics.fell_back(reason, resource.path)
 
     def _end(self, resource: Resource, download: Download, *, keep: bool = False) -> None:
         """Removes the download from the table and commits or drops its file, in one step."""

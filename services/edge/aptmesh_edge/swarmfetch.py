@@ -193,7 +193,7 @@ class SwarmSource:
             return
         for url in resource.upstream_urls():
             handle.add_web_seed(url)
-        owner.metrics.fallbacks.labels(reason=reason.value).inc()
+        owner.metrics.fell_back(reason, resource.path)
         log.info(
             "web_seed_added",
             path=resource.path,

@@ -123,6 +123,10 @@ class Verifier(Protocol):
         """Whether files no verified index vouches for may be cached (only with verify off)."""
         ...
 
+    def generations(self) -> list[tuple[str, Generation]]:
+        """(suite key, generation) of every InRelease served now, by suite key."""
+        ...
+
 
 class NullVerifier:
     """verify_mode off: every file is accepted, cached by the hash of its bytes."""
@@ -150,6 +154,9 @@ class NullVerifier:
 
     def keeps_unverified(self) -> bool:
         return True
+
+    def generations(self) -> list[tuple[str, Generation]]:
+        return []
 
 
 Mode = Literal["enforce", "auto"]
@@ -306,6 +313,9 @@ class ReleaseVerifier:
 
     def keeps_unverified(self) -> bool:
         return False
+
+    def generations(self) -> list[tuple[str, Generation]]:
+        return sorted(self._current.items(), key=lambda item: item[0])
 
     async def check_index(self, resource: Resource, path: Path, sha256: str, size: int) -> bool:
         where = split_suite(resource.path)
