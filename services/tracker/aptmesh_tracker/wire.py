@@ -16,6 +16,8 @@ are bounded in digits before `int()` sees them, so no input is expensive.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -132,6 +134,10 @@ def compact_address(ip: str, port: int) -> bytes:
 
 def normal_ip(ip: str) -> str:
     """One spelling per address (IPv4-mapped IPv6 as IPv4, no zone); '' if not an address."""
+    if "." in ip and ":" not in ip:  # the common case, in C: dotted IPv4 already canonical
+        with contextlib.suppress(OSError):
+            if socket.inet_ntoa(socket.inet_aton(ip)) == ip:
+                return ip
     try:
         parsed = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
@@ -160,8 +166,22 @@ def split_address(address: bytes) -> tuple[str, int]:
 # --- parsing requests (server side) ----------------------------------------------------------
 
 
+def _unquote(value: str) -> bytes:
+    """`urllib.parse.unquote_to_bytes`, ~8x faster: `%XX` becomes `\\xXX` and one C call
+    decodes the lot (every backslash of the input doubled first, so no other escape can
+    form); a malformed `%` sequence takes urllib's path, which keeps it literally."""
+    raw = value.encode()
+    if b"%" not in raw:
+        return raw
+    try:
+        decoded: bytes = codecs.escape_decode(raw.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]
+    except ValueError:
+        return unquote_to_bytes(raw)
+    return decoded
+
+
 def _hash20(value: str, name: Reason) -> bytes:
-    raw = unquote_to_bytes(value)
+    raw = _unquote(value)
     if len(raw) != 20:
         raise TrackerRequestError(
             name, f"{name} must be 20 bytes (percent-encoded), got {len(raw)}"
