@@ -227,18 +227,25 @@ def main() -> int:
         "--instructions", action="store_true", help="instructions per request (callgrind)"
     )
     parser.add_argument("--requests", type=int, default=1000, help="with --instructions")
+    parser.add_argument(
+        "--only", choices=("tracker", "minimal"), help="with --instructions: one server"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if args.instructions:
-            port = free_port()
-            announce = instructions(tracker_command(port, workdir), port, args.requests, workdir)
-            port = free_port()
-            minimal = instructions(minimal_command(port), port, args.requests, workdir)
             print(f"callgrind, {args.requests} and {3 * args.requests} requests after {WARMUP}")
-            print(f"tracker /announce:        {announce:10,d} instructions per announce")
-            print(f"minimal aiohttp handler:  {minimal:10,d} instructions per request")
-            print(f"ratio (minimal/tracker):  {minimal / announce:10.2f}  (goal >= 0.7)")
+            counts = {}
+            for name in ("tracker", "minimal"):
+                if args.only in (None, name):
+                    port = free_port()
+                    tracker = name == "tracker"
+                    argv = tracker_command(port, workdir) if tracker else minimal_command(port)
+                    counts[name] = instructions(argv, port, args.requests, workdir)
+                    print(f"{name:25} {counts[name]:10,d} instructions per request", flush=True)
+            if len(counts) == 2:
+                ratio = counts["minimal"] / counts["tracker"]
+                print(f"ratio (minimal/tracker):  {ratio:10.2f}  (goal >= 0.7)")
             return 0
         port = free_port()
         announces = measure(

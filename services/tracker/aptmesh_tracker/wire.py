@@ -281,24 +281,37 @@ def encode_failure(message: str) -> bytes:
 
 
 def encode_announce(response: AnnounceResponse, compact: bool = True) -> bytes:
+    if compact:
+        return _encode_compact(response)
     head = b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de" % (
         response.complete,
         response.incomplete,
         response.interval,
         response.min_interval,
     )
-    if not compact:
-        peers: list[bencode.Value] = []
-        for peer in response.peers:
-            ip, port = split_address(peer.address)
-            peers.append({b"ip": ip.encode(), b"peer id": peer.peer_id, b"port": port})
-        return head + b"5:peers" + bencode.encode(peers) + b"e"
-    v4 = b"".join([p.address for p in response.peers if len(p.address) == 6])
-    v6 = b"".join([p.address for p in response.peers if len(p.address) == 18])
-    body = head + b"5:peers%d:" % len(v4) + v4
-    if v6:
-        body += b"6:peers6%d:" % len(v6) + v6
-    return body + b"e"
+    peers: list[bencode.Value] = []
+    for peer in response.peers:
+        ip, port = split_address(peer.address)
+        peers.append({b"ip": ip.encode(), b"peer id": peer.peer_id, b"port": port})
+    return head + b"5:peers" + bencode.encode(peers) + b"e"
+
+
+def _encode_compact(response: AnnounceResponse) -> bytes:
+    """`encode_announce` of a compact answer in one format operation (the hot path)."""
+    peers = response.peers
+    v4 = b"".join([p.address for p in peers if len(p.address) == 6])
+    v6 = b""
+    if len(v4) != 6 * len(peers):
+        v6 = b"".join([p.address for p in peers if len(p.address) == 18])
+    return b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de5:peers%d:%b%be" % (
+        response.complete,
+        response.incomplete,
+        response.interval,
+        response.min_interval,
+        len(v4),
+        v4,
+        b"6:peers6%d:%b" % (len(v6), v6) if v6 else b"",
+    )
 
 
 def encode_scrape(response: ScrapeResponse) -> bytes:
