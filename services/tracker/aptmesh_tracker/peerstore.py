@@ -79,7 +79,7 @@ class PeerLimits:
     total: int = 200_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per announce (see wire.AnnounceRequest)
 class AnnounceResult:
     complete: int
     incomplete: int

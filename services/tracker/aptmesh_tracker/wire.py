@@ -72,7 +72,11 @@ class TrackerFailure(Exception):
     """A tracker answered with a `failure reason` (client side)."""
 
 
-@dataclass(frozen=True, slots=True)
+# The two records made per announce are not `frozen`: a frozen dataclass sets each field
+# through object.__setattr__, which made their construction 4-5x slower (0.9 against 0.2
+# us for AnnounceRequest), a tenth of the tracker's own time per announce. Treat them as
+# values all the same: nothing changes one after it is made.
+@dataclass(slots=True)
 class AnnounceRequest:
     info_hash: bytes
     peer_id: bytes
@@ -93,7 +97,7 @@ class Peer:
     address: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per announce (see AnnounceRequest)
 class AnnounceResponse:
     interval: int
     min_interval: int
