@@ -79,8 +79,9 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 def process_seconds(pid: int) -> float | None:
     """User + system CPU seconds of a live process (all its threads); None once it is gone.
 
-    A fixed amount of work costs about the same CPU seconds however loaded the machine
-    is, where its wall-clock time does not: the figure to compare on shared cores."""
+    A fixed amount of work costs much the same CPU seconds however loaded the machine is
+    (contention still adds some 10-20 % here), where its wall-clock time does not: the
+    figure to compare on shared cores."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             text = stat.read()

@@ -564,8 +564,9 @@ class BenchRun:
             "cpu_peak": round(cpu.peak, 3),
             "cpu_mean": round(cpu.mean, 3),
             "cpu_busy_fraction": round(cpu.busy_fraction, 3),
-            # CPU seconds each kind of process spent from the start instant to the last
-            # finish, summed over hosts, and per GB (1e9 bytes) the edges received in all
+            # CPU seconds each kind of process spent from just before the start instant (all
+            # ready) to the last finish, summed over hosts, and per GB (1e9 bytes) the edges
+            # received in all
             "cpu_seconds": cpu_by_role,
             "cpu_seconds_per_gb": {
                 role: round(seconds / (len(edges) * size / 1e9), 2)
