@@ -110,3 +110,8 @@ bench-swarm: venv
 	  --system http --system libtorrent-default --system aptmesh $(BENCH_SWARM_ARGS) || test $$? -eq 3
 	$(PY) -m bench.swarm --edges 6 --size-mib 64 --pulse --scenario seed-bound --scenario peer-bound \
 	  --system http --system libtorrent-default --system aptmesh $(BENCH_SWARM_ARGS) || test $$? -eq 3
+	# N = 12 beside N = 6: half the rates (40 Mbit/s seed-bound), so the edges move about the
+	# bytes per second N = 6 does and the run stays link-bound on 2 quiet cores.
+	$(PY) -m bench.swarm --edges 12 --size-mib 32 --rate 40 --scenario seed-bound \
+	  --scenario peer-bound --system http --system libtorrent-default --system aptmesh \
+	  $(BENCH_SWARM_ARGS) || test $$? -eq 3

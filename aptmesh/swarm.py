@@ -386,6 +386,17 @@ def _all_global() -> Any:
     return rules
 
 
+# A torrent in these states has checked its files: each piece it verifies from now on is
+# announced by a piece_finished_alert.
+_CHECKED_STATES = frozenset(
+    (
+        lt.torrent_status.states.downloading,
+        lt.torrent_status.states.finished,
+        lt.torrent_status.states.seeding,
+    )
+)
+
+
 def _hex(info_hashes: Any) -> str:
     return str(info_hashes.v1)
 
@@ -409,6 +420,7 @@ class SwarmTorrent:
         self.error: str | None = None
         self.hash_failures = 0
         self._have: set[int] = set()
+        self._checked = False  # past checking its files: every new piece comes with an alert
         self.completed: list[int] = []  # piece indexes in the order they were verified
         self._changed = asyncio.Event()
         self._reads: dict[int, asyncio.Future[bytes]] = {}
@@ -441,7 +453,18 @@ class SwarmTorrent:
         self._notify()
 
     def has_piece(self, index: int) -> bool:
-        return index in self._have or bool(self.handle.have_piece(index))
+        """Whether libtorrent holds the piece, verified. Known from the pieces' alerts, not
+        asked of libtorrent each time: every `torrent_handle` query is a round trip to its
+        network thread, and a stream asks once per piece that arrives. Pieces a torrent
+        holds without an alert (found on disk while it checks its files, resume data, seed
+        mode) are read from its status until it has checked them."""
+        if index in self._have:
+            return True
+        if not self._checked:
+            status = self.handle.status(lt.torrent_handle.query_pieces)
+            self._have.update(i for i, had in enumerate(status.pieces) if had)
+            self._checked = status.state in _CHECKED_STATES
+        return index in self._have
 
     def _start_read(self, index: int) -> asyncio.Future[bytes]:
         future = self._reads.get(index)
@@ -615,6 +638,9 @@ class Swarm:
         if settings.upload_rate_limit:
             self._session.set_peer_class_filter(_all_global())
         self._torrents: dict[str, SwarmTorrent] = {}
+        # The same torrents by handle (hashed and compared by the torrent it refers to, in
+        # the binding, with no round trip to libtorrent's thread), for the alert pump.
+        self._by_handle: dict[Any, SwarmTorrent] = {}
         self._left: set[str] = set()  # seeder addresses edges left (`leave`)
         self._on_hash_failed = on_hash_failed
         self._loop = asyncio.get_running_loop()
@@ -683,7 +709,7 @@ class Swarm:
         handle = getattr(alert, "handle", None)
         if handle is None or not handle.is_valid():
             return None
-        return self._torrents.get(_hex(handle.info_hashes()))
+        return self._by_handle.get(handle)
 
     def _dispatch(self, alert: Any) -> None:
         if isinstance(alert, lt.peer_ban_alert):
@@ -766,6 +792,7 @@ class Swarm:
         )
         torrent.web_seeds = list(web_seeds)
         self._torrents[key] = torrent
+        self._by_handle[handle] = torrent
         if seed:
             torrent.finished.set()
         return torrent
@@ -798,6 +825,7 @@ class Swarm:
         self._totals.downloaded += status.total_payload_download
         self._totals.web_seed_downloaded += torrent.split(status.total_payload_download)[1]
         self._torrents.pop(key, None)
+        self._by_handle.pop(torrent.handle, None)
         flags = lt.session.delete_files if delete_files else 0
         self._session.remove_torrent(torrent.handle, flags)
 
@@ -844,6 +872,7 @@ class Swarm:
         for torrent in list(self._torrents.values()):
             self._session.remove_torrent(torrent.handle)
         self._torrents.clear()
+        self._by_handle.clear()
         # Dropping the last reference aborts the session and joins its threads.
         del self._session
         self._reader.close()

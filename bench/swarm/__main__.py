@@ -54,6 +54,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keep-logs", default="", help="copy worker logs to this directory")
     parser.add_argument("--out", help="append the JSON lines to this file too")
     parser.add_argument(
+        "--perf-dir",
+        default="",
+        help="perf record the receiving processes on the edge hosts into this directory",
+    )
+    parser.add_argument(
         "--cleanup",
         nargs="?",
         const="",
@@ -88,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         edge_uplinks=not args.no_edge_uplinks,
         client_concurrency=args.client_concurrency,
         keep_logs=args.keep_logs,
+        perf_dir=args.perf_dir,
     )
     results: list[dict[str, Any]] = []
 

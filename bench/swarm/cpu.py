@@ -1,4 +1,5 @@
-"""Whole-machine CPU sampling from /proc/stat, to tell a link-bound run from a CPU-bound one.
+"""Whole-machine CPU sampling from /proc/stat, to tell a link-bound run from a CPU-bound one;
+and per-process CPU seconds, to compare what each system's processes spend per byte.
 
 With two cores shared by every namespace (and by whoever else runs tests),
 the emulated links are only the bottleneck while the CPU has room. A run is
@@ -8,6 +9,7 @@ invalid when the machine was busy above `threshold` for more than
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 
@@ -69,3 +71,21 @@ class CpuSampler:
             samples=len(self.samples),
             valid=hot <= self.max_fraction,
         )
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (all its threads); None once it is gone.
+
+    A fixed amount of work costs much the same CPU seconds however loaded the machine is
+    (contention still adds some 10-20 % here), where its wall-clock time does not: the
+    figure to compare on shared cores."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)

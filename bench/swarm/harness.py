@@ -36,7 +36,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from bench.swarm import bounds, netns, payload, repo
-from bench.swarm.cpu import CpuSampler
+from bench.swarm.cpu import CpuSampler, process_seconds
 from bench.swarm.node import BT_PORT, HTTP_PORT
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,6 +91,9 @@ class BenchConfig:
     # connection; the pulse's time depends on it: bench/swarm/RESULTS.md, round 5)
     client_concurrency: int = 4
     keep_logs: str = ""  # copy the workers' logs here before the temp directory goes
+    # `perf record` the edge hosts' receiving processes during each distribution, into
+    # this directory (one perf.data per scenario and system); "" for none
+    perf_dir: str = ""
     cpu_threshold: float = 0.90
     cpu_max_fraction: float = 0.25
 
@@ -492,6 +495,11 @@ class BenchRun:
             raise BenchError(f"unknown system {system!r}")
         for proc in servers + fetchers:
             proc.expect("ready", deadline)
+        accounted = self._cpu_roles()
+        cpu_before = {proc: process_seconds(proc.popen.pid) for proc in accounted}
+        recorder = self._perf_record(
+            f"{scenario.name}-{system}", [p for p, role in accounted.items() if role == "edge"]
+        )
         wire_before = topo.sent_bytes("origin")
         start_at = time.time() + 0.3
         for proc in fetchers:
@@ -507,6 +515,10 @@ class BenchRun:
                 except BenchError:
                     done.append(None)
         origin_wire = topo.sent_bytes("origin") - wire_before
+        cpu_by_role = self._cpu_spent(accounted, cpu_before)
+        if recorder is not None:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(30)
         finals = self.finish(*servers)
         edge_finals = self.finish(*fetchers)
         self.stop_services()  # else they keep the ports (and seed the file) for the next system
@@ -565,12 +577,57 @@ class BenchRun:
             "cpu_peak": round(cpu.peak, 3),
             "cpu_mean": round(cpu.mean, 3),
             "cpu_busy_fraction": round(cpu.busy_fraction, 3),
+            # CPU seconds each kind of process spent from just before the start instant (all
+            # ready) to the last finish, summed over hosts, and per GB (1e9 bytes) the edges
+            # received in all
+            "cpu_seconds": cpu_by_role,
+            "cpu_seconds_per_gb": {
+                role: round(seconds / (len(edges) * size / 1e9), 2)
+                for role, seconds in cpu_by_role.items()
+            },
             "valid": not reasons,
             "invalid_reasons": reasons,
             "settings": settings,
             "seed": cfg.seed,
             "pulse": cfg.pulse,
         }
+
+    def _cpu_roles(self) -> dict[Proc, str]:
+        """The processes whose CPU a distribution accounts, each with its role: `edge` is
+        what receives on an edge host and serves its client there (an aptmesh edge, a
+        stock libtorrent leecher, nothing for plain HTTP), `client` the fetching client
+        (the aptmesh edge's HTTP client, the HTTP system's client), `origin` the rest."""
+        roles = {}
+        for proc in self.procs:
+            kind = proc.name.split(":", 1)[1]
+            if not proc.host.name.startswith("e"):
+                roles[proc] = "origin"
+            elif kind in ("edge", "lt-leech"):
+                roles[proc] = "edge"
+            elif kind in ("edge-get", "http-get"):
+                roles[proc] = "client"
+        return roles
+
+    def _perf_record(self, name: str, procs: list[Proc]) -> subprocess.Popen[bytes] | None:
+        if not self.config.perf_dir or not procs:
+            return None
+        out = Path(self.config.perf_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        pids = ",".join(str(p.popen.pid) for p in procs)
+        return subprocess.Popen(
+            ["perf", "record", "-F", "999", "-g", "-o", str(out / f"{name}.perf.data"), "-p", pids],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    @staticmethod
+    def _cpu_spent(roles: dict[Proc, str], before: dict[Proc, float | None]) -> dict[str, float]:
+        spent: dict[str, float] = {}
+        for proc, role in roles.items():
+            start, end = before[proc], process_seconds(proc.popen.pid)
+            if start is not None and end is not None:
+                spent[role] = round(spent.get(role, 0.0) + end - start, 2)
+        return spent
 
     def _aptmesh_servers(self, origin: netns.Host, mirror_url: str, edges: int) -> list[Proc]:
         """Tracker and seeder on the origin host; returns the servers that report at the end:

@@ -501,6 +501,23 @@ async def test_resume_data_round_trips(tmp_path: Path) -> None:
         swarm.close()
 
 
+async def test_pieces_found_on_disk_are_streamed(tmp_path: Path) -> None:
+    """A torrent added over its complete file (not in seed mode) checks it and finds every
+    piece, which `has_piece` knows from the pieces' alerts or the torrent's status."""
+    path = _file(tmp_path, "found.deb", 300_000)
+    hashed = make_torrent(path)
+    swarm = Swarm(LOOPBACK)
+    try:
+        torrent = swarm.add(hashed.torrent.metainfo, path.parent)
+        digest = hashlib.sha256()
+        async with asyncio.timeout(20):
+            async for piece in torrent.pieces(stall_timeout=10):
+                digest.update(piece)
+        assert digest.hexdigest() == hashed.sha256
+    finally:
+        swarm.close()
+
+
 def test_swarm_error_is_an_exception() -> None:
     assert issubclass(SwarmError, Exception)
 

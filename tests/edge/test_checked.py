@@ -68,6 +68,29 @@ def test_a_wrong_piece_is_refused_before_any_byte_of_it_is_released() -> None:
     assert check.finish() == EXPECTED.sha256
 
 
+def test_a_piece_the_swarm_verified_is_not_hashed_again_and_the_file_still_is() -> None:
+    other = bytes(PIECE)  # not piece 1 of DATA: libtorrent's word is taken for it
+    check = CheckedBytes("f", EXPECTED, memory_max=0)
+    check.know_pieces(pieces_of(DATA))
+    check.update(DATA[:PIECE], verified_piece=True)
+    check.update(other, verified_piece=True)
+    assert check.releasable(check.received) == 2 * PIECE - 1
+    check.update(DATA[2 * PIECE :], verified_piece=True)
+    with pytest.raises(DownloadFailed) as refused:  # the index's SHA-256 still decides
+        check.finish()
+    assert refused.value.failure is Failure.SHA256
+    assert check.releasable(check.received) == 0
+
+
+def test_a_verified_piece_whose_start_another_source_wrote_is_hashed() -> None:
+    check = CheckedBytes("f", EXPECTED, memory_max=0)
+    check.know_pieces(pieces_of(DATA))
+    check.update(DATA[:100])  # a fallback's bytes
+    with pytest.raises(DownloadFailed) as refused:
+        check.update(bytes(PIECE - 100), verified_piece=True)
+    assert refused.value.failure is Failure.PIECE
+
+
 @pytest.mark.parametrize(
     ("data", "failure"),
     [(DATA[:-1], Failure.SIZE), (DATA + b"x", Failure.SIZE), (b"x" + DATA[1:], Failure.SHA256)],

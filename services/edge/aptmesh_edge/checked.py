@@ -11,8 +11,9 @@ whether a client may read it. The rule (DESIGN.md, integrity rule 4):
 - A larger file is released as it arrives with its tail held back. When its
   torrent is known (`know_pieces`, from the tracker's index) only whole
   pieces that matched the torrent's piece hashes are released, whichever
-  source wrote them (the swarm's pieces, libtorrent checked them already;
-  an HTTP fallback's are checked here); otherwise all but the last byte.
+  source wrote them (the swarm's pieces, libtorrent checked them already and
+  they are not hashed again; an HTTP fallback's are checked here); otherwise
+  all but the last byte.
 - Either way the last byte is released only once the whole file has the
   index's size and SHA-256 (`finish`): a client never holds a complete body
   that did not verify. When the file fails, readers raise `DownloadFailed`
@@ -110,12 +111,27 @@ class CheckedBytes:
         if self.size is None:
             self.size = size
 
-    def update(self, data: bytes) -> None:
-        """Bytes in order; refuses them at once when there are more than the file has."""
+    def update(self, data: bytes, *, verified_piece: bool = False) -> None:
+        """Bytes in order; refuses them at once when there are more than the file has.
+
+        `verified_piece`: `data` is one whole piece that libtorrent checked against this
+        torrent's piece hash (the swarm's, read back after its check), so it counts as
+        matched without a second SHA-1 pass; only when it starts a piece here, else (a
+        fallback wrote the piece's start) it is hashed like any other bytes. The file's
+        SHA-256 is computed over every byte either way."""
         if self.size is not None and self.received + len(data) > self.size:
             self._refuse(Failure.SIZE, f"checking {self.name}: more than {self.size} bytes")
         if self._pieces is not None:
-            self._check_pieces(data)
+            length = self._pieces.length
+            end = self.received + len(data)
+            if (
+                verified_piece
+                and self.received % length == 0
+                and (len(data) == length or end == self.size)
+            ):
+                self._pieces_end = end
+            else:
+                self._check_pieces(data)
         if self._checker is not None:
             self._checker.update(data)
             self.received = self._checker.received

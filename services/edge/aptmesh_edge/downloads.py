@@ -104,10 +104,13 @@ class Download:
             self.started.set_result(None)
         self._notify()
 
-    def write(self, data: bytes, source: SourceKind | None = None) -> None:
-        """Appends bytes that came from `source` (default: the download's source)."""
+    def write(
+        self, data: bytes, source: SourceKind | None = None, *, verified_piece: bool = False
+    ) -> None:
+        """Appends bytes that came from `source` (default: the download's source);
+        `verified_piece` as `CheckedBytes.update` has it (one whole piece libtorrent checked)."""
         assert self._fd is not None
-        self.check.update(data)
+        self.check.update(data, verified_piece=verified_piece)
         view = memoryview(data)
         try:
             while view:

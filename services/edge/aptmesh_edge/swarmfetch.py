@@ -172,7 +172,7 @@ class SwarmSource:
                     download.write(data[: len(data) - web], self.kind)
                     download.write(data[len(data) - web :], SourceKind.UPSTREAM)
                 else:
-                    download.write(data, self.kind)
+                    download.write(data, self.kind, verified_piece=True)
         except TimeoutError:
             reason = FallbackReason.SWARM_STALLED if progressed else FallbackReason.NO_PEERS
             raise SourceUnavailable(reason, f"swarm: no progress ({reason.value})") from None

@@ -257,7 +257,7 @@ async def start(
     try:
         frontend = http.Frontend(tracker, metrics, offload)
         site = await web.start(
-            http.build_app(frontend, registry, stores.health),
+            http.build_server(frontend, registry, stores.health),
             config.http_host,
             config.http_port,
             limits=web.ServerLimits(

@@ -87,7 +87,7 @@ class PeerLimits:
     total: int = 200_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per announce (see wire.AnnounceRequest)
 class AnnounceResult:
     complete: int
     incomplete: int
@@ -156,6 +156,11 @@ class _Group:
         self._keys: list[bytes] = []
         self._index: dict[bytes, int] = {}
 
+    @property
+    def keys(self) -> list[bytes]:
+        """The keys, in no meaningful order; read them, never change them."""
+        return self._keys
+
     def __len__(self) -> int:
         return len(self._keys)
 
@@ -170,8 +175,8 @@ class _Group:
             self._keys[at] = last
             self._index[last] = at
 
-    def at(self, i: int) -> bytes:
-        return self._keys[i]
+
+_NO_KEYS: list[bytes] = []  # never added to
 
 
 @dataclass(slots=True)
@@ -329,21 +334,26 @@ class MemoryPeerStore:
     ) -> tuple[Peer, ...]:
         """Registered peers first, then a uniform sample of anonymous ones; O(numwant)."""
         chosen: list[Peer] = []
-        offered = (False,) if seeding else (True, False)  # a seeder gets only leechers
+        groups = swarm.groups
         for registered in (True, False):
             wanted = numwant - len(chosen)
             if wanted <= 0:
                 break
-            first, *rest = [swarm.groups[registered, s] for s in offered]
-            second = rest[0] if rest else _Group()
-            total = len(first) + len(second)
+            if seeding:  # a seeder gets only leechers
+                first, second = groups[registered, False].keys, _NO_KEYS
+            else:
+                first, second = groups[registered, True].keys, groups[registered, False].keys
+            split = len(first)
+            total = split + len(second)
+            if total == 0:
+                continue
             picks: Iterable[int] = (
                 range(total)
                 if total <= wanted
                 else self._rng.sample(range(total), min(total, wanted + _SPARE_DRAWS))
             )
             for i in picks:
-                key = first.at(i) if i < len(first) else second.at(i - len(first))
+                key = first[i] if i < split else second[i - split]
                 entry = swarm.peers[key]
                 if key != requester and entry.expires > now:
                     chosen.append(entry.peer)

@@ -16,6 +16,8 @@ are bounded in digits before `int()` sees them, so no input is expensive.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -70,7 +72,11 @@ class TrackerFailure(Exception):
     """A tracker answered with a `failure reason` (client side)."""
 
 
-@dataclass(frozen=True, slots=True)
+# The two records made per announce are not `frozen`: a frozen dataclass sets each field
+# through object.__setattr__, which made their construction 4-5x slower (0.9 against 0.2
+# us for AnnounceRequest), a tenth of the tracker's own time per announce. Treat them as
+# values all the same: nothing changes one after it is made.
+@dataclass(slots=True)
 class AnnounceRequest:
     info_hash: bytes
     peer_id: bytes
@@ -91,7 +97,7 @@ class Peer:
     address: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per announce (see AnnounceRequest)
 class AnnounceResponse:
     interval: int
     min_interval: int
@@ -132,6 +138,10 @@ def compact_address(ip: str, port: int) -> bytes:
 
 def normal_ip(ip: str) -> str:
     """One spelling per address (IPv4-mapped IPv6 as IPv4, no zone); '' if not an address."""
+    if "." in ip and ":" not in ip:  # the common case, in C: dotted IPv4 already canonical
+        with contextlib.suppress(OSError):
+            if socket.inet_ntoa(socket.inet_aton(ip)) == ip:
+                return ip
     try:
         parsed = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
@@ -160,8 +170,22 @@ def split_address(address: bytes) -> tuple[str, int]:
 # --- parsing requests (server side) ----------------------------------------------------------
 
 
+def _unquote(value: str) -> bytes:
+    """`urllib.parse.unquote_to_bytes`, ~8x faster: `%XX` becomes `\\xXX` and one C call
+    decodes the lot (every backslash of the input doubled first, so no other escape can
+    form); a malformed `%` sequence takes urllib's path, which keeps it literally."""
+    raw = value.encode()
+    if b"%" not in raw:
+        return raw
+    try:
+        decoded: bytes = codecs.escape_decode(raw.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]
+    except ValueError:
+        return unquote_to_bytes(raw)
+    return decoded
+
+
 def _hash20(value: str, name: Reason) -> bytes:
-    raw = unquote_to_bytes(value)
+    raw = _unquote(value)
     if len(raw) != 20:
         raise TrackerRequestError(
             name, f"{name} must be 20 bytes (percent-encoded), got {len(raw)}"
@@ -261,24 +285,37 @@ def encode_failure(message: str) -> bytes:
 
 
 def encode_announce(response: AnnounceResponse, compact: bool = True) -> bytes:
+    if compact:
+        return _encode_compact(response)
     head = b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de" % (
         response.complete,
         response.incomplete,
         response.interval,
         response.min_interval,
     )
-    if not compact:
-        peers: list[bencode.Value] = []
-        for peer in response.peers:
-            ip, port = split_address(peer.address)
-            peers.append({b"ip": ip.encode(), b"peer id": peer.peer_id, b"port": port})
-        return head + b"5:peers" + bencode.encode(peers) + b"e"
-    v4 = b"".join([p.address for p in response.peers if len(p.address) == 6])
-    v6 = b"".join([p.address for p in response.peers if len(p.address) == 18])
-    body = head + b"5:peers%d:" % len(v4) + v4
-    if v6:
-        body += b"6:peers6%d:" % len(v6) + v6
-    return body + b"e"
+    peers: list[bencode.Value] = []
+    for peer in response.peers:
+        ip, port = split_address(peer.address)
+        peers.append({b"ip": ip.encode(), b"peer id": peer.peer_id, b"port": port})
+    return head + b"5:peers" + bencode.encode(peers) + b"e"
+
+
+def _encode_compact(response: AnnounceResponse) -> bytes:
+    """`encode_announce` of a compact answer in one format operation (the hot path)."""
+    peers = response.peers
+    v4 = b"".join([p.address for p in peers if len(p.address) == 6])
+    v6 = b""
+    if len(v4) != 6 * len(peers):
+        v6 = b"".join([p.address for p in peers if len(p.address) == 18])
+    return b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de5:peers%d:%b%be" % (
+        response.complete,
+        response.incomplete,
+        response.interval,
+        response.min_interval,
+        len(v4),
+        v4,
+        b"6:peers6%d:%b" % (len(v6), v6) if v6 else b"",
+    )
 
 
 def encode_scrape(response: ScrapeResponse) -> bytes:
