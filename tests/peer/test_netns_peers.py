@@ -9,11 +9,12 @@ capped by HTB); three hosts each running a real `aptmesh peer` (`python -m aptme
 - both fetch the large package first (from the seeder and each other), then `pc` (download
   only) fetches it from the seeder and whoever seeds it.
 
-Checked: `pa`'s upload while `pc` fetches, measured on its veth (wire bytes, what the user's
-link carries), stays within its cap +10 %; `pa` uploaded payload (so the cap was exercised),
-`pb` uploaded 0 payload bytes; every copy has the index's SHA-256; `pc` completes. Then, the
-opted-out half: an opted-out peer in its own namespace listens on no port but apt's loopback
-one (`ss -ltnup` of its pid), and fetching through it still works.
+Checked: `pa`'s upload rate while `pc` fetches, measured on its veth (wire bytes, what the
+user's link carries), stays within its cap +10 %; `pa` uploaded a real share (so the cap
+bound); `pb` and `pc` uploaded 0 payload bytes (their counters) and `pb` almost nothing on
+the wire; every copy has the index's SHA-256; `pc` completes. Then an opted-out peer in its
+own namespace holds no UDP socket and listens on loopback only (`ss -ltnup` by its pid), and
+real apt-get through it works.
 
 Runs as root (CI does): about 25 s and 5 s on the shared 2-core machine (the first mostly
 the seeder's first sync and the capped fetches), each bounded by a deadline.
