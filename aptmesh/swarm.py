@@ -832,6 +832,17 @@ class Swarm:
     def torrents(self) -> list[SwarmTorrent]:
         return list(self._torrents.values())
 
+    def incoming_peers(self) -> int:
+        """Peers connected now that dialled this session (not dialled by it): the sign that
+        this session's listen port is reachable from outside (a NAT without a mapped port
+        lets only outgoing connections through)."""
+        return sum(
+            1
+            for torrent in self._torrents.values()
+            for peer in torrent.handle.get_peer_info()
+            if not peer.flags & lt.peer_info.local_connection
+        )
+
     def stats(self) -> SwarmStats:
         """Totals over the session's life, including removed torrents."""
         up, down, web = (

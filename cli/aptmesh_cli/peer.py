@@ -97,6 +97,7 @@ def edge_config(config: PeerConfig, plan: SwarmPlan, upstreams: Sequence[str]) -
         cache_dir=config.cache_dir,
         cache_max_bytes=config.cache_max_bytes,
         upstreams=upstream_entries(upstreams, config.edges),
+        edge_backends=config.edges,
         keyring=config.keyring,
         verify_mode="enforce",
         site_fetch=False,
@@ -129,6 +130,7 @@ class RunningPeer:
     archived: dict[str, Path] = field(default_factory=dict)  # seeded from apt's cache
     seeded_since: dict[str, datetime] = field(default_factory=dict)
     retired: set[str] = field(default_factory=set)  # reached their ratio or seed time
+    reached: bool = False  # a peer has dialled this session since it started
 
     def _served(self, source: str) -> int:
         value = self.edge.metrics.registry.get_sample_value(
@@ -146,6 +148,7 @@ class RunningPeer:
             self.uploaded_seen = uploaded
             ledgers.save(self.config.state_dir, self.ledger)
             self.retire(now)
+            self.reached = self.reached or side.swarm.incoming_peers() > 0
         gate = upload_gate(self.limits, self.ledger, now)
         if side is not None and self.plan.uploads and gate.open != self.uploads_open:
             side.swarm.apply(**self.plan.upload_switch(gate.open))
@@ -156,7 +159,7 @@ class RunningPeer:
             participation=self.limits.participation.value,
             profile=self.limits.profile.value,
             from_peers_bytes=self._served("swarm"),
-            from_edges_bytes=0,
+            from_edges_bytes=self._served("edge"),
             from_mirror_bytes=self._served("upstream"),
             uploaded_today_bytes=ledger.day_bytes,
             uploaded_month_bytes=ledger.month_bytes,
@@ -164,7 +167,7 @@ class RunningPeer:
             gate=gate.state.value,
             seeding=len(side.swarm.torrents()) if side is not None else 0,
             listening=side is not None,
-            reachable=None if side is None else side.swarm.stats().peers > 0,
+            reachable=None if side is None else self.reached,
             **limits_summary(self.limits),
         )
         write_status(self.config.state_dir, status)

@@ -18,6 +18,7 @@ from aptmesh_cli.peer import RunningPeer, start_peer, status_main
 from aptmesh_edge.app import start
 from aptmesh_peer.config import PeerConfig
 from aptmesh_peer.policy import SeedDecision
+from aptmesh_peer.status import human, render
 from tests.edge.conftest import HOST, edge_config, upstream_entry
 
 pytestmark = pytest.mark.integration
@@ -114,7 +115,14 @@ async def test_a_peer_fetches_through_the_sites_edge_first(
         served = site.metrics.registry.get_sample_value(
             "aptmesh_edge_served_bytes_total", {"source": "upstream"}
         )
-        assert served is not None and served >= max(p.size for p in debrepo.packages)
+        big = max(p.size for p in debrepo.packages)
+        assert served is not None and served >= big
+        # The peer counts those bytes as from the site's edge, apart from the mirror's (the
+        # indexes, verified by the peer itself, still count as the mirror's).
+        status = peer.govern()
+        assert status.from_edges_bytes >= big, status
+        assert status.from_mirror_bytes < big and status.from_peers_bytes == 0, status
+        assert f"{human(status.from_edges_bytes)} from edges" in render(status)
     finally:
         await site.stop()
 

@@ -50,8 +50,10 @@ async def test_a_download_only_peer_sends_nothing_until_its_gate_opens(
     torrent = leecher.add(hashed.torrent.metainfo, tmp_path / "leech")
     leecher.connect_peer(torrent, "127.0.0.1", peer.listen_port)
     async with asyncio.timeout(20):
-        while not torrent.handle.get_peer_info():
+        while not torrent.handle.get_peer_info() or not peer.incoming_peers():
             await asyncio.sleep(0.05)
+    # What `aptmesh peer status` calls reachable: the leecher dialled the peer, not back.
+    assert peer.incoming_peers() == 1 and leecher.incoming_peers() == 0
     # Connected and interested, for two seconds: not one payload byte moves.
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline:

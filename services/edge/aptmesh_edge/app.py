@@ -362,7 +362,7 @@ async def start(
             )
             await site_fetch.start()
             undo.push_async_callback(site_fetch.close)
-        http_source = HttpSource(upstream)
+        http_source = HttpSource(upstream, config.edge_backends)
         verifier = verifier or make_verifier(config)
         index_service = IndexService(
             blobs=blobs,

@@ -42,6 +42,11 @@ class EdgeConfig:
         "served upstreams: HOST[:PORT]=URL[|URL...] (backends tried in order) or a bare URL "
         "meaning itself; anything else is refused",
     )
+    edge_backends: tuple[str, ...] = option(
+        (),
+        "upstream backend URL prefixes that are other aptmesh edges (a peer's site edges): "
+        "the bytes they send count as source=edge, not upstream",
+    )
     allowed_hosts: tuple[str, ...] = option(
         DEFAULT_ALLOWED_HOSTS,
         "host patterns served as themselves besides the upstreams (clients with only a proxy "

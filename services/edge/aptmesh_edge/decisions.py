@@ -17,7 +17,8 @@ class SourceKind(enum.Enum):
     CACHE = "cache"
     SWARM = "swarm"
     UPSTREAM = "upstream"
-    EDGE = "edge"  # a small file from this edge's parent for it in the zone (site.py)
+    EDGE = "edge"  # from another edge: the zone owner of a small file (site.py), or a
+    # configured edge backend (a peer fetching through its site's edges: upstream.py)
 
 
 class FallbackReason(enum.Enum):

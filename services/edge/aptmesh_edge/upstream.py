@@ -23,7 +23,7 @@ import contextlib
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -91,6 +91,7 @@ class Response:
     body: aiohttp.StreamReader
     gunzip: bool = False  # the body is gzip-coded; chunks() yields it decoded
     final_path: str = ""  # the path of the URL that answered, after any redirects
+    url: str = ""  # the backend URL asked (before redirects): which backend answered
 
     @property
     def length(self) -> int | None:
@@ -245,7 +246,12 @@ class UpstreamClient(Session):
             self._metrics.upstream_fetches.labels(outcome=f"{resp.status // 100}xx").inc()
             try:
                 yield Response(
-                    resp.status, resp.headers, resp.content, action == "gunzip", resp.url.path
+                    resp.status,
+                    resp.headers,
+                    resp.content,
+                    action == "gunzip",
+                    resp.url.path,
+                    url,
                 )
             finally:
                 resp.release()
@@ -260,8 +266,17 @@ class HttpSource:
 
     kind = SourceKind.UPSTREAM
 
-    def __init__(self, client: UpstreamClient) -> None:
+    def __init__(self, client: UpstreamClient, edge_backends: Sequence[str] = ()) -> None:
         self._client = client
+        # Backends that are other aptmesh edges (a peer's site edges): their bytes are counted
+        # as source=edge, apart from the mirror's.
+        self._edge_backends = tuple(base.rstrip("/") + "/" for base in edge_backends)
+
+    def kind_of(self, url: str) -> SourceKind:
+        """Where the bytes of the backend `url` come from: another edge, or the upstream."""
+        if any(url.startswith(base) for base in self._edge_backends):
+            return SourceKind.EDGE
+        return SourceKind.UPSTREAM
 
     async def fetch(self, resource: Resource, download: Download) -> None:
         offset = download.written
@@ -290,7 +305,7 @@ class HttpSource:
             length = resp.length
             size = None if length is None else length + (offset if resp.status == 206 else 0)
             download.etag = resp.headers.get("ETag", "")
-            download.begin(size, resp.headers.get("Last-Modified", ""), self.kind)
+            download.begin(size, resp.headers.get("Last-Modified", ""), self.kind_of(resp.url))
             async for data in resp.chunks():
                 if skip:
                     cut = min(skip, len(data))
