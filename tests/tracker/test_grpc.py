@@ -245,9 +245,7 @@ async def test_edges_report_their_generations_within_bounds(
     await client.register_edge(Edge("edge-a", "http://a.example:3142", "lab", generations=(one,)))
     (listed,) = await client.list_edges("lab")
     assert listed.generations == (one,)
-    many = tuple(
-        SuiteGeneration(f"{suite}-{n}", 1, "0" * 16) for n in range(MAX_GENERATIONS + 1)
-    )
+    many = tuple(SuiteGeneration(f"{suite}-{n}", 1, "0" * 16) for n in range(MAX_GENERATIONS + 1))
     bad = {
         "more than": many,
         "16 lower-case hex": (dataclasses.replace(one, hash="0123456789ABCDEF"),),

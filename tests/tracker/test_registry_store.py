@@ -134,7 +134,9 @@ def test_generations_are_kept_with_the_lease_and_derive_the_convergence(
     other = SuiteGeneration("http_deb.example.org_80/debian/dists/stable-security", 5, "c" * 16)
     store.register(Edge("a", "http://a:3142", "z", generations=(new, other)), 60)
     store.register(Edge("b", "http://b:3142", "z", generations=(old,)), 60)
-    store.register(Edge("c", "http://c:3142", "z", generations=(replace(new, first_seen=2_010),)), 60)
+    store.register(
+        Edge("c", "http://c:3142", "z", generations=(replace(new, first_seen=2_010),)), 60
+    )
     store.register(Edge("s", "", "z", seed_box=True, generations=(old,)), 60)  # never counted
     assert store.live_edges("z")[0].generations == (new, other)  # stored whole, in order
     views = converge(store.live_edges("z"))

@@ -376,9 +376,7 @@ async def start(
         running.loops.append(asyncio.create_task(_list_edges(running)))
         if config.publish_token:
             running.loops.append(
-                asyncio.create_task(
-                    _register(tracker, membership, running.renew_now, verifier)
-                )
+                asyncio.create_task(_register(tracker, membership, running.renew_now, verifier))
             )
     if preheater is not None and config.collection_poll_seconds > 0:
         every = config.collection_poll_seconds

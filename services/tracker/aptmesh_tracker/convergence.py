@@ -67,9 +67,7 @@ def converge(edges: Iterable[Edge], max_suites: int = MAX_SUITES) -> tuple[Suite
             suite,
             sum(len(served) for served in generations.values()),
             tuple(
-                GenerationServed(
-                    date, digest, min(g.first_seen for g in served), len(served)
-                )
+                GenerationServed(date, digest, min(g.first_seen for g in served), len(served))
                 for (date, digest), served in sorted(generations.items(), reverse=True)
             ),
         )
