@@ -112,9 +112,8 @@ def _suite_lines(suite: SuiteConvergence, now: float) -> list[str]:
     lines = [f"  {suite.suite}: {suite.edges} edges{behind}"]
     for g in suite.generations:
         date = _time(g.date) if g.date else "(no Date)"
-        lines.append(
-            f"    {date} {g.hash}  {g.edges}/{suite.edges} edges  first seen {_ago(now, g.first_seen)}"
-        )
+        served = f"{g.edges}/{suite.edges} edges"
+        lines.append(f"    {date} {g.hash}  {served}  first seen {_ago(now, g.first_seen)}")
     return lines
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import time
-
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -12,9 +11,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from aptmesh_tracker.convergence import converge
-from aptmesh_tracker.registry_store import Registry
-
 from aptmesh_tracker.peerstore import Limit, PeerLimits, PeerStore
+from aptmesh_tracker.registry_store import Registry
 from aptmesh_tracker.stores import Component, Stores
 from aptmesh_tracker.swarms import count_torrents
 from aptmesh_tracker.wire import EVENTS, REASONS, Event, Reason
