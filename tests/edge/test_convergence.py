@@ -70,24 +70,26 @@ async def test_an_edge_catches_up_on_the_generation_another_edge_of_its_zone_ser
     client: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    debrepo.resign(date=_ago(hours=2))
+    old_day = _ago(hours=2)
+    debrepo.resign(date=old_day)
     first = debrepo.read(debrepo.INRELEASE)
     fast = await _zone_edge(make_edge, tracker, index_freeze_seconds=0.0)
     slow = await _zone_edge(make_edge, tracker, index_freeze_seconds=3600.0)
     assert await _inrelease(client, fast, debrepo) == first
     assert await _inrelease(client, slow, debrepo) == first
-    old_date = int(_ago(hours=2).timestamp())
+    old_date = int(old_day.timestamp())
     await wait_until(
         lambda: _generations(tracker) == [(old_date, 2)], what="both edges report generation 1"
     )
 
     debrepo.add_package(NEW)
-    debrepo.resign(date=_ago(hours=1))
+    new_day = _ago(hours=1)
+    debrepo.resign(date=new_day)
     new = debrepo.read(debrepo.INRELEASE)
     assert await _inrelease(client, slow, debrepo) == first  # frozen for an hour
     assert await _inrelease(client, fast, debrepo) == new
     seen = time.monotonic()
-    new_date = int(_ago(hours=1).timestamp())
+    new_date = int(new_day.timestamp())
     # The fast edge renews at once with its new generation: the tracker sees both.
     await wait_until(
         lambda: _generations(tracker) == [(new_date, 1), (old_date, 1)],
@@ -131,6 +133,7 @@ def test_only_a_newer_date_of_the_same_zone_counts_as_behind(tmp_path: Path) -> 
     mine = Served("k", Generation(date, "a" * 64), 1.0, release)
     [ours] = reported([mine])
     assert (ours.suite, ours.date, ours.hash) == ("k", int(date.timestamp()), "a" * 16)
+    assert reported([Served("x" * 513, Generation(date, "a" * 64), 1.0, release)]) == ()
     newer = reported([Served("k", Generation(date + timedelta(seconds=1), "b" * 64), 2.0, release)])
     same_date = reported([Served("k", Generation(date, "c" * 64), 2.0, release)])
 

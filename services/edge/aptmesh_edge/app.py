@@ -166,12 +166,12 @@ class RunningEdge:
             self.registry_lost = True
             return
         self._follow_epoch(site.peers_epoch)
-        await self._converge(site.edges)
         self.membership.listed = [EdgeInfo(e.id, e.url, e.zone) for e in site.edges]
         if self.site_fetch is not None:
             self.site_fetch.set_edges(self.edge_id(), self.membership.listed)
         if self.swarm_side is not None:
             self.swarm_side.set_site(self.edge_id(), site.edges, site.seed_upload_capacity)
+        await self._converge(site.edges)
 
     async def _converge(self, edges: list[EdgeRecord]) -> None:
         """Revalidates at once each suite another edge of the zone serves newer

@@ -9,7 +9,9 @@ one of them serves a newer Date is revalidated at once (its InRelease, one
 conditional request), instead of waiting out the freeze window. So after one
 edge of a zone has verified a new InRelease, every other edge of the zone
 serves it within one listing interval plus one InRelease fetch (the bound,
-as long as their upstream serves it too).
+as long as their upstream serves it too). An edge whose upstream lags the
+others' (another mirror) asks again at each listing, one conditional request
+per suite, counted in `aptmesh_edge_zone_revalidations_total`.
 
 Only a newer Date counts: two generations of one Date (unordered, DESIGN
 integrity rule 5) never make edges chase each other. What a client gets from
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from aptmesh_edge.trust import Served
-from aptmesh_tracker.records import MAX_GENERATIONS, Edge, SuiteGeneration
+from aptmesh_tracker.records import MAX_GENERATIONS, MAX_SUITE_CHARS, Edge, SuiteGeneration
 
 HASH_DIGITS = 16
 
@@ -32,6 +34,8 @@ def reported(served: Iterable[Served]) -> tuple[SuiteGeneration, ...]:
     none whose key is longer than the registry takes."""
     out = []
     for one in served:
+        if len(one.suite) > MAX_SUITE_CHARS or not one.suite.isprintable():
+            continue  # the registry would refuse the whole registration
         date = one.generation.date
         out.append(
             SuiteGeneration(

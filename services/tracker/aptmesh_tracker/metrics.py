@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
@@ -108,11 +108,12 @@ class ConvergenceCollector(Collector):
     view of the leases (no I/O): the live edges reporting it, those serving its newest
     generation, and how long that generation has waited for the rest."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, clock: Callable[[], float] = time.time) -> None:
         self._registry = registry
+        self._clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        now = time.time()
+        now = self._clock()
         suites = converge(self._registry.view_edges())
         reporting = GaugeMetricFamily(
             "aptmesh_tracker_suite_edges",
