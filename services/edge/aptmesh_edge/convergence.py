@@ -40,7 +40,7 @@ def reported(served: Iterable[Served]) -> tuple[SuiteGeneration, ...]:
         out.append(
             SuiteGeneration(
                 one.suite,
-                int(date.timestamp()) if date is not None else 0,
+                max(0, int(date.timestamp())) if date is not None else 0,
                 one.generation.sha256[:HASH_DIGITS],
                 int(one.first_seen),
             )
