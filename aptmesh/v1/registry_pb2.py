@@ -24,23 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61ptmesh/v1/registry.proto\x12\naptmesh.v1\"X\n\x04\x45\x64ge\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12\x17\n\x0fupload_capacity\x18\x04 \x01(\x04\x12\x10\n\x08seed_box\x18\x05 \x01(\x08\"5\n\x13RegisterEdgeRequest\x12\x1e\n\x04\x65\x64ge\x18\x01 \x01(\x0b\x32\x10.aptmesh.v1.Edge\"B\n\x14RegisterEdgeResponse\x12\x15\n\rlease_seconds\x18\x01 \x01(\r\x12\x13\n\x0bpeers_epoch\x18\x02 \x01(\t\" \n\x10ListEdgesRequest\x12\x0c\n\x04zone\x18\x01 \x01(\t\"g\n\x11ListEdgesResponse\x12\x1f\n\x05\x65\x64ges\x18\x01 \x03(\x0b\x32\x10.aptmesh.v1.Edge\x12\x1c\n\x14seed_upload_capacity\x18\x02 \x01(\x04\x12\x13\n\x0bpeers_epoch\x18\x03 \x01(\t2\xb2\x01\n\x13\x45\x64geRegistryService\x12Q\n\x0cRegisterEdge\x12\x1f.aptmesh.v1.RegisterEdgeRequest\x1a .aptmesh.v1.RegisterEdgeResponse\x12H\n\tListEdges\x12\x1c.aptmesh.v1.ListEdgesRequest\x1a\x1d.aptmesh.v1.ListEdgesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61ptmesh/v1/registry.proto\x12\naptmesh.v1\"\x8a\x01\n\x04\x45\x64ge\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12\x17\n\x0fupload_capacity\x18\x04 \x01(\x04\x12\x10\n\x08seed_box\x18\x05 \x01(\x08\x12\x30\n\x0bgenerations\x18\x06 \x03(\x0b\x32\x1b.aptmesh.v1.SuiteGeneration\"P\n\x0fSuiteGeneration\x12\r\n\x05suite\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x02 \x01(\x03\x12\x0c\n\x04hash\x18\x03 \x01(\t\x12\x12\n\nfirst_seen\x18\x04 \x01(\x03\"5\n\x13RegisterEdgeRequest\x12\x1e\n\x04\x65\x64ge\x18\x01 \x01(\x0b\x32\x10.aptmesh.v1.Edge\"B\n\x14RegisterEdgeResponse\x12\x15\n\rlease_seconds\x18\x01 \x01(\r\x12\x13\n\x0bpeers_epoch\x18\x02 \x01(\t\" \n\x10ListEdgesRequest\x12\x0c\n\x04zone\x18\x01 \x01(\t\"g\n\x11ListEdgesResponse\x12\x1f\n\x05\x65\x64ges\x18\x01 \x03(\x0b\x32\x10.aptmesh.v1.Edge\x12\x1c\n\x14seed_upload_capacity\x18\x02 \x01(\x04\x12\x13\n\x0bpeers_epoch\x18\x03 \x01(\t2\xb2\x01\n\x13\x45\x64geRegistryService\x12Q\n\x0cRegisterEdge\x12\x1f.aptmesh.v1.RegisterEdgeRequest\x1a .aptmesh.v1.RegisterEdgeResponse\x12H\n\tListEdges\x12\x1c.aptmesh.v1.ListEdgesRequest\x1a\x1d.aptmesh.v1.ListEdgesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aptmesh.v1.registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EDGE']._serialized_start=41
-  _globals['_EDGE']._serialized_end=129
-  _globals['_REGISTEREDGEREQUEST']._serialized_start=131
-  _globals['_REGISTEREDGEREQUEST']._serialized_end=184
-  _globals['_REGISTEREDGERESPONSE']._serialized_start=186
-  _globals['_REGISTEREDGERESPONSE']._serialized_end=252
-  _globals['_LISTEDGESREQUEST']._serialized_start=254
-  _globals['_LISTEDGESREQUEST']._serialized_end=286
-  _globals['_LISTEDGESRESPONSE']._serialized_start=288
-  _globals['_LISTEDGESRESPONSE']._serialized_end=391
-  _globals['_EDGEREGISTRYSERVICE']._serialized_start=394
-  _globals['_EDGEREGISTRYSERVICE']._serialized_end=572
+  _globals['_EDGE']._serialized_start=42
+  _globals['_EDGE']._serialized_end=180
+  _globals['_SUITEGENERATION']._serialized_start=182
+  _globals['_SUITEGENERATION']._serialized_end=262
+  _globals['_REGISTEREDGEREQUEST']._serialized_start=264
+  _globals['_REGISTEREDGEREQUEST']._serialized_end=317
+  _globals['_REGISTEREDGERESPONSE']._serialized_start=319
+  _globals['_REGISTEREDGERESPONSE']._serialized_end=385
+  _globals['_LISTEDGESREQUEST']._serialized_start=387
+  _globals['_LISTEDGESREQUEST']._serialized_end=419
+  _globals['_LISTEDGESRESPONSE']._serialized_start=421
+  _globals['_LISTEDGESRESPONSE']._serialized_end=524
+  _globals['_EDGEREGISTRYSERVICE']._serialized_start=527
+  _globals['_EDGEREGISTRYSERVICE']._serialized_end=705
 # @@protoc_insertion_point(module_scope)

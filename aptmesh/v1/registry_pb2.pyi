@@ -27,6 +27,7 @@ class Edge(_message.Message):
     ZONE_FIELD_NUMBER: _builtins.int
     UPLOAD_CAPACITY_FIELD_NUMBER: _builtins.int
     SEED_BOX_FIELD_NUMBER: _builtins.int
+    GENERATIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable identifier chosen by the edge (its host name, a pod name)."""
     url: _builtins.str
@@ -42,6 +43,14 @@ class Edge(_message.Message):
     `ListEdgesResponse.edges`; its `upload_capacity` counts in
     `ListEdgesResponse.seed_upload_capacity`; its `url` may be empty.
     """
+    @_builtins.property
+    def generations(self) -> _containers.RepeatedCompositeFieldContainer[Global___SuiteGeneration]:
+        """The newest verified repository generation of each suite the edge serves
+        (at most 64; the tracker refuses more). Edges of a zone converge on the
+        newest one (they revalidate a suite's InRelease at once when another edge
+        of the zone serves a newer one); the tracker shows how many serve each.
+        """
+
     def __init__(
         self,
         *,
@@ -50,14 +59,56 @@ class Edge(_message.Message):
         zone: _builtins.str = ...,
         upload_capacity: _builtins.int = ...,
         seed_box: _builtins.bool = ...,
+        generations: _abc.Iterable[Global___SuiteGeneration] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "seed_box", b"seed_box", "upload_capacity", b"upload_capacity", "url", b"url", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generations", b"generations", "id", b"id", "seed_box", b"seed_box", "upload_capacity", b"upload_capacity", "url", b"url", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Edge: _TypeAlias = Edge  # noqa: Y015
+
+@_typing.final
+class SuiteGeneration(_message.Message):
+    """One suite's generation as an edge serves it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUITE_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_FIELD_NUMBER: _builtins.int
+    suite: _builtins.str
+    """The edge's suite key: upstream origin and suite directory, e.g.
+    "http_deb.example.org_80/debian/dists/bookworm" (at most 512 characters).
+    """
+    date: _builtins.int
+    """The InRelease `Date` in seconds since the epoch; 0 when it has none."""
+    hash: _builtins.str
+    """The first 16 hex digits of the signed Release's SHA-256: tells apart two
+    generations of one Date.
+    """
+    first_seen: _builtins.int
+    """When this edge first verified the generation, in seconds since the epoch
+    (the edge's clock): the earliest over the edges is when the mesh first
+    saw it.
+    """
+    def __init__(
+        self,
+        *,
+        suite: _builtins.str = ...,
+        date: _builtins.int = ...,
+        hash: _builtins.str = ...,
+        first_seen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "first_seen", b"first_seen", "hash", b"hash", "suite", b"suite"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuiteGeneration: _TypeAlias = SuiteGeneration  # noqa: Y015
 
 @_typing.final
 class RegisterEdgeRequest(_message.Message):

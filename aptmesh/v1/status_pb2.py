@@ -26,15 +26,15 @@ from aptmesh.v1 import registry_pb2 as aptmesh_dot_v1_dot_registry__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61ptmesh/v1/status.proto\x12\naptmesh.v1\x1a\x19\x61ptmesh/v1/registry.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"*\n\x14GetMeshStatusRequest\x12\x12\n\nmax_swarms\x18\x01 \x01(\r\"\xc2\x01\n\x0cRegistration\x12\x1e\n\x04\x65\x64ge\x18\x01 \x01(\x0b\x32\x10.aptmesh.v1.Edge\x12\x35\n\x11last_renewal_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elease_end_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06health\x18\x04 \x01(\x0e\x32\x17.aptmesh.v1.LeaseHealth\"d\n\x0cTorrentSwarm\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0binfo_hashes\x18\x03 \x03(\t\x12\x0f\n\x07seeders\x18\x04 \x01(\r\x12\x10\n\x08leechers\x18\x05 \x01(\r\"\xc9\x02\n\x15GetMeshStatusResponse\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftracker_version\x18\x02 \x01(\t\x12\x15\n\rlease_seconds\x18\x03 \x01(\r\x12\'\n\x05\x65\x64ges\x18\x04 \x03(\x0b\x32\x18.aptmesh.v1.Registration\x12,\n\nseed_boxes\x18\x05 \x03(\x0b\x32\x18.aptmesh.v1.Registration\x12\x15\n\rindex_records\x18\x06 \x01(\x04\x12\x1b\n\x13torrents_with_peers\x18\x07 \x01(\r\x12\x0f\n\x07seeders\x18\x08 \x01(\x04\x12\x10\n\x08leechers\x18\t \x01(\x04\x12(\n\x06swarms\x18\n \x03(\x0b\x32\x18.aptmesh.v1.TorrentSwarm*\\\n\x0bLeaseHealth\x12\x1c\n\x18LEASE_HEALTH_UNSPECIFIED\x10\x00\x12\x18\n\x14LEASE_HEALTH_HEALTHY\x10\x01\x12\x15\n\x11LEASE_HEALTH_LATE\x10\x02\x32i\n\x11MeshStatusService\x12T\n\rGetMeshStatus\x12 .aptmesh.v1.GetMeshStatusRequest\x1a!.aptmesh.v1.GetMeshStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61ptmesh/v1/status.proto\x12\naptmesh.v1\x1a\x19\x61ptmesh/v1/registry.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"*\n\x14GetMeshStatusRequest\x12\x12\n\nmax_swarms\x18\x01 \x01(\r\"\xc2\x01\n\x0cRegistration\x12\x1e\n\x04\x65\x64ge\x18\x01 \x01(\x0b\x32\x10.aptmesh.v1.Edge\x12\x35\n\x11last_renewal_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elease_end_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06health\x18\x04 \x01(\x0e\x32\x17.aptmesh.v1.LeaseHealth\"d\n\x0cTorrentSwarm\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0binfo_hashes\x18\x03 \x03(\t\x12\x0f\n\x07seeders\x18\x04 \x01(\r\x12\x10\n\x08leechers\x18\x05 \x01(\r\"\xf7\x02\n\x15GetMeshStatusResponse\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftracker_version\x18\x02 \x01(\t\x12\x15\n\rlease_seconds\x18\x03 \x01(\r\x12\'\n\x05\x65\x64ges\x18\x04 \x03(\x0b\x32\x18.aptmesh.v1.Registration\x12,\n\nseed_boxes\x18\x05 \x03(\x0b\x32\x18.aptmesh.v1.Registration\x12\x15\n\rindex_records\x18\x06 \x01(\x04\x12\x1b\n\x13torrents_with_peers\x18\x07 \x01(\r\x12\x0f\n\x07seeders\x18\x08 \x01(\x04\x12\x10\n\x08leechers\x18\t \x01(\x04\x12(\n\x06swarms\x18\n \x03(\x0b\x32\x18.aptmesh.v1.TorrentSwarm\x12,\n\x06suites\x18\x0b \x03(\x0b\x32\x1c.aptmesh.v1.SuiteConvergence\"c\n\x10SuiteConvergence\x12\r\n\x05suite\x18\x01 \x01(\t\x12\r\n\x05\x65\x64ges\x18\x02 \x01(\r\x12\x31\n\x0bgenerations\x18\x03 \x03(\x0b\x32\x1c.aptmesh.v1.GenerationServed\"\x8e\x01\n\x10GenerationServed\x12(\n\x04\x64\x61te\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04hash\x18\x02 \x01(\t\x12\x33\n\x0f\x66irst_seen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65\x64ges\x18\x04 \x01(\r*\\\n\x0bLeaseHealth\x12\x1c\n\x18LEASE_HEALTH_UNSPECIFIED\x10\x00\x12\x18\n\x14LEASE_HEALTH_HEALTHY\x10\x01\x12\x15\n\x11LEASE_HEALTH_LATE\x10\x02\x32i\n\x11MeshStatusService\x12T\n\rGetMeshStatus\x12 .aptmesh.v1.GetMeshStatusRequest\x1a!.aptmesh.v1.GetMeshStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aptmesh.v1.status_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LEASEHEALTH']._serialized_start=774
-  _globals['_LEASEHEALTH']._serialized_end=866
+  _globals['_LEASEHEALTH']._serialized_start=1066
+  _globals['_LEASEHEALTH']._serialized_end=1158
   _globals['_GETMESHSTATUSREQUEST']._serialized_start=99
   _globals['_GETMESHSTATUSREQUEST']._serialized_end=141
   _globals['_REGISTRATION']._serialized_start=144
@@ -42,7 +42,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TORRENTSWARM']._serialized_start=340
   _globals['_TORRENTSWARM']._serialized_end=440
   _globals['_GETMESHSTATUSRESPONSE']._serialized_start=443
-  _globals['_GETMESHSTATUSRESPONSE']._serialized_end=772
-  _globals['_MESHSTATUSSERVICE']._serialized_start=868
-  _globals['_MESHSTATUSSERVICE']._serialized_end=973
+  _globals['_GETMESHSTATUSRESPONSE']._serialized_end=818
+  _globals['_SUITECONVERGENCE']._serialized_start=820
+  _globals['_SUITECONVERGENCE']._serialized_end=919
+  _globals['_GENERATIONSERVED']._serialized_start=922
+  _globals['_GENERATIONSERVED']._serialized_end=1064
+  _globals['_MESHSTATUSSERVICE']._serialized_start=1160
+  _globals['_MESHSTATUSSERVICE']._serialized_end=1265
 # @@protoc_insertion_point(module_scope)

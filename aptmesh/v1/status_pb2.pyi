@@ -155,6 +155,7 @@ class GetMeshStatusResponse(_message.Message):
     SEEDERS_FIELD_NUMBER: _builtins.int
     LEECHERS_FIELD_NUMBER: _builtins.int
     SWARMS_FIELD_NUMBER: _builtins.int
+    SUITES_FIELD_NUMBER: _builtins.int
     tracker_version: _builtins.str
     """The tracker's version (aptmesh_build_info)."""
     lease_seconds: _builtins.int
@@ -182,6 +183,10 @@ class GetMeshStatusResponse(_message.Message):
     def swarms(self) -> _containers.RepeatedCompositeFieldContainer[Global___TorrentSwarm]:
         """The torrents with the most peers first, at most the requested number."""
 
+    @_builtins.property
+    def suites(self) -> _containers.RepeatedCompositeFieldContainer[Global___SuiteConvergence]:
+        """Repository generations the live edges serve, by suite (at most 32 suites)."""
+
     def __init__(
         self,
         *,
@@ -195,11 +200,80 @@ class GetMeshStatusResponse(_message.Message):
         seeders: _builtins.int = ...,
         leechers: _builtins.int = ...,
         swarms: _abc.Iterable[Global___TorrentSwarm] | None = ...,
+        suites: _abc.Iterable[Global___SuiteConvergence] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges", "index_records", b"index_records", "lease_seconds", b"lease_seconds", "leechers", b"leechers", "seed_boxes", b"seed_boxes", "seeders", b"seeders", "swarms", b"swarms", "time", b"time", "torrents_with_peers", b"torrents_with_peers", "tracker_version", b"tracker_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges", "index_records", b"index_records", "lease_seconds", b"lease_seconds", "leechers", b"leechers", "seed_boxes", b"seed_boxes", "seeders", b"seeders", "suites", b"suites", "swarms", b"swarms", "time", b"time", "torrents_with_peers", b"torrents_with_peers", "tracker_version", b"tracker_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetMeshStatusResponse: _TypeAlias = GetMeshStatusResponse  # noqa: Y015
+
+@_typing.final
+class SuiteConvergence(_message.Message):
+    """One suite's generations across the live edges: how far the mesh converged."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUITE_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
+    GENERATIONS_FIELD_NUMBER: _builtins.int
+    suite: _builtins.str
+    edges: _builtins.int
+    """Live edges that report the suite at all."""
+    @_builtins.property
+    def generations(self) -> _containers.RepeatedCompositeFieldContainer[Global___GenerationServed]:
+        """Its generations, the newest first."""
+
+    def __init__(
+        self,
+        *,
+        suite: _builtins.str = ...,
+        edges: _builtins.int = ...,
+        generations: _abc.Iterable[Global___GenerationServed] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges", "generations", b"generations", "suite", b"suite"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuiteConvergence: _TypeAlias = SuiteConvergence  # noqa: Y015
+
+@_typing.final
+class GenerationServed(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATE_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_TIME_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
+    hash: _builtins.str
+    edges: _builtins.int
+    """Live edges serving it."""
+    @_builtins.property
+    def date(self) -> _timestamp_pb2.Timestamp:
+        """The InRelease `Date` (unset when it has none) and the signed Release's
+        short hash (registry.proto SuiteGeneration).
+        """
+
+    @_builtins.property
+    def first_seen_time(self) -> _timestamp_pb2.Timestamp:
+        """The earliest time a live edge serving it first verified it."""
+
+    def __init__(
+        self,
+        *,
+        date: _timestamp_pb2.Timestamp | None = ...,
+        hash: _builtins.str = ...,
+        first_seen_time: _timestamp_pb2.Timestamp | None = ...,
+        edges: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "first_seen_time", b"first_seen_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "edges", b"edges", "first_seen_time", b"first_seen_time", "hash", b"hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerationServed: _TypeAlias = GenerationServed  # noqa: Y015

@@ -5,8 +5,10 @@ renewal; the index size; the swarms by torrent. `--json` prints one document
 for scripts (the same figures, times as RFC 3339 UTC); `--watch` redraws the
 screen every `--interval` seconds until interrupted.
 
-Repository generations, and how many edges serve each, are not shown: no
-service reports them to the tracker yet, and the screen says so.
+Repository generations: per suite, each generation the live edges serve (the
+InRelease Date and a short hash), how many serve it and when one first
+verified it; a suite not every edge has caught up on shows how long its
+newest generation has waited (aptmesh_tracker.convergence).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aptmesh_tracker.client import TrackerClient, TrackerClientError
+from aptmesh_tracker.convergence import SuiteConvergence
 from aptmesh_tracker.status import MeshStatus, Registration
 
 ENV_TRACKER = "APTMESH_STATUS_TRACKER"
-NO_GENERATIONS = "not tracked yet (no service reports which generation each edge serves)"
+NO_GENERATIONS = "none served yet (no edge has verified an InRelease)"
 CLEAR = "\x1b[H\x1b[2J"
 
 
@@ -82,9 +85,36 @@ def to_json(status: MeshStatus) -> dict[str, Any]:
             }
             for s in status.swarms
         ],
-        "generations": None,
-        "generations_note": NO_GENERATIONS,
+        "generations": [_suite_json(s, status.time) for s in status.suites],
     }
+
+
+def _suite_json(suite: SuiteConvergence, now: float) -> dict[str, Any]:
+    return {
+        "suite": suite.suite,
+        "edges": suite.edges,
+        "lag_seconds": round(suite.lag_seconds(now)),
+        "generations": [
+            {
+                "date": _time(g.date) if g.date else None,
+                "hash": g.hash,
+                "first_seen": _time(g.first_seen),
+                "edges": g.edges,
+            }
+            for g in suite.generations
+        ],
+    }
+
+
+def _suite_lines(suite: SuiteConvergence, now: float) -> list[str]:
+    lag = suite.lag_seconds(now)
+    behind = f", newest waiting {round(lag)} s" if lag else ""
+    lines = [f"  {suite.suite}: {suite.edges} edges{behind}"]
+    for g in suite.generations:
+        date = _time(g.date) if g.date else "(no Date)"
+        served = f"{g.edges}/{suite.edges} edges"
+        lines.append(f"    {date} {g.hash}  {served}  first seen {_ago(now, g.first_seen)}")
+    return lines
 
 
 def _ago(now: float, then: float) -> str:
@@ -130,7 +160,12 @@ def render(status: MeshStatus, target: str) -> str:
         )
     if len(status.swarms) < status.torrents_with_peers:
         lines.append(f"  ... and {status.torrents_with_peers - len(status.swarms)} more")
-    lines += ["", f"repository generations: {NO_GENERATIONS}"]
+    lines += [
+        "",
+        "repository generations:" if status.suites else f"repository generations: {NO_GENERATIONS}",
+    ]
+    for suite in status.suites:
+        lines += _suite_lines(suite, now)
     return "\n".join(lines) + "\n"
 
 

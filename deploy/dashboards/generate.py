@@ -389,6 +389,47 @@ def overview() -> dash.Dashboard:
     return d
 
 
+def _convergence_panels() -> list[timeseries.Panel]:
+    """Time from a new repository generation to N % of the edges serving it, per suite (the
+    tracker derives both from the edges' registrations: aptmesh_tracker.convergence). Replicas
+    of one tracker report the same figures, hence max, never sum."""
+    return [
+        graph(
+            "Convergence: edges on the newest generation",
+            "Per suite, the share of the live edges that serve its newest repository "
+            "generation (InRelease Date). After a republish it climbs to 100 %: the time it "
+            "takes to cross N % is the time until N % of the edges serve the new generation.",
+            [
+                Query(
+                    f"100 * max by (suite) (aptmesh_tracker_generation_edges{{{SEL}}})"
+                    f" / max by (suite) (aptmesh_tracker_suite_edges{{{SEL}}})",
+                    "{{suite}}",
+                )
+            ],
+            "percent",
+            max_value=100,
+        ),
+        graph(
+            "Convergence: time the newest generation waits",
+            "Per suite, seconds since its newest generation was first seen while some edge "
+            "still serves an older one (0 once every edge serves it), and the longest such "
+            "wait in the range: the time until 100 % of the edges served a new generation.",
+            [
+                Query(
+                    f"max by (suite) (aptmesh_tracker_generation_lag_seconds{{{SEL}}})",
+                    "{{suite}} now",
+                ),
+                Query(
+                    f"max by (suite) "
+                    f"(max_over_time(aptmesh_tracker_generation_lag_seconds{{{SEL}}}[$__range]))",
+                    "{{suite}} longest",
+                ),
+            ],
+            "s",
+        ),
+    ]
+
+
 def tracker() -> dash.Dashboard:
     d = base(
         "aptmesh-tracker",
@@ -485,6 +526,7 @@ def tracker() -> dash.Dashboard:
                 Query(f"sum(aptmesh_tracker_edges{{{SEL}}})", "edges"),
             ],
         ),
+        *_convergence_panels(),
         *_grpc_panels(),
     )
     return d

@@ -25,6 +25,7 @@ from tests.fixtures.mesh import (
     Proc,
     child_env,
     edge_process,
+    proxy_apt,
     running,
     scrape,
     swarmed,
@@ -86,8 +87,9 @@ def watch_two_screens(tracker: str) -> str:
 
 
 @contextlib.contextmanager
-def mesh(repo: DebRepo, tmp: Path) -> Iterator[tuple[str, str]]:
-    """The four processes; yields the tracker's gRPC target and its metrics URL."""
+def mesh(repo: DebRepo, tmp: Path) -> Iterator[tuple[str, str, str]]:
+    """The four processes; yields the tracker's gRPC target, its metrics URL and edge-a's
+    HTTP URL."""
     tracker_argv = [
         *(APTMESH, "tracker", "--grpc-bind", f"{TRACKER_HOST}:0", "--http-host", TRACKER_HOST),
         *("--http-port", "0", "--db-path", str(tmp / "tracker.sqlite3"), "--publish-token", TOKEN),
@@ -123,7 +125,7 @@ def mesh(repo: DebRepo, tmp: Path) -> Iterator[tuple[str, str]]:
                 repo.keyring,
                 *swarm,
                 *("--zone", "zone-a", "--edge-id", "edge-a"),
-            ),
+            ) as (_, edge_a),
             edge_process(
                 "edge-b",
                 "127.0.0.4",
@@ -141,14 +143,22 @@ def mesh(repo: DebRepo, tmp: Path) -> Iterator[tuple[str, str]]:
                 procs=[tracker, seeder],
                 timeout=2 * DEADLINE,
             )
-            yield grpc, metrics
+            yield grpc, metrics, edge_a
 
 
 def test_status_shows_every_part_of_the_mesh(e2e_repo: DebRepo, tmp_path: Path) -> None:
-    with mesh(e2e_repo, tmp_path) as (tracker, metrics):
+    with mesh(e2e_repo, tmp_path) as (tracker, metrics, edge_a):
+        # Real apt traffic through edge-a: it verifies the suite's InRelease and reports it.
+        proxy_apt(tmp_path / "apt", e2e_repo, edge_a).run("apt-get", "update")
         doc = wait_for(
-            lambda: (d := status_json(tracker)) and len(d["edges"]) == 2 and d["seed_boxes"] and d,
-            "both edges and the seed box in the status",
+            lambda: (
+                (d := status_json(tracker))
+                and len(d["edges"]) == 2
+                and d["seed_boxes"]
+                and d["generations"]
+                and d
+            ),
+            "both edges, the seed box and edge-a's generation in the status",
         )
         figures = scrape(metrics)
         screen = status(tracker)
@@ -174,7 +184,15 @@ def test_status_shows_every_part_of_the_mesh(e2e_repo: DebRepo, tmp_path: Path) 
     for swarm in doc["swarms"]:
         assert swarm["name"] == Path(packages[swarm["sha256"]].filename).name
         assert swarm["seeders"] >= 1 and len(swarm["info_hashes"]) == 2
-    assert doc["generations"] is None and "not tracked" in doc["generations_note"]
+    # edge-a serves the suite's one generation; edge-b served nothing, so it is not counted.
+    [suite] = doc["generations"]
+    assert suite["suite"].endswith(f"/debian/dists/{SUITE}") and suite["edges"] == 1
+    assert suite["lag_seconds"] == 0
+    [generation] = suite["generations"]
+    release = e2e_repo.release()
+    assert generation["edges"] == 1 and len(generation["hash"]) == 16
+    assert release.date is not None
+    assert generation["date"] == release.date.isoformat().replace("+00:00", "Z")
 
     assert screen.returncode == 0, screen.stderr
     text = screen.stdout
@@ -182,7 +200,7 @@ def test_status_shows_every_part_of_the_mesh(e2e_repo: DebRepo, tmp_path: Path) 
         assert expected in text, text
     assert f"index: {len(packages)} package records" in text
     assert f"swarms: {len(packages)} torrents with peers" in text
-    assert "repository generations: not tracked yet" in text
+    assert "repository generations:" in text and "1/1 edges" in text
     # --watch redraws the same screen: clear, home, then the figures again.
     first, second = watched.split(CLEAR)[1:3]
     assert "zone zone-a:" in first and "zone zone-b:" in second

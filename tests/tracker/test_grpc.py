@@ -19,7 +19,14 @@ from aptmesh_tracker.client import (
     Rejected,
     TrackerClient,
 )
-from aptmesh_tracker.records import Edge, PackageRecord, Site
+from aptmesh_tracker.records import (
+    MAX_GENERATIONS,
+    MAX_SUITE_CHARS,
+    Edge,
+    PackageRecord,
+    Site,
+    SuiteGeneration,
+)
 from tests.tracker.conftest import make_file, record_of
 
 
@@ -228,3 +235,28 @@ async def test_a_restart_keeps_the_index(tmp_path: Path, records: list[PackageRe
                     assert running.stores.index.is_tracked(records[2].tracker_hashes()[0])
         finally:
             await running.stop(grace=0)
+
+
+async def test_edges_report_their_generations_within_bounds(
+    tracker: RunningTracker, client: TrackerClient
+) -> None:
+    suite = "http_deb.example.org_80/debian/dists/stable"
+    one = SuiteGeneration(suite, 1_700_000_000, "0123456789abcdef", 1_700_000_100)
+    await client.register_edge(Edge("edge-a", "http://a.example:3142", "lab", generations=(one,)))
+    (listed,) = await client.list_edges("lab")
+    assert listed.generations == (one,)
+    many = tuple(SuiteGeneration(f"{suite}-{n}", 1, "0" * 16) for n in range(MAX_GENERATIONS + 1))
+    bad = {
+        "more than": many,
+        "16 lower-case hex": (dataclasses.replace(one, hash="0123456789ABCDEF"),),
+        "printable": (dataclasses.replace(one, suite="a\nb"),),
+        "1-512": (dataclasses.replace(one, suite="x" * (MAX_SUITE_CHARS + 1)),),
+        "twice": (one, one),
+        "epoch seconds": (dataclasses.replace(one, date=2**41),),
+    }
+    for message, generations in bad.items():
+        with pytest.raises(Rejected, match=message):
+            await client.register_edge(
+                Edge("edge-b", "http://b.example:3142", "lab", generations=generations)
+            )
+    assert [e.id for e in await client.list_edges("lab")] == ["edge-a"]

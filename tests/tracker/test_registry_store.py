@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from aptmesh.testing import FakeClock
-from aptmesh_tracker.records import Edge
+from aptmesh_tracker.convergence import MAX_SUITES, GenerationServed, converge
+from aptmesh_tracker.records import Edge, SuiteGeneration
 from aptmesh_tracker.registry_store import summed_uplink
 from aptmesh_tracker.stores import Backend
 from tests.tracker.conftest import Backends
@@ -115,3 +118,50 @@ def test_leases_list_edges_and_seed_boxes_with_their_ends(open_backend: Backends
     ]
     clock.advance(61)
     assert store.leases() == []
+
+
+def test_generations_are_kept_with_the_lease_and_derive_the_convergence(
+    open_backend: Backends,
+) -> None:
+    """Each registration carries its edge's generations; the convergence view is read from
+    the live leases (convergence.py): counts per generation, the earliest first-seen time,
+    and a lag only while some edge serving the suite is behind."""
+    clock = FakeClock()
+    store = open_backend(clock).registry
+    suite = "http_deb.example.org_80/debian/dists/stable"
+    old = SuiteGeneration(suite, 1_000, "a" * 16, 900)
+    new = SuiteGeneration(suite, 2_000, "b" * 16, 2_050)
+    other = SuiteGeneration("http_deb.example.org_80/debian/dists/stable-security", 5, "c" * 16)
+    store.register(Edge("a", "http://a:3142", "z", generations=(new, other)), 60)
+    store.register(Edge("b", "http://b:3142", "z", generations=(old,)), 60)
+    store.register(
+        Edge("c", "http://c:3142", "z", generations=(replace(new, first_seen=2_010),)), 60
+    )
+    store.register(Edge("s", "", "z", seed_box=True, generations=(old,)), 60)  # never counted
+    assert store.live_edges("z")[0].generations == (new, other)  # stored whole, in order
+    views = converge(store.live_edges("z"))
+    assert [v.suite for v in views] == sorted([suite, other.suite])
+    stable = next(v for v in views if v.suite == suite)
+    assert stable.edges == 3
+    assert stable.generations == (
+        GenerationServed(2_000, "b" * 16, 2_010, 2),
+        GenerationServed(1_000, "a" * 16, 900, 1),
+    )
+    assert stable.lag_seconds(2_110) == 100.0
+    store.register(Edge("b", "http://b:3142", "z", generations=(new,)), 60)  # b caught up
+    stable = next(v for v in converge(store.live_edges("z")) if v.suite == suite)
+    assert stable.generations == (GenerationServed(2_000, "b" * 16, 2_010, 3),)
+    assert stable.lag_seconds(2_110) == 0.0
+    clock.advance(61)
+    assert converge(store.live_edges("z")) == ()  # derived from live leases only
+
+
+def test_the_convergence_view_keeps_a_bounded_number_of_suites() -> None:
+    edges = [
+        Edge(f"e{n}", f"http://e{n}:3142", generations=(SuiteGeneration(f"s{n}", n, "0" * 16),))
+        for n in range(MAX_SUITES + 10)
+    ]
+    edges.append(Edge("x", "http://x:3142", generations=(SuiteGeneration("s3", 9, "1" * 16),)))
+    views = converge(edges)
+    assert len(views) == MAX_SUITES
+    assert "s3" in {v.suite for v in views}  # the most-served suites are kept first

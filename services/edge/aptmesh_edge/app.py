@@ -34,6 +34,7 @@ from aptmesh.uplink import known_uplink
 from aptmesh.v1 import edge_pb2_grpc
 from aptmesh_edge.cache import BlobStore, IndexStore, PathIndex
 from aptmesh_edge.config import EdgeConfig
+from aptmesh_edge.convergence import behind, reported
 from aptmesh_edge.decisions import Outcome
 from aptmesh_edge.files import FileService
 from aptmesh_edge.grpcapi import REQUEST_BOUNDS, SERVICE_NAME, EdgeServicer
@@ -57,6 +58,7 @@ from aptmesh_edge.status import (
 from aptmesh_edge.trust import NullVerifier, ReleaseVerifier, Verifier, check_keyring
 from aptmesh_edge.upstream import HttpSource, UpstreamClient
 from aptmesh_edge.urls import Resource, Upstreams, UrlError, parse_target, parse_upstreams
+from aptmesh_tracker.records import Edge as EdgeRecord
 
 if TYPE_CHECKING:  # libtorrent and the tracker's client load only for edges with a swarm
     from aptmesh_edge.swarmfetch import EdgeSwarm
@@ -186,6 +188,16 @@ class RunningEdge:
             self.site_fetch.set_edges(self.edge_id(), self.membership.listed)
         if self.swarm_side is not None:
             self.swarm_side.set_site(self.edge_id(), site.edges, site.seed_upload_capacity)
+        await self._converge(site.edges)
+
+    async def _converge(self, edges: list[EdgeRecord]) -> None:
+        """Revalidates at once each suite another edge of the zone serves newer
+        (aptmesh_edge.convergence); one InRelease request per suite behind."""
+        served = self.files.indexes.verifier.served()
+        for one in behind(served, self.edge_id(), self.config.zone, edges):
+            log.info("generation_behind_zone", suite=one.suite, key=one.release.key)
+            self.metrics.zone_revalidations.inc()
+            await self.files.indexes.revalidate(one.release)
 
     def _follow_epoch(self, epoch: str) -> None:
         """Announces every torrent again and renews the registration when the tracker lost its
@@ -468,13 +480,15 @@ async def start(
     )
     started.append(running)
     running.loops.append(asyncio.create_task(_sample_status(status)))
+    if isinstance(verifier, ReleaseVerifier):
+        verifier.on_new_generation = running.renew_now.set
     if swarm_side is not None and tracker is not None:
         swarm_side.open()
         running.loops.append(asyncio.create_task(_swarm_metrics(swarm_side)))
         running.loops.append(asyncio.create_task(_list_edges(running)))
         if config.publish_token:
             running.loops.append(
-                asyncio.create_task(_register(tracker, membership, running.renew_now))
+                asyncio.create_task(_register(tracker, membership, running.renew_now, verifier))
             )
     if preheater is not None and config.collection_poll_seconds > 0:
         every = config.collection_poll_seconds
@@ -596,20 +610,21 @@ def _requests_by_outcome(metrics: EdgeMetrics) -> dict[Outcome, int]:
 
 
 async def _register(
-    tracker: TrackerClient, membership: Membership, renew_now: asyncio.Event
+    tracker: TrackerClient, membership: Membership, renew_now: asyncio.Event, verifier: Verifier
 ) -> None:
-    """Registers and renews for as long as the edge runs; `renew_now` renews at once."""
+    """Registers and renews for as long as the edge runs; `renew_now` renews at once (a new
+    generation verified, a tracker back). Each registration carries the generations served."""
     from aptmesh_tracker.client import TrackerClientError, renew_after
-    from aptmesh_tracker.records import Edge as EdgeRecord
 
     config = membership.config
-    me = EdgeRecord(
-        membership.edge_id(),
-        membership.public_url(),
-        config.zone,
-        upload_capacity=reported_upload_capacity(config),
-    )
     while True:
+        me = EdgeRecord(
+            membership.edge_id(),
+            membership.public_url(),
+            config.zone,
+            upload_capacity=reported_upload_capacity(config),
+            generations=reported(verifier.served()),
+        )
         try:
             lease = await tracker.register_edge(me)
             wait = renew_after(lease)

@@ -198,6 +198,15 @@ class IndexService:
         await self._ensure_release(resource)
         return await self._vouched(resource, entry) is not None
 
+    async def revalidate(self, release: Resource) -> None:
+        """Revalidates a suite's InRelease now, frozen or not (another edge of the zone serves
+        a newer generation: aptmesh_edge.convergence); failures are logged, not raised."""
+        self._expired.add(release.key)
+        try:
+            await self._index(release)
+        except DownloadFailed as exc:
+            log.info("release_revalidation_failed", key=release.key, reason=exc.text)
+
     def _expire_release(self, resource: Resource) -> None:
         """The upstream's indexes moved past the InRelease served: revalidate it now."""
         release = self.verifier.release_for(resource)

@@ -53,6 +53,12 @@ class EdgeMetrics:
             ["reason"],
             registry=r,
         )
+        self.zone_revalidations = Counter(
+            "aptmesh_edge_zone_revalidations_total",
+            "InRelease files revalidated at once because another edge of the zone serves a "
+            "newer generation of the suite (aptmesh_edge.convergence).",
+            registry=r,
+        )
         self.verification_failures = Counter(
             "aptmesh_verification_failures_total",
             "Files refused because a signature or hash did not verify, by kind.",

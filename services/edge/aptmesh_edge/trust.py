@@ -127,6 +127,10 @@ class Verifier(Protocol):
         """(suite key, generation) of every InRelease served now, by suite key."""
         ...
 
+    def served(self) -> list[Served]:
+        """The generation served now of each suite verified in this process, by suite key."""
+        ...
+
 
 class NullVerifier:
     """verify_mode off: every file is accepted, cached by the hash of its bytes."""
@@ -156,6 +160,9 @@ class NullVerifier:
         return True
 
     def generations(self) -> list[tuple[str, Generation]]:
+        return []
+
+    def served(self) -> list[Served]:
         return []
 
 
@@ -205,18 +212,33 @@ def split_suite(path: str) -> SuitePath | None:
     return SuitePath(directory + "/" if directory else "", directory, "./", parts[-1])
 
 
-class GenerationStore:
-    """Owns the newest generation verified per suite key, in one JSON file (`path`; None: in
-    memory only). Written atomically on every change: generations change a few times a day."""
+@dataclass(frozen=True)
+class Served:
+    """A suite's generation as this edge serves it: what it reports to the registry."""
 
-    def __init__(self, path: Path | None) -> None:
+    suite: str  # suite key: origin key / suite directory (the same on every edge of a site)
+    generation: Generation
+    first_seen: float  # wall clock: when this edge first verified it
+    release: Resource  # the InRelease (or Release) that carries it: what to revalidate
+
+
+class GenerationStore:
+    """Owns the newest generation verified per suite key and when it was first verified, in
+    one JSON file (`path`; None: in memory only). Written atomically on every change:
+    generations change a few times a day."""
+
+    def __init__(self, path: Path | None, clock: Callable[[], float] = time.time) -> None:
         self._path = path
+        self._clock = clock
         self._known: dict[str, Generation] = {}
+        self._seen: dict[str, float] = {}  # suite key -> when its generation was first verified
         if path is None:
             return
         try:
             raw = json.loads(path.read_text())
             self._known = {key: Generation.from_json(value) for key, value in raw.items()}
+            # Files written before first-seen times were kept: seen now, at the latest.
+            self._seen = {key: float(value.get("seen", clock())) for key, value in raw.items()}
         except FileNotFoundError:
             pass
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -226,13 +248,17 @@ class GenerationStore:
     def get(self, key: str) -> Generation | None:
         return self._known.get(key)
 
+    def first_seen(self, key: str) -> float:
+        return self._seen.get(key, self._clock())
+
     def put(self, key: str, generation: Generation) -> None:
         if self._known.get(key) == generation:
             return
         self._known[key] = generation
+        self._seen[key] = self._clock()
         if self._path is None:
             return
-        data = {k: g.to_json() for k, g in self._known.items()}
+        data = {k: {**g.to_json(), "seen": self._seen[k]} for k, g in self._known.items()}
         try:
             write_atomic(self._path, json.dumps(data, sort_keys=True).encode())
         except OSError as exc:  # kept in memory; a restart forgets only this change
@@ -261,11 +287,14 @@ class ReleaseVerifier:
         self._keyring = keyring
         self._mode = mode
         self._clock = clock
-        self._generations = GenerationStore(state)
+        self._generations = GenerationStore(state, clock)
         self._releases: dict[str, debian.Release] = {}  # origin key + suite dir -> Release
         self._forms: dict[str, debian.ReleaseForm] = {}  # suite key -> how it is signed
         self._signatures: dict[str, bytes] = {}  # suite key -> the last Release.gpg seen
         self._current: dict[str, Generation] = {}  # suite key -> the generation of _releases
+        self._release_of: dict[str, Resource] = {}  # suite key -> its verified InRelease
+        # Called when a suite's served generation changes (the edge renews its registration).
+        self.on_new_generation: Callable[[], None] = lambda: None
         self._replaced: dict[str, list[_Replaced]] = {}  # suite key -> earlier, in grace
         self._expected: dict[str, FileHash] = {}  # package cache key -> its index entry
         self._located: dict[str, Resource] = {}  # package SHA-256 -> where an index lists it
@@ -314,8 +343,14 @@ class ReleaseVerifier:
     def keeps_unverified(self) -> bool:
         return False
 
+    def served(self) -> list[Served]:
+        return [
+            Served(key, generation, self._generations.first_seen(key), self._release_of[key])
+            for key, generation in sorted(self._current.items())
+        ]
+
     def generations(self) -> list[tuple[str, Generation]]:
-        return sorted(self._current.items(), key=lambda item: item[0])
+        return [(served.suite, served.generation) for served in self.served()]
 
     async def check_index(self, resource: Resource, path: Path, sha256: str, size: int) -> bool:
         where = split_suite(resource.path)
@@ -419,7 +454,10 @@ class ReleaseVerifier:
         self._releases[suite_key] = release
         self._forms[suite_key] = form
         self._current[suite_key] = generation
+        self._release_of[suite_key] = resource
         self._generations.put(suite_key, generation)
+        if current != generation:
+            self.on_new_generation()
         return True
 
     def _unverifiable(self, resource: Resource, why: str) -> bool:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import functools
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
+from aptmesh_tracker.convergence import converge
 from aptmesh_tracker.peerstore import Limit, PeerLimits, PeerStore
+from aptmesh_tracker.registry_store import Registry
 from aptmesh_tracker.stores import Component, Stores
 from aptmesh_tracker.swarms import count_torrents
 from aptmesh_tracker.wire import EVENTS, REASONS, Event, Reason
@@ -83,6 +89,7 @@ class TrackerMetrics:
         Gauge(
             "aptmesh_tracker_edges", "Edges with a live registration lease.", registry=registry
         ).set_function(stores.registry.edge_count)
+        registry.register(ConvergenceCollector(stores.registry))
         up = Gauge(
             "aptmesh_tracker_store_up",
             "1 while a store answered its last call, 0 while it is unreachable"
@@ -94,3 +101,40 @@ class TrackerMetrics:
             up.labels(store=component.value).set_function(
                 functools.partial(stores.health.up, component)
             )
+
+
+class ConvergenceCollector(Collector):
+    """Per suite (at most convergence.MAX_SUITES: bounded labels), from the registry's last
+    view of the leases (no I/O): the live edges reporting it, those serving its newest
+    generation, and how long that generation has waited for the rest."""
+
+    def __init__(self, registry: Registry, clock: Callable[[], float] = time.time) -> None:
+        self._registry = registry
+        self._clock = clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = self._clock()
+        suites = converge(self._registry.view_edges())
+        reporting = GaugeMetricFamily(
+            "aptmesh_tracker_suite_edges",
+            "Live edges that serve a suite (any generation), by suite.",
+            labels=["suite"],
+        )
+        newest = GaugeMetricFamily(
+            "aptmesh_tracker_generation_edges",
+            "Live edges that serve the newest generation of a suite, by suite.",
+            labels=["suite"],
+        )
+        lag = GaugeMetricFamily(
+            "aptmesh_tracker_generation_lag_seconds",
+            "Seconds since the newest generation of a suite was first seen while not every "
+            "edge serving the suite serves it (0 once all do), by suite.",
+            labels=["suite"],
+        )
+        for suite in suites:
+            reporting.add_metric([suite.suite], suite.edges)
+            newest.add_metric([suite.suite], suite.newest.edges)
+            lag.add_metric([suite.suite], suite.lag_seconds(now))
+        yield reporting
+        yield newest
+        yield lag

@@ -48,7 +48,13 @@ import psycopg
 import psycopg_pool
 
 from aptmesh_tracker.index_store import StoreError, StoreUnavailable, TrackedHashes, merge
-from aptmesh_tracker.records import Edge, PackageRecord, tracker_hashes
+from aptmesh_tracker.records import (
+    Edge,
+    PackageRecord,
+    generations_from_json,
+    generations_to_json,
+    tracker_hashes,
+)
 
 # Two int4 keys: "aptm" and the lock's purpose (1: migrations).
 MIGRATION_LOCK = (0x6170746D, 1)
@@ -97,6 +103,10 @@ MIGRATIONS: tuple[str, ...] = (
         report text NOT NULL,
         PRIMARY KEY (collection, edge_id)
     );
+    """,
+    # The generations each edge serves (records.generations_to_json), with its lease.
+    """
+    ALTER TABLE edges ADD COLUMN generations text NOT NULL DEFAULT '';
     """,
 )
 
@@ -276,11 +286,13 @@ class PostgresLeases:
     def put(self, edge: Edge, expires: float) -> None:
         with self._database.connection("registering") as conn:
             conn.execute(
-                "INSERT INTO edges (id, url, zone, upload_capacity, seed_box, address, expires)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
+                "INSERT INTO edges"
+                " (id, url, zone, upload_capacity, seed_box, address, generations, expires)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
                 " url = excluded.url, zone = excluded.zone,"
                 " upload_capacity = excluded.upload_capacity, seed_box = excluded.seed_box,"
-                " address = excluded.address, expires = excluded.expires",
+                " address = excluded.address, generations = excluded.generations,"
+                " expires = excluded.expires",
                 (
                     edge.id,
                     edge.url,
@@ -288,6 +300,7 @@ class PostgresLeases:
                     edge.upload_capacity,
                     edge.seed_box,
                     edge.address,
+                    generations_to_json(edge.generations),
                     expires,
                 ),
             )
@@ -295,13 +308,24 @@ class PostgresLeases:
     def live(self, now: float) -> list[tuple[Edge, float]]:
         with self._database.connection("listing edges") as conn:
             rows = conn.execute(
-                "SELECT id, url, zone, upload_capacity, seed_box, address, expires FROM edges"
-                " WHERE expires > %s",
+                "SELECT id, url, zone, upload_capacity, seed_box, address, generations, expires"
+                " FROM edges WHERE expires > %s",
                 (now,),
             ).fetchall()
         return [
-            (Edge(edge_id, url, zone, capacity, seed_box, address), expires)
-            for edge_id, url, zone, capacity, seed_box, address, expires in rows
+            (
+                Edge(
+                    edge_id,
+                    url,
+                    zone,
+                    capacity,
+                    seed_box,
+                    generations_from_json(generations),
+                    address,
+                ),
+                expires,
+            )
+            for edge_id, url, zone, capacity, seed_box, address, generations, expires in rows
         ]
 
     def delete_ended(self, now: float) -> int:

@@ -6,6 +6,7 @@ everything behind them (store, logic) works on these frozen dataclasses.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -56,6 +57,28 @@ EDGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 EDGE_ID_RULE = "1-128 letters, digits or . _ : @ - (starting with a letter or digit)"
 
 
+# Bounds of what an edge reports of its generations (RegisterEdgeRequest), checked by the
+# registry like the other fields: an edge serves a few suites, never hundreds.
+MAX_GENERATIONS = 64
+MAX_SUITE_CHARS = 512
+GENERATION_HASH = re.compile(r"[0-9a-f]{16}")
+
+
+@dataclass(frozen=True)
+class SuiteGeneration:
+    """One suite's generation as an edge serves it (registry.proto SuiteGeneration)."""
+
+    suite: str  # the edge's suite key: origin key / suite directory
+    date: int  # InRelease Date, seconds since the epoch; 0: none
+    hash: str  # first 16 hex digits of the signed Release's SHA-256
+    first_seen: int = 0  # when the edge first verified it (its clock, epoch seconds)
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """Newer sorts higher: by Date, then (one Date, two republishes) by hash."""
+        return (self.date, self.hash)
+
+
 @dataclass(frozen=True)
 class Edge:
     """A registration: an edge cache, or with `seed_box` a seeder (never listed as an edge;
@@ -66,6 +89,7 @@ class Edge:
     zone: str = ""
     upload_capacity: int = 0  # BitTorrent uplink in bytes per second; 0: unknown
     seed_box: bool = False
+    generations: tuple[SuiteGeneration, ...] = ()
     # The IP the registration came from, as the registry saw it (never what the caller
     # says): the tracker offers peers announcing from it first. '' when unknown. An
     # observation, not part of what the edge registered: equality ignores it.
@@ -122,6 +146,12 @@ def edge_to_proto(edge: Edge) -> registry_pb2.Edge:
         zone=edge.zone,
         upload_capacity=edge.upload_capacity,
         seed_box=edge.seed_box,
+        generations=[
+            registry_pb2.SuiteGeneration(
+                suite=g.suite, date=g.date, hash=g.hash, first_seen=g.first_seen
+            )
+            for g in edge.generations
+        ],
     )
 
 
@@ -132,4 +162,21 @@ def edge_from_proto(message: registry_pb2.Edge) -> Edge:
         zone=message.zone,
         upload_capacity=message.upload_capacity,
         seed_box=message.seed_box,
+        generations=tuple(
+            SuiteGeneration(g.suite, g.date, g.hash, g.first_seen) for g in message.generations
+        ),
+    )
+
+
+def generations_to_json(generations: tuple[SuiteGeneration, ...]) -> str:
+    """How the lease tables store an edge's generations (one text column)."""
+    return json.dumps([[g.suite, g.date, g.hash, g.first_seen] for g in generations])
+
+
+def generations_from_json(text: str | None) -> tuple[SuiteGeneration, ...]:
+    if not text:
+        return ()
+    return tuple(
+        SuiteGeneration(str(suite), int(date), str(digest), int(first))
+        for suite, date, digest, first in json.loads(text)
     )

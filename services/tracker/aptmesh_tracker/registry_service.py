@@ -19,6 +19,9 @@ from aptmesh_tracker.index_service import TOKEN_OPTION, InvalidRecord, StoreCall
 from aptmesh_tracker.records import (
     EDGE_ID,
     EDGE_ID_RULE,
+    GENERATION_HASH,
+    MAX_GENERATIONS,
+    MAX_SUITE_CHARS,
     Edge,
     edge_from_proto,
     edge_to_proto,
@@ -46,6 +49,25 @@ def check_edge(edge: Edge) -> None:
         raise InvalidRecord(f"{kind} zone must be at most 128 letters, digits or . _ : / @ -")
     if not 0 <= edge.upload_capacity <= MAX_UPLOAD_CAPACITY:
         raise InvalidRecord(f"{kind} upload_capacity must be at most {MAX_UPLOAD_CAPACITY}")
+    check_generations(edge)
+
+
+def check_generations(edge: Edge) -> None:
+    if len(edge.generations) > MAX_GENERATIONS:
+        raise InvalidRecord(f"{edge.kind} reports more than {MAX_GENERATIONS} generations")
+    suites: set[str] = set()
+    for generation in edge.generations:
+        if not 0 < len(generation.suite) <= MAX_SUITE_CHARS or not generation.suite.isprintable():
+            raise InvalidRecord(
+                f"{edge.kind} generation suite must be 1-{MAX_SUITE_CHARS} printable characters"
+            )
+        if generation.suite in suites:
+            raise InvalidRecord(f"{edge.kind} reports suite {generation.suite!r} twice")
+        suites.add(generation.suite)
+        if not GENERATION_HASH.fullmatch(generation.hash):
+            raise InvalidRecord(f"{edge.kind} generation hash must be 16 lower-case hex digits")
+        if not (0 <= generation.date < 2**40 and 0 <= generation.first_seen < 2**40):
+            raise InvalidRecord(f"{edge.kind} generation date and first_seen must be epoch seconds")
 
 
 class RegistryServicer(registry_pb2_grpc.EdgeRegistryServiceServicer):

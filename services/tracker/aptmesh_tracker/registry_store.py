@@ -145,6 +145,11 @@ class Registry:
         id (reads the table)."""
         return sorted(self._read_leases(), key=lambda lease: (lease[0].zone, lease[0].id))
 
+    def view_edges(self) -> list[Edge]:
+        """The edges (never seed boxes) with a live lease in the last view (no I/O)."""
+        now = self._clock()
+        return [e for e, exp in list(self._view.values()) if exp > now and not e.seed_box]
+
     def edge_count(self) -> int:
         """How many edges (never seed boxes) have a live lease, in the last view (no I/O)."""
         now = self._clock()

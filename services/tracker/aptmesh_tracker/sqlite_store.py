@@ -23,7 +23,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aptmesh_tracker.index_store import StoreError, TrackedHashes, merge
-from aptmesh_tracker.records import Edge, PackageRecord, tracker_hashes
+from aptmesh_tracker.records import (
+    Edge,
+    PackageRecord,
+    generations_from_json,
+    generations_to_json,
+    tracker_hashes,
+)
 
 _COLUMNS = "sha256, size, name, info_hash_v1, info_hash_v2, piece_length, torrent, upstream_urls"
 _CHUNK = 500  # below SQLite's default limit of bound parameters
@@ -67,6 +73,9 @@ def _v1(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE edges ADD COLUMN seed_box INTEGER NOT NULL DEFAULT 0")
     if "address" not in edge_columns:
         db.execute("ALTER TABLE edges ADD COLUMN address TEXT NOT NULL DEFAULT ''")
+    if "generations" not in edge_columns:
+        # The generations each edge serves (records.generations_to_json), with its lease.
+        db.execute("ALTER TABLE edges ADD COLUMN generations TEXT NOT NULL DEFAULT ''")
 
 
 def _v2(db: sqlite3.Connection) -> None:
@@ -201,8 +210,8 @@ class SqliteLeases:
     def put(self, edge: Edge, expires: float) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO edges"
-            " (id, url, zone, upload_capacity, seed_box, address, expires)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " (id, url, zone, upload_capacity, seed_box, address, generations, expires)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 edge.id,
                 edge.url,
@@ -210,19 +219,31 @@ class SqliteLeases:
                 edge.upload_capacity,
                 int(edge.seed_box),
                 edge.address,
+                generations_to_json(edge.generations),
                 expires,
             ),
         )
 
     def live(self, now: float) -> list[tuple[Edge, float]]:
         rows = self._db.execute(
-            "SELECT id, url, zone, upload_capacity, seed_box, address, expires FROM edges"
-            " WHERE expires > ?",
+            "SELECT id, url, zone, upload_capacity, seed_box, address, generations, expires"
+            " FROM edges WHERE expires > ?",
             (now,),
         )
         return [
-            (Edge(edge_id, url, zone, capacity, bool(seed_box), address), expires)
-            for edge_id, url, zone, capacity, seed_box, address, expires in rows
+            (
+                Edge(
+                    edge_id,
+                    url,
+                    zone,
+                    capacity,
+                    bool(seed_box),
+                    generations_from_json(generations),
+                    address,
+                ),
+                expires,
+            )
+            for edge_id, url, zone, capacity, seed_box, address, generations, expires in rows
         ]
 
     def delete_ended(self, now: float) -> int:

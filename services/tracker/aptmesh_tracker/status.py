@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aptmesh.v1 import status_pb2
+from aptmesh_tracker.convergence import GenerationServed, SuiteConvergence
 from aptmesh_tracker.records import Edge, edge_from_proto, edge_to_proto
 from aptmesh_tracker.swarms import TorrentSwarm
 
@@ -71,6 +72,7 @@ class MeshStatus:
     seeders: int
     leechers: int
     swarms: tuple[Swarm, ...]  # the most peers first, possibly cut
+    suites: tuple[SuiteConvergence, ...] = ()  # by suite (convergence.converge)
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -122,6 +124,22 @@ def to_proto(status: MeshStatus) -> status_pb2.GetMeshStatusResponse:
             )
             for s in status.swarms
         ],
+        suites=[
+            status_pb2.SuiteConvergence(
+                suite=suite.suite,
+                edges=suite.edges,
+                generations=[
+                    status_pb2.GenerationServed(
+                        date=_timestamp(g.date) if g.date else None,
+                        hash=g.hash,
+                        first_seen_time=_timestamp(g.first_seen),
+                        edges=g.edges,
+                    )
+                    for g in suite.generations
+                ],
+            )
+            for suite in status.suites
+        ],
     )
 
 
@@ -147,5 +165,21 @@ def from_proto(message: status_pb2.GetMeshStatusResponse) -> MeshStatus:
                 s.name,
             )
             for s in message.swarms
+        ),
+        suites=tuple(
+            SuiteConvergence(
+                suite.suite,
+                suite.edges,
+                tuple(
+                    GenerationServed(
+                        int(_seconds(g.date)) if g.HasField("date") else 0,
+                        g.hash,
+                        int(_seconds(g.first_seen_time)),
+                        g.edges,
+                    )
+                    for g in suite.generations
+                ),
+            )
+            for suite in message.suites
         ),
     )

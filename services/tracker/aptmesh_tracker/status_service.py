@@ -22,6 +22,7 @@ import grpc
 from aptmesh import __version__
 from aptmesh.v1 import status_pb2, status_pb2_grpc
 from aptmesh_tracker.client import renew_after
+from aptmesh_tracker.convergence import converge
 from aptmesh_tracker.index_service import StoreCalls
 from aptmesh_tracker.index_store import IndexStore
 from aptmesh_tracker.peerstore import PeerStore
@@ -94,13 +95,14 @@ class MeshStatusServicer(status_pb2_grpc.MeshStatusServiceServicer):
             )
             for edge, end in self._registry.leases()
         ]
+        edges = [r for r in regs if not r.edge.seed_box]
         shown = torrents[:limit]
         records = self._index.get_many([t.sha256 for t in shown if t.sha256])
         return MeshStatus(
             time=now,
             tracker_version=__version__,
             lease_seconds=self._lease,
-            edges=tuple(_of_kind(regs, seed_box=False)),
+            edges=tuple(edges),
             seed_boxes=tuple(_of_kind(regs, seed_box=True)),
             index_records=self._index.record_count(),
             torrents_with_peers=len(torrents),
@@ -109,6 +111,7 @@ class MeshStatusServicer(status_pb2_grpc.MeshStatusServiceServicer):
             swarms=tuple(
                 Swarm(t, records[t.sha256].name if t.sha256 in records else "") for t in shown
             ),
+            suites=converge(r.edge for r in edges),
         )
 
 
