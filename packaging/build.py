@@ -146,7 +146,7 @@ def stage_method(root: Path) -> str:
     from aptmesh_apt_method.install import SYSTEM_PYTHON as METHOD_PYTHON
     from aptmesh_apt_method.install import install
 
-    install(root, METHOD_PYTHON, overwrite_config=True)
+    install(root, METHOD_PYTHON, overwrite_config=True, bytecode=False)  # postinst compiles
     return (HERE / METHOD / "copyright").read_text(encoding="utf-8")
 
 
