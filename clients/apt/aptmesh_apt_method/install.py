@@ -17,7 +17,7 @@ script runs isolated and without site (`-I -S`: the method needs nothing
 outside the standard library, and no .pth file or PYTHON* variable can slow
 or change it), and its bytecode is compiled here once: the method never
 writes bytecode itself (it may run as root in a tree it should not touch).
-The Debian package ships no bytecode; its postinst compiles it.
+The Debian package ships no bytecode (yet: a postinst would compile it).
 """
 
 from __future__ import annotations
