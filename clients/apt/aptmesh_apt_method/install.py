@@ -23,6 +23,7 @@ The Debian package ships no bytecode (yet: a postinst would compile it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -157,13 +158,15 @@ def compile_bytecode(lib: Path, python: str) -> None:
     """Compiles the method's modules for `python`; without it (or on failure) they still run."""
     if not os.access(python, os.X_OK):
         return
-    subprocess.run(
-        [python, "-I", "-m", "compileall", "-q", str(lib)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=120,
-        check=False,
-    )
+    # An optimisation only: without bytecode the method compiles in memory.
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            [python, "-I", "-m", "compileall", "-q", str(lib)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+            check=False,
+        )
 
 
 def _write_atomic(path: Path, text: str, mode: int) -> None:
