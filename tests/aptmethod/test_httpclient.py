@@ -219,6 +219,7 @@ def test_garbage_after_a_plausible_head_gives_an_answer_or_http_error(tail: byte
         b"HTTP/1.1 200 OK\r\n" + b"X: " + b"a" * MAX_LINE + b"\r\n\r\n",
         b"HTTP/1.1 200 OK\r\n" + b"X: a\r\n" * (MAX_HEADERS + 1) + b"\r\n",
         b"HTTP/1.1 200 OK\r\nBad Name: a\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n" * 9 + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
         b"",
     ],
 )
@@ -232,3 +233,15 @@ def test_interim_answers_are_skipped_and_http_1_0_closes() -> None:
     data = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
     response = Response(io.BufferedReader(io.BytesIO(data)))
     assert (response.status, response.read(), response.will_close) == (200, b"ok", True)
+
+
+def test_a_repeated_equal_length_is_one_and_both_framings_never_reuse_the_connection() -> None:
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"
+    response = Response(io.BufferedReader(io.BytesIO(data)))
+    assert (response.read(), response.will_close) == (b"ok", False)
+    data = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\n\r\n"
+    )
+    response = Response(io.BufferedReader(io.BytesIO(data)))
+    assert (response.read(), response.will_close) == (b"ok", True)

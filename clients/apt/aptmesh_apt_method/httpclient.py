@@ -24,6 +24,7 @@ import socket
 MAX_LINE = 8192
 MAX_HEADERS = 128
 MAX_CHUNK_LINE = 1024
+MAX_INTERIM = 8
 NO_BODY = frozenset({204, 304})
 READ_BUFFER = 1 << 16
 _HEX = b"0123456789abcdefABCDEF"
@@ -66,11 +67,13 @@ class Response:
 
     def __init__(self, stream: io.BufferedIOBase, *, head: bool = False) -> None:
         self._stream = stream
-        while True:  # 1xx answers (100 Continue) come before the real one
+        for _ in range(MAX_INTERIM + 1):  # 1xx answers (100 Continue) come before the real one
             minor, self.status = parse_status_line(_line(stream, MAX_LINE, "status line"))
             self.headers = self._read_headers()
             if not 100 <= self.status < 200:
                 break
+        else:
+            raise HttpError(f"more than {MAX_INTERIM} interim (1xx) answers")
         connection = self.headers.get("connection", "").lower()
         self.will_close = "close" in connection or (minor == 0 and "keep-alive" not in connection)
         self._chunked = False
@@ -84,6 +87,8 @@ class Response:
             if encoding.lower().rsplit(",", 1)[-1].strip() != "chunked":
                 raise HttpError(f"unsupported Transfer-Encoding: {encoding}")
             self._chunked, self._left = True, 0
+            if length is not None:  # both framings: a smuggling shape, never reuse
+                self.will_close = True
         elif length is not None:
             if not length.isdigit() or not length.isascii():
                 raise HttpError(f"bad Content-Length: {length!r}")
@@ -99,8 +104,10 @@ class Response:
             if line in (b"\r\n", b"\n"):
                 return headers
             name, value = parse_header_line(line)
-            if name in headers and name == "content-length" and headers[name] != value:
-                raise HttpError("conflicting Content-Length headers")
+            if name in headers and name == "content-length":
+                if headers[name] != value:
+                    raise HttpError("conflicting Content-Length headers")
+                continue  # the same length twice is one length
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         raise HttpError(f"more than {MAX_HEADERS} headers")
 
