@@ -86,6 +86,7 @@ bench: venv sysdeps
 	$(PY) bench/apt_clients.py
 	$(PY) bench/seeder_hash.py
 	$(PY) bench/edge_vs_nginx.py
+	$(PY) bench/apt_method.py
 
 # The fault drills (tests/drills) at full size: kill -9 of each service under concurrent apt
 # runs, tracker restart, tampering, a malicious peer; prints the table the README's

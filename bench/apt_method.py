@@ -5,7 +5,8 @@ of about 60 KB (aptmesh.debrepo) is served by nginx (Debian's nginx-light);
 an `aptmesh edge` (verification off) has that nginx as its upstream and is
 warmed, so every package is a cache hit. Real apt-get, each line in its own
 isolated configuration (aptmesh.debrepo.apt_env), downloads all N packages
-into an empty directory, in alternating runs (medians shown):
+into an empty directory, in alternating runs (medians and spreads shown,
+wall time and the CPU time of apt and its methods):
 
 - direct:     deb http://NGINX/debian (the baseline);
 - proxy:      the same line with Acquire::http::Proxy at the edge;
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -106,16 +108,28 @@ def environments(
     }
 
 
-def timed_download(env: AptEnv, names: list[str]) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_download(env: AptEnv, names: list[str]) -> tuple[float, float]:
+    """Wall seconds of one `apt-get download`, and the CPU seconds of apt and its methods.
+
+    The CPU figure is what the apt side costs, steadier than wall time on a
+    shared machine; the edge's and nginx's CPU are not in it.
+    """
     out = env.root / "out"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
+    cpu = _children_cpu()
     started = time.monotonic()
     result = env.run("apt-get", "download", *names, cwd=out, timeout=600, check=False)
     elapsed = time.monotonic() - started
+    cpu = _children_cpu() - cpu
     if result.returncode != 0 or len(list(out.glob("*.deb"))) != len(names):
         raise SystemExit(f"apt-get download failed:\n{result.stdout[-2000:]}\n{result.stderr}")
-    return elapsed
+    return elapsed, cpu
 
 
 def main() -> int:
@@ -175,9 +189,13 @@ def main() -> int:
                 apt.run("apt-get", "update")
             timed_download(envs["proxy"], names)  # warms the edge: every later fetch is a hit
             times: dict[str, list[float]] = {mode: [] for mode in MODES}
-            for _ in range(args.runs):
-                for mode in MODES:
-                    times[mode].append(timed_download(envs[mode], names))
+            cpus: dict[str, list[float]] = {mode: [] for mode in MODES}
+            for run in range(args.runs):
+                # Each round starts at a different line: none is always first after a pause.
+                for mode in MODES[run % len(MODES) :] + MODES[: run % len(MODES)]:
+                    wall, cpu = timed_download(envs[mode], names)
+                    times[mode].append(wall)
+                    cpus[mode].append(cpu)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -185,14 +203,32 @@ def main() -> int:
             repo.close()
             key.close()
     medians = {mode: statistics.median(values) for mode, values in times.items()}
-    base = medians["direct"]
-    print(f"apt-get download of {args.packages} packages (~{args.size // 1024 + 12} KB each)")
-    print(f"{'line':<16}{'median s':>10}{'runs':>28}{'ratio':>8}")
+    cpu_medians = {mode: statistics.median(values) for mode, values in cpus.items()}
+    base, cpu_base = medians["direct"], cpu_medians["direct"]
+    print(
+        f"apt-get download of {args.packages} packages (~{args.size // 1024 + 12} KB each), "
+        f"{args.runs} alternating runs; wall s: median [min-max], ratio to direct; "
+        "apt-side CPU s (apt and its methods): median, ratio"
+    )
+    print(f"{'line':<15}{'wall':>7}{'spread':>15}{'ratio':>7}{'cpu':>8}{'ratio':>7}")
     for mode in MODES:
-        runs = " ".join(f"{t:.2f}" for t in times[mode])
-        print(f"{mode:<16}{medians[mode]:>10.2f}{runs:>28}{medians[mode] / base:>8.2f}")
+        spread = f"[{min(times[mode]):.2f}-{max(times[mode]):.2f}]"
+        print(
+            f"{mode:<15}{medians[mode]:>7.2f}{spread:>15}{medians[mode] / base:>7.2f}"
+            f"{cpu_medians[mode]:>8.2f}{cpu_medians[mode] / cpu_base:>7.2f}"
+        )
     if args.json:
-        print(json.dumps({m: {"median_s": medians[m], "ratio": medians[m] / base} for m in MODES}))
+        figures = {
+            m: {
+                "median_s": medians[m],
+                "ratio": medians[m] / base,
+                "runs_s": times[m],
+                "cpu_median_s": cpu_medians[m],
+                "cpu_ratio": cpu_medians[m] / cpu_base,
+            }
+            for m in MODES
+        }
+        print(json.dumps(figures))
     return 0
 
 

@@ -146,7 +146,9 @@ def stage_method(root: Path) -> str:
     from aptmesh_apt_method.install import SYSTEM_PYTHON as METHOD_PYTHON
     from aptmesh_apt_method.install import install
 
-    install(root, METHOD_PYTHON, overwrite_config=True)
+    # No bytecode in the package (lintian: package-installs-python-pycache-dir); a postinst
+    # that compiles it is the next step (it must then run in `dpkg --root` scratch roots).
+    install(root, METHOD_PYTHON, overwrite_config=True, bytecode=False)
     return (HERE / METHOD / "copyright").read_text(encoding="utf-8")
 
 

@@ -19,7 +19,7 @@ def test_install_lays_out_method_links_code_and_config(tmp_path: Path) -> None:
     methods = tmp_path / "usr/lib/apt/methods"
     script = methods / "mesh"
     assert script in paths and os.access(script, os.X_OK)
-    assert script.read_text().startswith("#!/usr/bin/python3 -u\n")
+    assert script.read_text().startswith("#!/usr/bin/python3 -ISu\n")
     for name in ("mesh+http", "mesh+https"):
         assert os.readlink(methods / name) == "mesh"
     conf = (tmp_path / "etc/apt/apt.conf.d/50mesh").read_text()
@@ -27,7 +27,24 @@ def test_install_lays_out_method_links_code_and_config(tmp_path: Path) -> None:
     assert 'Acquire::mesh::Zone "z1";' in conf
     assert 'Acquire::Max-Pipeline-Depth "50";' in conf
     code = tmp_path / "usr/lib/aptmesh/aptmesh_apt_method"
-    assert sorted(p.name for p in code.iterdir()) == sorted(installmod.RUNTIME_MODULES)
+    assert sorted(p.name for p in code.glob("*.py")) == sorted(installmod.RUNTIME_MODULES)
+
+
+def test_install_compiles_bytecode_for_the_methods_python_unless_told_not_to(
+    tmp_path: Path,
+) -> None:
+    install(tmp_path / "a", "/usr/bin/python3")
+    tag = subprocess.run(
+        ["/usr/bin/python3", "-c", "import sys; print(sys.implementation.cache_tag)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    cache = tmp_path / "a/usr/lib/aptmesh/aptmesh_apt_method/__pycache__"
+    compiled = {p.name.split(".")[0] for p in cache.glob(f"*.{tag}.pyc")}
+    assert compiled == {name.removesuffix(".py") for name in installmod.RUNTIME_MODULES}
+    install(tmp_path / "b", "/usr/bin/python3", bytecode=False)
+    assert not (tmp_path / "b/usr/lib/aptmesh/aptmesh_apt_method/__pycache__").exists()
 
 
 def test_installed_method_imports_only_the_standard_library(tmp_path: Path) -> None:

@@ -1,10 +1,13 @@
-"""Fuzz targets for the apt method's two untrusted inputs: apt's messages and edge listings.
+"""Fuzz targets for the apt method's untrusted inputs: apt's messages, edge listings and
+edges' HTTP answers.
 
 Bounded (the `default` profile) in `make test`, deep in `make fuzz`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections.abc import Callable
 
@@ -14,6 +17,7 @@ from hypothesis import strategies as st
 
 from aptmesh_apt_method.config import MAX_EDGES, MeshConfig
 from aptmesh_apt_method.edges import ListingError, decode_cache, parse_listing
+from aptmesh_apt_method.httpclient import HttpError, Response
 from aptmesh_apt_method.message import Message, MessageError, Parser, parse
 from aptmesh_apt_method.method import Method
 
@@ -104,3 +108,33 @@ def test_listing_parser_takes_any_json(document: object) -> None:
 @given(st.text(max_size=3000) | json_values.map(json.dumps))
 def test_cache_decoder_takes_any_text(text: str) -> None:
     decode_cache(text)  # None or an entry: never an exception
+
+
+HTTP_PIECES = st.sampled_from(
+    [
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.0 304 x\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Content-Length: 5\r\n",
+        b"Connection: close\r\n",
+        b"\r\n",
+        b"5\r\nabcde\r\n",
+        b"0\r\n\r\n",
+        b"ffffffffffffffff\r\n",
+    ]
+)
+
+
+@given(st.lists(HTTP_PIECES | st.binary(max_size=20), max_size=12), st.integers(1, 9))
+def test_http_answers_of_any_shape_give_bytes_or_http_error(pieces: list[bytes], step: int) -> None:
+    stream = io.BufferedReader(io.BytesIO(b"".join(pieces)))
+    for _ in range(3):  # kept alive: each answer leaves the stream at the next one
+        with contextlib.suppress(HttpError):
+            response = Response(stream)
+            while response.read(step):
+                pass
+            if response.will_close:
+                return
+            continue
+        return

@@ -204,19 +204,16 @@ def forget(config: MeshConfig, url: str) -> None:
 
 
 def _get(url: str, path: str, timeout: float, limit: int) -> tuple[int, bytes]:
-    import http.client
-    from urllib.parse import urlsplit
+    from aptmesh_apt_method.httpclient import Connection
 
-    parts = urlsplit(url)
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(parts.netloc, timeout=timeout)
-    else:
-        conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
+    conn = Connection.for_url(url, timeout, timeout)
+    base = url.partition("://")[2].partition("/")
     try:
-        conn.request("GET", parts.path + path, headers={"User-Agent": "aptmesh-apt-method"})
-        response = conn.getresponse()
-        return response.status, response.read(limit + 1)
+        response = conn.get(base[1] + base[2] + path, {"User-Agent": "aptmesh-apt-method"})
+        body = b""
+        while len(body) <= limit and (chunk := response.read(limit + 1 - len(body))):
+            body += chunk
+        return response.status, body
     finally:
         conn.close()
 
@@ -238,7 +235,7 @@ def fetch_listing(url: str, timeout: float) -> list[Edge]:
         status, body = _get(url, LISTING_PATH, timeout, MAX_LISTING_BYTES)
     except OSError:
         raise
-    except Exception as exc:  # http.client's protocol errors
+    except Exception as exc:  # httpclient.HttpError and the like
         raise ListingError(f"fetching the edge list from {url}: {exc}") from None
     if status != 200:
         raise ListingError(f"fetching the edge list from {url}: HTTP {status}")

@@ -32,14 +32,13 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
-import http.client
 import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
+from aptmesh_apt_method.httpclient import Connection, HttpError, Response
 from aptmesh_apt_method.message import Message, make
 from aptmesh_apt_method.uris import Target
 
@@ -93,13 +92,6 @@ class Result:
     reason: str = ""
 
 
-def _connection(edge: str, timeout: float) -> http.client.HTTPConnection:
-    parts = urlsplit(edge)
-    if parts.scheme == "https":
-        return http.client.HTTPSConnection(parts.netloc, timeout=timeout)
-    return http.client.HTTPConnection(parts.netloc, timeout=timeout)
-
-
 class EdgeSession:
     """One worker's kept-alive connection to one edge."""
 
@@ -107,7 +99,10 @@ class EdgeSession:
         self.edge = edge
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: Connection | None = None
+        # The edge's own path prefix, if any (http://host:port/prefix, no trailing slash).
+        _, slash, prefix = edge.partition("://")[2].partition("/")
+        self._prefix = slash + prefix
 
     def close(self) -> None:
         if self._conn is not None:
@@ -116,8 +111,7 @@ class EdgeSession:
 
     def fetch(self, job: Job) -> Result:
         """GETs the job's file from this edge into `job.filename`."""
-        url = urlsplit(job.target.via_edge(self.edge))
-        path = url.path + (f"?{url.query}" if url.query else "")
+        path = self._prefix + job.target.via_edge("")
         headers = {"User-Agent": USER_AGENT}
         if job.last_modified:
             headers["If-Modified-Since"] = job.last_modified
@@ -126,28 +120,24 @@ class EdgeSession:
         for fresh in (self._conn is None, True):
             try:
                 response = self._request(path, headers)
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, HttpError) as exc:
                 self.close()
                 if fresh:
                     return Result(Outcome.DEAD, reason=f"{self.edge}: {exc}")
                 continue
             try:
                 return self._receive(job, response)
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, HttpError) as exc:
                 self.close()
                 return Result(Outcome.MISSING, reason=f"{self.edge}: reading the answer: {exc}")
         raise AssertionError("unreachable")
 
-    def _request(self, path: str, headers: dict[str, str]) -> http.client.HTTPResponse:
+    def _request(self, path: str, headers: dict[str, str]) -> Response:
         if self._conn is None:
-            self._conn = _connection(self.edge, self._connect_timeout)
-            self._conn.connect()
-            if self._conn.sock is not None:
-                self._conn.sock.settimeout(self._read_timeout)
-        self._conn.request("GET", path, headers=headers)
-        return self._conn.getresponse()
+            self._conn = Connection.for_url(self.edge, self._connect_timeout, self._read_timeout)
+        return self._conn.get(path, headers)
 
-    def _receive(self, job: Job, response: http.client.HTTPResponse) -> Result:
+    def _receive(self, job: Job, response: Response) -> Result:
         if response.status == 304 and job.last_modified:
             response.read()
             return Result(Outcome.NOT_MODIFIED, last_modified=job.last_modified)
