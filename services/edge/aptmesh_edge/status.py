@@ -423,7 +423,7 @@ def _collections(collections: Sequence[CollectionLine]) -> str:
 
 def _apt_lines(view: StatusView) -> str:
     url = view.public_url
-    host = view.upstream_hosts[0] if view.upstream_hosts else "deb.example.org"
+    host = view.upstream_hosts[0] if view.upstream_hosts else "MIRROR"
     return (
         "<p>As a proxy (apt.conf):</p>"
         f'<pre id="apt-proxy">Acquire::http::Proxy "{_e(url)}/";</pre>'
