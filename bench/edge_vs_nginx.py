@@ -36,35 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aptmesh.testing import free_port
+from bench.nginx import NGINX_CONF
 
 HOST = "bench.example.org"
 FILES = {"60KB": 60 * 1000, "1MB": 1000 * 1000, "100MB": 100 * 1000 * 1000}
 CONNECTIONS = {"60KB": 32, "1MB": 32, "100MB": 4}
-
-NGINX_CONF = """
-user root;
-worker_processes 1;
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_requests 1000000;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-    }}
-}}
-"""
 
 
 def pinned(cpu: int, cmd: list[str]) -> list[str]:
