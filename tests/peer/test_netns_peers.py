@@ -11,11 +11,11 @@ capped by HTB); three hosts each running a real `aptmesh peer` (`python -m aptme
 
 Checked: `pa`'s upload rate while `pc` fetches, measured on its veth (wire bytes, what the
 user's link carries, so the headers around the payload too), stays within its cap +10 %;
-`pa` uploaded a real share (so the cap bound); `pb` and `pc` uploaded 0 payload bytes (their counters) and `pb` almost nothing on
-the wire; every copy has the index's SHA-256; `pc` completes. Then an opted-out peer in its
-own namespace holds no UDP socket and listens on loopback only (`ss -ltnup` by its pid), and
-real apt-get update and install --download-only through it work with apt's default sandbox
-(its methods as _apt).
+`pa` uploaded a real share (so the cap bound); `pb` and `pc` uploaded 0 payload bytes
+(their counters) and `pb` almost nothing on the wire; every copy has the index's SHA-256;
+`pc` completes. Then an opted-out peer in its own namespace holds no UDP socket and listens
+on loopback only (`ss -ltnup` by its pid), and real apt-get update and install
+--download-only through it work with apt's default sandbox (its methods as _apt).
 
 Runs as root (CI does): about 25 s and 5 s on the shared 2-core machine (the first mostly
 the seeder's first sync and the capped fetches), each bounded by a deadline.
