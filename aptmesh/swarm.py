@@ -29,9 +29,10 @@ every torrent at once, which the services do when the registry's
 `peers_epoch` changes.
 
 `upload_rate_limit` binds every peer: libtorrent exempts peers on local
-networks (its local peer class) by default, and a seed box's LAN is where
-its limit matters most, so the session maps every address to the global
-peer class whenever a limit is set.
+networks (its local peer class) from rate limits and unchoke slots by
+default, and a seed box's LAN is where its limit matters most, so that
+exemption (`ignore_limits_on_local_network`) is off whenever a limit is set.
+The home peer turns it off the same way while its uploads are shut.
 
 Edges share the work (`share_work`): an edge ranked r of the site's N live
 edges (the registry's, by id) puts its home pieces, every N-th from r, before
@@ -323,6 +324,7 @@ def session_settings(settings: SwarmSettings, peer_id: str = "") -> dict[str, An
                 | lt.alert.category_t.peer_notification  # peer_ban_alert (smart-ban)
             ),
             "upload_rate_limit": settings.upload_rate_limit,
+            "ignore_limits_on_local_network": not settings.upload_rate_limit,
             "connections_limit": settings.connections_limit,
             # Edges and seeders of one site often share an address (tests, NAT).
             "allow_multiple_connections_per_ip": True,
@@ -373,16 +375,6 @@ def ip_filter(networks: Sequence[str]) -> Any:
     for text in networks:
         network = ipaddress.ip_network(text, strict=False)
         rules.add_rule(str(network[0]), str(network[-1]), 0)
-    return rules
-
-
-def _all_global() -> Any:
-    """A peer-class filter that puts every address, local networks too, in the global class
-    (the one the session's rate limits bind)."""
-    rules = lt.ip_filter()
-    mask = 1 << lt.session.global_peer_class_id
-    rules.add_rule("0.0.0.0", "255.255.255.255", mask)
-    rules.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", mask)
     return rules
 
 
@@ -635,8 +627,6 @@ class Swarm:
         params = lt.session_params()
         params.settings = session_settings(settings, self.peer_id)  # type: ignore[assignment]
         self._session = lt.session(params)
-        if settings.upload_rate_limit:
-            self._session.set_peer_class_filter(_all_global())
         self._torrents: dict[str, SwarmTorrent] = {}
         # The same torrents by handle (hashed and compared by the torrent it refers to, in
         # the binding, with no round trip to libtorrent's thread), for the alert pump.
