@@ -25,6 +25,7 @@ import pytest
 
 from aptmesh import grpcserver
 from aptmesh_edge import grpcapi
+from aptmesh_edge.config import memory_bound
 from aptmesh_tracker import index_service
 from aptmesh_tracker.peerstore import MemoryPeerStore, PeerLimits
 from aptmesh_tracker.wire import Peer
@@ -36,7 +37,7 @@ MiB = 1024**2
 # (README "Security": the tracker ~60 MB; issue 13: the edge 85 MB). The seeder's: a Python
 # process with a libtorrent session is 40 MB before its own imports (grpc, aiohttp, the
 # Debian parsers); 100 MiB is that with room.
-BASELINE = {"tracker": 64 * MiB, "seeder": 100 * MiB, "edge": 96 * MiB}
+BASELINE = {"tracker": 64 * MiB, "seeder": 100 * MiB}  # the edge's is in memory_bound
 # CPython's allocator holds more than tracemalloc counts (arenas, fragmentation).
 ALLOCATOR_OVERHEAD = 1.25
 # The seeder: a full Debian archive puts ~8,000 files over the swarm threshold. One seeded
@@ -94,7 +95,7 @@ def grpc_in_flight(largest_request: int) -> int:
 
 def budget(service: str, config: Any) -> dict[str, int]:
     """The terms of a service's memory need under `config`, in bytes."""
-    terms = {"baseline at rest": BASELINE[service]}
+    terms = {"baseline at rest": BASELINE[service]} if service in BASELINE else {}
     if service == "tracker":
         terms["peers: max_peers x bytes per peer"] = config.max_peers * bytes_per_peer()
         largest = max(index_service.request_bounds(config.max_batch).values())
@@ -104,9 +105,10 @@ def budget(service: str, config: Any) -> dict[str, int]:
         terms["parsed Packages index"] = INDEX_STANZAS * BYTES_PER_STANZA
         terms["gRPC in flight x largest request"] = grpc_in_flight(0)
     elif service == "edge":
-        terms["memory cache (memory_cache_bytes)"] = config.memory_cache_bytes
+        # The HTTP side's bounds and the baseline are the edge's own sum (one source).
+        terms["HTTP bounds and baseline (aptmesh_edge.config.memory_bound)"] = memory_bound(config)
         # a file being verified whole before its first byte (at most memory_file_max_bytes),
-        # one per gRPC/HTTP call in flight
+        # one per gRPC call in flight
         terms["files verified in memory"] = (
             grpcserver.MAX_CONCURRENT_RPCS * config.memory_file_max_bytes
         )
